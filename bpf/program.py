@@ -1,0 +1,170 @@
+"""Compile a filter's bcc C source together with the XDP inspector, and load it into the kernel.
+
+Why a wrapper compiled with the source, and not fentry/fexit on the filter as xdpdump does: the
+filter is inlined into our program, so the verdict costs no trampoline, needs no BTF in the
+filter, and the same program runs unchanged under BPF_PROG_TEST_RUN. The contract in
+record.h does not depend on this choice: a compiled ELF object or a tc program can be put behind
+it later by linking (bpftool gen object) or by fexit, emitting the same record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from pktassert.errors import ProgramError
+
+HERE = Path(__file__).resolve().parent
+ENTRY = "pktassert_xdp"
+RING_PAGES = 4096  # 16 MiB: room for ~200,000 records between drains
+
+_PRELUDE = """\
+#include <uapi/linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include "record.h"
+#define PA_RING_PAGES {pages}
+#define PA_FILTER {func}
+/* Makes the filter's own definition static and inlined into the inspector (C11 6.2.2p4). */
+static __always_inline int {func}(struct xdp_md *ctx);
+"""
+
+# Map types whose contents are test state; emptied between tests. Program arrays, ring
+# buffers and perf arrays are left alone (they hold wiring, not state).
+_STATE_MAPS = {1, 2, 5, 6, 9, 10, 11, 14, 25}  # hash, array, percpu hash/array, lru, lpm, devmaps
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """The filter under test: bcc C source (a file path or the text itself) and its entry function."""
+
+    source: str | os.PathLike[str]
+    func: str
+    cflags: tuple[str, ...] = ()
+
+    @property
+    def is_file(self) -> bool:
+        return isinstance(self.source, os.PathLike) or ("\n" not in str(self.source) and "{" not in str(self.source))
+
+    @property
+    def name(self) -> str:
+        """How messages refer to the source."""
+        return str(self.source) if self.is_file else "<source text>"
+
+    def text(self) -> str:
+        if not self.is_file:
+            return str(self.source)
+        try:
+            return Path(self.source).read_text()
+        except OSError as e:
+            raise ProgramError(f"cannot read filter source {self.name}: {e.strerror}. "
+                               f"Fix: give a path that exists (relative paths are tried from the "
+                               f"test file's folder, then the rootdir).") from None
+
+    def compose(self) -> str:
+        """The filter's source between our prelude and the inspector, with #line so that
+        compiler messages point at the user's file and line."""
+        text = self.text()
+        _check_entry(self, text)
+        return (_PRELUDE.format(pages=RING_PAGES, func=self.func)
+                + f'#line 1 "{self.name}"\n' + text + "\n"
+                + f'#line 1 "{HERE / "inspector.c"}"\n' + (HERE / "inspector.c").read_text())
+
+    def load(self) -> "LoadedProgram":
+        return LoadedProgram(self)
+
+
+def _check_entry(prog: Program, text: str) -> None:
+    if not re.fullmatch(r"[A-Za-z_]\w*", prog.func):
+        raise ProgramError(f"func={prog.func!r} is not a C identifier. Fix: name the filter's entry function.")
+    if re.search(rf"\b{prog.func}\s*\([^;{{}}]*\)\s*\{{", text):
+        return
+    found = re.findall(r"^[ \t]*(?:static\s+)?(?:__always_inline\s+|inline\s+)*int\s+(\w+)\s*\([^;{}]*\)\s*\{",
+                       text, re.M)
+    raise ProgramError(f"{prog.name} defines no function {prog.func}(). Functions it defines: "
+                       f"{', '.join(found) or 'none'}. Fix: pass func= the name of the XDP entry function.")
+
+
+@contextlib.contextmanager
+def _stderr_into(sink: list[str]) -> Iterator[None]:
+    """Collect what libbcc and clang print to fd 2 (they bypass Python's sys.stderr)."""
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            sink.append(tmp.read().decode(errors="replace"))
+
+
+def _compiler_lines(log: str) -> str:
+    keep = [ln for ln in log.splitlines() if re.search(r"(error|warning|note):", ln) or ln.lstrip().startswith("^")]
+    errors = [ln for ln in keep if "error:" in ln] or keep
+    return "\n".join(errors[:12]) or log.strip()[-2000:]
+
+
+def _verifier_lines(log: str, context: int = 8) -> str:
+    """The verifier's reason and the instructions just before it, not its 2,000-line trace."""
+    lines = [ln for ln in log.splitlines() if ln.strip()]
+    tail = [ln for ln in lines if not ln.startswith(("bpf: Failed to load program", "processed ", "verification time",
+                                                       "stack depth", "HINT:"))]
+    reason = next((i for i in range(len(tail) - 1, -1, -1) if not re.match(r"^\s*(\d+:|;|from \d+|R\d)", tail[i])), None)
+    if reason is None:
+        return "\n".join(lines[-context:])
+    return "\n".join(tail[max(0, reason - context):reason + 1])
+
+
+class LoadedProgram:
+    """The composed program loaded in the kernel, its maps, and the record layout it emits."""
+
+    def __init__(self, program: Program) -> None:
+        from bcc import BPF  # imported late: the plugin must load (and skip cleanly) without bcc
+
+        self.program = program
+        text = program.compose()
+        log: list[str] = []
+        try:
+            with _stderr_into(log):
+                self.bpf = BPF(text=text, cflags=[f"-I{HERE}", "-Wno-unused-function", *program.cflags])
+        except Exception:
+            raise ProgramError(f"{program.name} does not compile:\n{_compiler_lines(log[0])}") from None
+        try:
+            with _stderr_into(log):
+                self.fn = self.bpf.load_func(ENTRY.encode(), BPF.XDP)
+        except Exception as e:
+            self.bpf.cleanup()
+            raise ProgramError(f"the verifier rejected {program.func}() from {program.name}:\n"
+                               f"{_verifier_lines(log[-1]) or e}") from None
+        self.fd: int = self.fn.fd
+        leaf = self.bpf[b"pa_scratch"].Leaf  # per-CPU: an array of the record, one per CPU
+        self.record_type = leaf._type_ if issubclass(leaf, ctypes.Array) else leaf
+
+    def state_maps(self) -> dict[str, object]:
+        """The filter's maps that hold state (its own, not the inspector's), by name."""
+        from bcc import libbcc
+
+        lib = libbcc.lib
+        lib.bpf_num_tables.argtypes, lib.bpf_num_tables.restype = [ctypes.c_void_p], ctypes.c_size_t
+        lib.bpf_table_name.argtypes, lib.bpf_table_name.restype = [ctypes.c_void_p, ctypes.c_size_t], ctypes.c_char_p
+        names = [lib.bpf_table_name(self.bpf.module, i) for i in range(lib.bpf_num_tables(self.bpf.module))]
+        return {n.decode(): self.bpf[n] for n in names if not n.startswith(b"pa_") and self.bpf[n].ttype in _STATE_MAPS}
+
+    def reset(self) -> None:
+        """Fresh state for the next test: empty the filter's state maps and our counters."""
+        for table in self.state_maps().values():
+            table.clear()
+        self.bpf[b"pa_counters"].clear()
+
+    def close(self) -> None:
+        self.bpf.cleanup()

@@ -1,0 +1,6 @@
+"""Topology: throwaway network namespaces joined by a veth pair (installed as ``pktassert.netns``)."""
+
+from .namespace import Namespace
+from .topology import Endpoint, Topology
+
+__all__ = ["Endpoint", "Namespace", "Topology"]

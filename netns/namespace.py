@@ -1,0 +1,80 @@
+"""A network namespace held only by file descriptors, so the kernel reclaims it when we exit or crash."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import socket
+from typing import Iterator
+
+from pyroute2 import IPRoute, netns
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _current() -> int:
+    # setns is per thread, so save this thread's namespace, not the process's.
+    return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+
+class Namespace:
+    """An anonymous netns: no bind mount under /run/netns, nothing for a crash to leave behind.
+
+    pyroute2 only creates named namespaces (bind mounts that outlive a crashed creator), so this
+    calls unshare(2) itself and keeps the namespace alive with an fd and the sockets opened in it.
+    """
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        home = _current()
+        try:
+            if _libc.unshare(_CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise PermissionError(err, f"unshare(CLONE_NEWNET) for {label}: {os.strerror(err)}")
+            self.fd = _current()
+        finally:
+            netns.setns(home)
+            os.close(home)
+        with self.entered():
+            self.ipr = IPRoute()  # a netlink socket stays bound to the namespace it was opened in
+
+    @property
+    def path(self) -> str:
+        """A path that names this namespace for tools that want one (pyroute2, ip -n can't)."""
+        return f"/proc/{os.getpid()}/fd/{self.fd}"
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        """Run the block with this thread inside the namespace."""
+        home = _current()
+        netns.setns(self.fd)
+        try:
+            yield
+        finally:
+            netns.setns(home)
+            os.close(home)
+
+    def socket(self, family: int, kind: int, proto: int = 0) -> socket.socket:
+        with self.entered():
+            return socket.socket(family, kind, proto)
+
+    def sysctl(self, key: str, value: str | int) -> None:
+        # /proc/sys/net resolves against the opening thread's namespace.
+        with self.entered(), open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+            f.write(str(value))
+
+    def close(self) -> None:
+        """Drop our references; the kernel then tears down the namespace and every link in it."""
+        if self.fd < 0:
+            return
+        self.ipr.close()
+        os.close(self.fd)
+        self.fd = -1
+
+    def __enter__(self) -> "Namespace":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

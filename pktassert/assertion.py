@@ -1,0 +1,47 @@
+"""Failure messages for asserts on captures: what was expected, what happened, the first offender."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+from pktassert.capture import Count, Outcome
+from pktassert.verdict import Verdict
+
+_OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_MIRROR = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
+def explain(op: str, left: Any, right: Any) -> list[str] | None:
+    if isinstance(right, (Count, Outcome)) and not isinstance(left, (Count, Outcome)):
+        left, right, op = right, left, _MIRROR.get(op, op)
+    if isinstance(left, Count) and isinstance(right, int) and op in _OPS:
+        return _explain_count(op, left, int(right))
+    if isinstance(left, Outcome) and op in ("==", "!="):
+        return _explain_outcome(op, left, right)
+    return None
+
+
+def _explain_count(op: str, got: Count, want: int) -> list[str]:
+    cap, v = got.capture, got.verdict
+    what = f"count({v.name})" if v is not None else "count()"
+    lines = [f"expected {what} {op} {want}, got {int(got)}",
+             f"verdicts of these {len(cap)} packets: {repr(cap)[len('<Capture '):-1]}"]
+    if v is None:
+        return lines
+    wants_more = op in (">", ">=") or (op == "==" and int(got) < want)
+    if wants_more:
+        pos = cap.first(lambda verdicts: verdicts != int(v))
+        label = f"first packet that was not {v.name}"
+    else:
+        pos = cap.first(lambda verdicts: verdicts == int(v))
+        label = f"first packet that was {v.name}"
+    if pos is not None:
+        lines.append(f"{label}: {cap.summary(pos)} -> {Verdict.name_of(int(cap.records['verdict'][pos]))}")
+    return lines
+
+
+def _explain_outcome(op: str, got: Outcome, want: Any) -> list[str]:
+    want_name = Verdict.name_of(int(want)) if isinstance(want, (int, Outcome)) else repr(want)
+    return [f"expected verdict {'' if op == '==' else 'not '}{want_name}, got {Verdict.name_of(got.value)}",
+            f"for {got.capture.summary(got.pos)}"]

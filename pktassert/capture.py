@@ -1,0 +1,168 @@
+"""What inject() returns: each injected packet's verdict and parsed fields, in send order."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Dot1Q, Ether
+from scapy.packet import Packet
+
+from pktassert.record import const
+from pktassert.verdict import Verdict
+
+_PROTO = {TCP: 6, UDP: 17, ICMP: 1}
+# scapy field name -> record column, for fields the inspector parses.
+_COLUMNS = {"sport": "sport", "dport": "dport", "ttl": "ttl", "hlim": "ttl", "proto": "proto", "nh": "proto",
+            "type": "icmp_type", "code": "icmp_code", "flags": "tcp_flags", "vlan": "vlan_outer",
+            "ethertype": "ethertype", "len": "len", "ifindex": "ifindex", "verdict": "verdict"}
+
+
+def _address(value: str) -> tuple[int, bytes]:
+    addr = ipaddress.ip_address(value)
+    return addr.version, addr.packed.ljust(16, b"\0")
+
+
+class Count(int):
+    """An int that remembers which packets it counted, so a failed assert can show them."""
+
+    capture: "Capture"
+    verdict: Verdict | None
+
+    def __new__(cls, value: int, capture: "Capture", verdict: Verdict | None) -> "Count":
+        self = super().__new__(cls, value)
+        self.capture, self.verdict = capture, verdict
+        return self
+
+
+class Outcome:
+    """One packet's verdict; compares equal to a Verdict, and shows its packet when it doesn't."""
+
+    def __init__(self, capture: "Capture", pos: int) -> None:
+        self.capture, self.pos = capture, pos
+        self.value = int(capture.records["verdict"][pos])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Outcome):
+            return self.value == other.value
+        return isinstance(other, int) and self.value == int(other)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def __int__(self) -> int:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"{Verdict.name_of(self.value)} for {self.capture.summary(self.pos)}"
+
+
+class Capture:
+    """Verdicts and parsed fields of injected packets, in send order.
+
+    ``records`` is a numpy array laid out as struct pa_record (bpf/record.h).
+    """
+
+    def __init__(self, records: np.ndarray, frame: Callable[[int], bytes], index: np.ndarray | None = None,
+                 sent: int | None = None, accounted: int | None = None) -> None:
+        self.records = records
+        self._frame = frame
+        self.index = np.arange(len(records)) if index is None else index  # position in the send order
+        self.sent = len(records) if sent is None else sent
+        self.accounted = len(records) if accounted is None else accounted
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[Outcome]:
+        return (Outcome(self, i) for i in range(len(self)))
+
+    def __getitem__(self, pos: int) -> Outcome:
+        return Outcome(self, range(len(self))[pos])
+
+    @property
+    def verdicts(self) -> list[Verdict | int]:
+        """Every packet's verdict in send order (an int where the filter returned a non-action)."""
+        return [Verdict(v) if v in Verdict._value2member_map_ else int(v) for v in self.records["verdict"]]
+
+    @property
+    def verdict(self) -> Outcome:
+        """The verdict of the only packet; an error when the capture holds more than one."""
+        if len(self) != 1:
+            raise ValueError(f"this capture holds {len(self)} packets; .verdict is for one. "
+                             f"Use .verdicts, .count(Verdict.X) or [i].")
+        return Outcome(self, 0)
+
+    def count(self, verdict: Verdict | int | None = None) -> Count:
+        """How many packets got ``verdict`` (all packets when None)."""
+        n = len(self) if verdict is None else int((self.records["verdict"] == int(verdict)).sum())
+        return Count(n, self, None if verdict is None else Verdict(verdict))
+
+    def counts(self) -> dict[str, int]:
+        vals, n = np.unique(self.records["verdict"], return_counts=True)
+        return {Verdict.name_of(int(v)): int(c) for v, c in zip(vals, n)}
+
+    def where(self, *layers: type[Packet], **fields: Any) -> "Capture":
+        """The packets that have every layer given and whose parsed fields match.
+
+        A field's value may be one value or a collection (range, set, list) of allowed values;
+        TCP flags may be written as scapy writes them ("S", "SA").
+        """
+        r = self.records
+        mask = np.ones(len(r), bool)
+        for layer in layers:
+            mask &= self._has(layer)
+        for name, want in fields.items():
+            mask &= self._matches(name, want, layers)
+        return Capture(r[mask], self._frame, self.index[mask], self.sent, self.accounted)
+
+    def _has(self, layer: type[Packet]) -> np.ndarray:
+        r = self.records
+        if layer is Ether:
+            return (r["parsed"] & const("PA_P_L2")) > 0
+        if layer is Dot1Q:
+            return r["vlan_count"] > 0
+        if layer is IP:
+            return r["l3"] == 4
+        if layer is IPv6:
+            return r["l3"] == 6
+        l4 = (r["parsed"] & const("PA_P_L4")) > 0
+        if layer in _PROTO:
+            return l4 & (r["proto"] == _PROTO[layer]) & (r["l3"] == 4 if layer is ICMP else True)
+        if layer.__name__.startswith("ICMPv6"):
+            return l4 & (r["proto"] == 58)
+        raise ValueError(f"where(): the inspector does not parse {layer.__name__}. It parses Ether, Dot1Q, "
+                         f"IP, IPv6, TCP, UDP, ICMP and ICMPv6.")
+
+    def _matches(self, name: str, want: Any, layers: Sequence[type[Packet]]) -> np.ndarray:
+        r = self.records
+        if name in ("src", "dst"):
+            wants = [want] if isinstance(want, str) else list(want)
+            hit = np.zeros(len(r), bool)
+            for w in wants:
+                version, packed = _address(w)
+                hit |= (r["l3"] == version) & (r[name] == np.frombuffer(packed, np.uint8)).all(axis=1)
+            return hit
+        if name not in _COLUMNS:
+            raise ValueError(f"where(): no parsed field {name!r}. Fields: src, dst, {', '.join(_COLUMNS)}.")
+        col = r[_COLUMNS[name]]
+        if name == "flags" and isinstance(want, str):
+            want = int(TCP(flags=want).flags)
+        if isinstance(want, (range, set, frozenset, list, tuple)):
+            return np.isin(col, [int(w) for w in want])
+        return col == int(want)
+
+    def summary(self, pos: int) -> str:
+        """scapy's one-line summary of the packet at ``pos`` as it was sent, with its number."""
+        return f"packet #{int(self.index[pos])}: {Ether(self._frame(int(self.index[pos]))).summary()}"
+
+    def first(self, pred: Callable[[np.ndarray], np.ndarray]) -> int | None:
+        hits = np.flatnonzero(pred(self.records["verdict"]))
+        return int(hits[0]) if len(hits) else None
+
+    def __repr__(self) -> str:
+        counts = " ".join(f"{k}={v}" for k, v in self.counts().items()) or "no packets"
+        return f"<Capture {len(self)} packets: {counts}>"

@@ -1,0 +1,147 @@
+"""Floods: ``count`` copies of one frame with fields varied, built in numpy, checksums recomputed.
+
+No scapy object per packet: scapy builds the template once and tells where each layer starts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Mapping
+
+import numpy as np
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+from scapy.packet import Packet
+
+from pktassert.errors import InjectError
+
+# (offset within the layer, width in bytes) of the fields vary= can set.
+FIELDS: dict[type[Packet], dict[str, tuple[int, int]]] = {
+    IP: {"src": (12, 4), "dst": (16, 4), "ttl": (8, 1), "id": (4, 2), "tos": (1, 1)},
+    IPv6: {"src": (8, 16), "dst": (24, 16), "hlim": (7, 1)},
+    TCP: {"sport": (0, 2), "dport": (2, 2), "seq": (4, 4), "ack": (8, 4), "window": (14, 2)},
+    UDP: {"sport": (0, 2), "dport": (2, 2)},
+    ICMP: {"id": (4, 2), "seq": (6, 2)},
+    Ether: {"src": (6, 6), "dst": (0, 6)},
+}
+_SEARCH = (TCP, UDP, ICMP, IP, IPv6, Ether)  # "src" means the IP source, not the MAC
+
+
+def _offset(pkt: Packet, layer: type[Packet]) -> int:
+    return len(pkt) - len(pkt[layer])
+
+
+def _resolve(pkt: Packet, name: str) -> tuple[int, int, type[Packet]]:
+    if "." in name:
+        lname, fname = name.split(".", 1)
+        layers = [c for c in _SEARCH if c.__name__ == lname]
+    else:
+        layers, fname = list(_SEARCH), name
+    for layer in layers:
+        if layer in pkt and fname in FIELDS[layer]:
+            off, width = FIELDS[layer][fname]
+            return _offset(pkt, layer) + off, width, layer
+    known = sorted({f"{c.__name__}.{f}" for c in _SEARCH if c in pkt for f in FIELDS[c]})
+    raise InjectError(f"vary={{{name!r}: ...}}: the packet has no field {name!r} that can be varied. "
+                      f"Fields of this packet: {', '.join(known)}.")
+
+
+def _values(spec: Any, count: int, width: int, name: str) -> np.ndarray:
+    """Values as Python-int-free numpy: uint64 for width <= 8, (count, 16) bytes for IPv6."""
+    i = np.arange(count, dtype=np.uint64)
+    if isinstance(spec, str) and "/" in spec:
+        net = ipaddress.ip_network(spec, strict=False)
+        base, n = int(net.network_address), net.num_addresses
+        if width == 16:
+            low = np.uint64(base & (2**64 - 1)) + i % np.uint64(min(n, 2**63))
+            hi = np.frombuffer((base >> 64).to_bytes(8, "big"), np.uint8)
+            return np.hstack([np.tile(hi, (count, 1)), low.astype(">u8").view(np.uint8).reshape(count, 8)])
+        return np.uint64(base) + i % np.uint64(n)
+    if isinstance(spec, tuple) and len(spec) == 2:
+        lo, hi = (int(v) for v in spec)
+        if hi < lo:
+            raise InjectError(f"vary={{{name!r}: {spec}}}: the range is empty. Fix: (low, high), both included.")
+        return np.uint64(lo) + i % np.uint64(hi - lo + 1)
+    if isinstance(spec, (list, range)):
+        vals = [_scalar(v, width) for v in spec]
+        return np.array(vals, dtype=np.uint64)[i % np.uint64(len(vals))] if width <= 8 else \
+            np.array([list(v) for v in vals], np.uint8)[(i % np.uint64(len(vals))).astype(np.int64)]
+    one = _scalar(spec, width)
+    return np.full(count, one, np.uint64) if width <= 8 else np.tile(np.frombuffer(one, np.uint8), (count, 1))
+
+
+def _scalar(v: Any, width: int) -> Any:
+    if isinstance(v, str):
+        if ":" in v and width == 6:
+            return int(v.replace(":", ""), 16)
+        addr = ipaddress.ip_address(v)
+        return addr.packed if width == 16 else int(addr)
+    return int(v)
+
+
+def _put(frames: np.ndarray, at: int, width: int, vals: np.ndarray) -> None:
+    if vals.ndim == 2:
+        frames[:, at:at + width] = vals
+        return
+    for k in range(width):
+        frames[:, at + k] = (vals >> np.uint64(8 * (width - 1 - k))) & np.uint64(0xFF)
+
+
+def _sum16(cols: np.ndarray) -> np.ndarray:
+    if cols.shape[1] % 2:
+        cols = np.hstack([cols, np.zeros((cols.shape[0], 1), np.uint8)])
+    return (cols[:, 0::2].astype(np.uint64) << np.uint64(8) | cols[:, 1::2]).sum(axis=1)
+
+
+def _fold(s: np.ndarray) -> np.ndarray:
+    while (s >> np.uint64(16)).any():
+        s = (s & np.uint64(0xFFFF)) + (s >> np.uint64(16))
+    return (~s) & np.uint64(0xFFFF)
+
+
+def fix_checksums(frames: np.ndarray, pkt: Packet) -> None:
+    """Recompute IPv4 header and TCP/UDP/ICMP checksums of every row, in place."""
+    l4 = next((c for c in (TCP, UDP, ICMP) if c in pkt), None)
+    if IP in pkt:
+        ip = _offset(pkt, IP)
+        ihl = (pkt[IP].ihl or 5) * 4
+        frames[:, ip + 10:ip + 12] = 0
+        _put(frames, ip + 10, 2, _fold(_sum16(frames[:, ip:ip + ihl])))
+        end = ip + pkt[IP].len if pkt[IP].len else len(frames[0])
+        pseudo = _sum16(frames[:, ip + 12:ip + 20])
+    elif IPv6 in pkt:
+        ip = _offset(pkt, IPv6)
+        end = ip + 40 + pkt[IPv6].plen
+        pseudo = _sum16(frames[:, ip + 8:ip + 40])
+        if l4 is None:
+            l4 = type(pkt[IPv6].payload) if pkt[IPv6].nh == 58 else None
+    else:
+        return
+    if l4 is None:
+        return
+    at = _offset(pkt, l4)
+    proto = {TCP: 6, UDP: 17}.get(l4, 58 if IPv6 in pkt else 1)
+    field = at + {6: 16, 17: 6}.get(proto, 2)
+    frames[:, field:field + 2] = 0
+    s = _sum16(frames[:, at:end])
+    if proto != 1:  # ICMPv4 has no pseudo-header
+        s = s + pseudo + np.uint64(proto) + np.uint64(end - at)
+    csum = _fold(s)
+    if proto == 17:
+        csum[csum == 0] = 0xFFFF
+    _put(frames, field, 2, csum)
+
+
+def build(pkt: Packet, count: int, vary: Mapping[str, Any] | None) -> np.ndarray:
+    """``count`` rows of the frame ``pkt`` (an Ether packet) with ``vary`` applied."""
+    template = np.frombuffer(bytes(pkt), np.uint8)
+    frames = np.tile(template, (count, 1))
+    if not vary:
+        return frames
+    built = pkt.__class__(bytes(pkt))  # lengths and checksums filled in, as sent
+    for name, spec in vary.items():
+        at, width, _ = _resolve(built, name)
+        _put(frames, at, width, _values(spec, count, width, name))
+    fix_checksums(frames, built)
+    return frames

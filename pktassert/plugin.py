@@ -1,0 +1,187 @@
+"""The pytest plugin: options, the ``xdp`` marker, fixtures, and failure messages."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from pktassert import assertion, preflight
+from pktassert.bpf.program import LoadedProgram, Program
+from pktassert.collect import Collector
+from pktassert.dut import XdpUnderTest
+from pktassert.errors import ProgramError
+from pktassert.inject import MTU, Injector
+from pktassert.netns import Topology
+from pktassert.record import const
+from pktassert.verdict import Verdict
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pktassert", "pktassert: packet filter tests")
+    group.addoption("--pktassert-require", action="store_true",
+                    help="error instead of skip when root, bcc or kernel headers are missing (for CI)")
+    group.addoption("--pktassert-summary", action="store_true",
+                    help="print the verdicts each filter gave, after the run")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "xdp(source, func, cflags=()): the XDP filter under test: bcc C source "
+                                       "(a .c path, relative to the test file or rootdir, or the text) and "
+                                       "its entry function")
+    config.stash[_summary_key] = {}
+
+
+_summary_key = pytest.StashKey[dict]()
+
+
+class ProgramCache:
+    """Compiled programs by source, for the session: bcc has no compile cache and takes seconds."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, str, tuple[str, ...]], tuple[LoadedProgram, Collector] | ProgramError] = {}
+
+    def get(self, program: Program) -> tuple[LoadedProgram, Collector]:
+        key = (program.compose(), program.func, program.cflags)
+        if key not in self._loaded:
+            try:
+                loaded = program.load()
+                self._loaded[key] = (loaded, Collector(loaded))
+            except ProgramError as e:
+                self._loaded[key] = e
+        hit = self._loaded[key]
+        if isinstance(hit, ProgramError):
+            raise hit
+        return hit
+
+    def close(self) -> None:
+        for hit in self._loaded.values():
+            if not isinstance(hit, ProgramError):
+                hit[0].close()
+        self._loaded.clear()
+
+
+def _resolve(source: str, item: pytest.Item) -> str | Path:
+    if "\n" in source or "{" in source:
+        return source
+    candidates = [Path(source)] if os.path.isabs(source) else [item.path.parent / source, item.config.rootpath / source]
+    for c in candidates:
+        if c.exists():
+            return c
+    raise ProgramError(f"@pytest.mark.xdp: no file {source!r} (looked at {', '.join(map(str, candidates))}). "
+                       f"Fix: a path relative to the test file or the rootdir, or the C source text itself.")
+
+
+@pytest.fixture(scope="session")
+def pktassert_ready(pytestconfig: pytest.Config) -> None:
+    """Skips (or, with --pktassert-require, errors) when this machine can't run live tests."""
+    found = preflight.problems()
+    if found:
+        msg = "pktassert cannot run here: " + " | ".join(found)
+        if pytestconfig.getoption("pktassert_require"):
+            pytest.fail(msg + " (--pktassert-require is set)", pytrace=False)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def pktassert_programs(pktassert_ready: None) -> Iterator[ProgramCache]:
+    cache = ProgramCache()
+    yield cache
+    cache.close()
+
+
+@pytest.fixture
+def xdp_program(request: pytest.FixtureRequest) -> Program:
+    """The filter under test; from @pytest.mark.xdp, or override this fixture in a module or conftest."""
+    mark = request.node.get_closest_marker("xdp")
+    if mark is None:
+        raise ProgramError("no filter chosen for this test. Fix: mark it @pytest.mark.xdp(\"filter.c\", "
+                           "func=\"entry\") or override the xdp_program fixture to return pktassert.Program(...).")
+    args, kwargs = list(mark.args), dict(mark.kwargs)
+    source = kwargs.pop("source", None) or (args.pop(0) if args else None)
+    func = kwargs.pop("func", None) or (args.pop(0) if args else None)
+    if source is None or func is None:
+        raise ProgramError("@pytest.mark.xdp needs the source and the entry function: "
+                           "@pytest.mark.xdp(\"filter.c\", func=\"entry\").")
+    if isinstance(source, Program):
+        return source
+    return Program(_resolve(str(source), request.node), func, tuple(kwargs.pop("cflags", ())))
+
+
+@pytest.fixture
+def topology(pktassert_ready: None, request: pytest.FixtureRequest) -> Iterator[Topology]:
+    """A DUT and a peer namespace joined by a veth pair, for this test only."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with Topology(label=f"pktassert {worker} pid {os.getpid()} {request.node.name}"[:250],
+                  mtu=MTU + const("PA_TRAILER_LEN")) as topo:
+        yield topo
+
+
+@pytest.fixture
+def xdp(topology: Topology, xdp_program: Program, pktassert_programs: ProgramCache,
+        request: pytest.FixtureRequest) -> Iterator[XdpUnderTest]:
+    """The filter under test, attached behind the inspector on the DUT's veth, with fresh state."""
+    loaded, collector = pktassert_programs.get(xdp_program)
+    dut = XdpUnderTest(topology, loaded, collector)
+    yield dut
+    counts = {v.name: n for v, n in dut.counts().items() if n}
+    request.node.user_properties.append(("pktassert", {"filter": f"{xdp_program.func} ({xdp_program.name})",
+                                                       "counts": counts}))
+
+
+@pytest.fixture
+def inject(xdp: XdpUnderTest) -> Iterator[Injector]:
+    """Send scapy packets from the peer into the DUT; returns a Capture of their verdicts."""
+    injector = Injector(xdp)
+    yield injector
+    injector.close()
+
+
+def pytest_assertrepr_compare(op: str, left: Any, right: Any) -> list[str] | None:
+    return assertion.explain(op, left, right)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    # A filter that does not compile or load is the test's subject failing, not a broken fixture.
+    if call.when == "setup" and call.excinfo is not None and call.excinfo.errisinstance(ProgramError):
+        report.longrepr = f"pktassert: {call.excinfo.value}"
+        report.when = "call"
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "teardown":
+        return
+    summary = _config.stash[_summary_key] if _config else None
+    for key, value in report.user_properties:
+        if key == "pktassert" and summary is not None:
+            entry = summary.setdefault(value["filter"], {"tests": 0, "counts": {}})
+            entry["tests"] += 1
+            for name, n in value["counts"].items():
+                entry["counts"][name] = entry["counts"].get(name, 0) + n
+
+
+_config: pytest.Config | None = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _config
+    _config = session.config
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    summary = config.stash[_summary_key]
+    if not config.getoption("pktassert_summary") or not summary:
+        return
+    tr = terminalreporter
+    tr.section("pktassert: verdicts per filter")
+    names = [v.name for v in Verdict]
+    tr.write_line(f"{'filter':<44} {'tests':>5} " + " ".join(f"{n:>9}" for n in names))
+    for name, entry in sorted(summary.items()):
+        tr.write_line(f"{name[:44]:<44} {entry['tests']:>5} "
+                      + " ".join(f"{entry['counts'].get(n, 0):>9}" for n in names))

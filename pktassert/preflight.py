@@ -1,0 +1,57 @@
+"""What this machine lacks for live tests, each with the exact fix."""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import sys
+
+# Capability bits (linux/capability.h) the live tier needs.
+_CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_BPF": 39}
+
+
+def _missing_caps() -> list[str]:
+    with open("/proc/self/status") as f:
+        eff = next(int(ln.split()[1], 16) for ln in f if ln.startswith("CapEff:"))
+    missing = [name for name, bit in _CAPS.items() if not eff >> bit & 1]
+    if "CAP_BPF" in missing and "CAP_SYS_ADMIN" not in missing:
+        missing.remove("CAP_BPF")  # CAP_SYS_ADMIN covers BPF
+    return missing
+
+
+def _headers_problem() -> str | None:
+    release = os.uname().release
+    build = f"/lib/modules/{release}/build"
+    if os.environ.get("BCC_KERNEL_SOURCE") or os.path.isdir(f"{build}/include") \
+            or os.path.exists("/sys/kernel/kheaders.tar.xz"):
+        return None
+    amd64 = sorted(glob.glob("/usr/src/linux-headers-*-amd64"))
+    if amd64:
+        common = amd64[-1].replace("-amd64", "-common")
+        fix = (f"ln -sfn {amd64[-1]} {build} && ln -sfn {common} /lib/modules/{release}/source "
+               f"(Debian splits headers in two trees; BCC_KERNEL_SOURCE alone is not enough)")
+    else:
+        fix = (f"apt-get install linux-headers-amd64, then mkdir -p /lib/modules/{release} and link its "
+               f"/usr/src/linux-headers-*-amd64 to {build} and …-common to …/source")
+    return f"bcc needs kernel headers and finds none for kernel {release} at {build}. Fix: {fix}; `make setup` does this."
+
+
+@functools.cache
+def problems() -> tuple[str, ...]:
+    """Empty when live tests can run here; otherwise one line per missing piece, each with its fix."""
+    found = []
+    caps = _missing_caps()
+    if caps:
+        found.append(f"not privileged: missing {', '.join(caps)} (uid {os.getuid()}). Fix: run pytest as root, "
+                     f"e.g. sudo .venv/bin/pytest, on a runner that allows network namespaces and BPF.")
+    try:
+        import bcc  # noqa: F401
+    except ImportError as e:
+        found.append(f"bcc is not importable from {sys.executable} ({e}). Fix: apt-get install python3-bpfcc and "
+                     f"make the venv with /usr/bin/python3 -m venv --system-site-packages .venv "
+                     f"(`pip install bcc` is an unrelated package).")
+    headers = _headers_problem()
+    if headers:
+        found.append(headers)
+    return tuple(found)
