@@ -136,7 +136,7 @@ class LoadedProgram:
         log: list[str] = []
         try:
             with _stderr_into(log):
-                self.bpf = BPF(text=text, cflags=[f"-I{HERE}", "-Wno-unused-function", *program.cflags])
+                self.bpf = BPF(text=text.encode(), cflags=[f"-I{HERE}", "-Wno-unused-function", *program.cflags])
         except Exception:
             raise ProgramError(f"{program.name} does not compile:\n{_compiler_lines(log[0])}") from None
         try:
