@@ -108,21 +108,37 @@ def _stderr_into(sink: list[str]) -> Iterator[None]:
             sink.append(tmp.read().decode(errors="replace"))
 
 
-def _compiler_lines(log: str) -> str:
-    keep = [ln for ln in log.splitlines() if re.search(r"(error|warning|note):", ln) or ln.lstrip().startswith("^")]
-    errors = [ln for ln in keep if "error:" in ln] or keep
-    return "\n".join(errors[:12]) or log.strip()[-2000:]
+def _compiler_lines(log: str, func: str) -> str:
+    """clang's errors, each with the source line and caret it prints after it; warnings dropped."""
+    out: list[str] = []
+    lines = log.splitlines()
+    for i, ln in enumerate(lines):
+        if "error:" not in ln or len(out) >= 12:
+            continue
+        out.append(ln)
+        for follow in lines[i + 1:i + 3]:
+            if re.search(r"(error|warning|note):", follow):
+                break
+            out.append(follow)
+    if any(f"conflicting types for '{func}'" in ln for ln in out):
+        out.append(f"hint: the entry function must be `int {func}(struct xdp_md *ctx)`")
+    return "\n".join(out) or log.strip()[-2000:]
 
 
-def _verifier_lines(log: str, context: int = 8) -> str:
-    """The verifier's reason and the instructions just before it, not its 2,000-line trace."""
-    lines = [ln for ln in log.splitlines() if ln.strip()]
-    tail = [ln for ln in lines if not ln.startswith(("bpf: Failed to load program", "processed ", "verification time",
-                                                       "stack depth", "HINT:"))]
-    reason = next((i for i in range(len(tail) - 1, -1, -1) if not re.match(r"^\s*(\d+:|;|from \d+|R\d)", tail[i])), None)
-    if reason is None:
-        return "\n".join(lines[-context:])
-    return "\n".join(tail[max(0, reason - context):reason + 1])
+def _verifier_lines(log: str, context: int = 4) -> str:
+    """The verifier's reason and the last instructions it checked, instead of its whole trace.
+
+    (No source line: bcc's line info for composed sources is off by one, and a wrong line is worse.)
+    """
+    lines = [ln for ln in log.splitlines() if ln.strip() and not ln.startswith(
+        ("bpf: Failed to load program", "processed ", "verification time", "stack depth", ";"))]
+    insn = re.compile(r"^\d+: \(")
+    end = len(lines)
+    start = end
+    while start > 0 and not insn.match(lines[start - 1]) and end - start < 4:
+        start -= 1
+    recent = [ln.split(" ; ")[0].rstrip() for ln in lines[:start] if insn.match(ln)][-context:]
+    return "\n".join([*lines[start:end], "last instructions:", *("  " + ln for ln in recent)])
 
 
 class LoadedProgram:
@@ -138,13 +154,13 @@ class LoadedProgram:
             with _stderr_into(log):
                 self.bpf = BPF(text=text.encode(), cflags=[f"-I{HERE}", "-Wno-unused-function", *program.cflags])
         except Exception:
-            raise ProgramError(f"{program.name} does not compile:\n{_compiler_lines(log[0])}") from None
+            raise ProgramError(f"{program.name} does not compile:\n{_compiler_lines(log[0], program.func)}") from None
         try:
             with _stderr_into(log):
                 self.fn = self.bpf.load_func(ENTRY.encode(), BPF.XDP)
         except Exception as e:
             self.bpf.cleanup()
-            raise ProgramError(f"the verifier rejected {program.func}() from {program.name}:\n"
+            raise ProgramError(f"the verifier rejected {program.func}() from {program.name}: "
                                f"{_verifier_lines(log[-1]) or e}") from None
         self.fd: int = self.fn.fd
         leaf = self.bpf[b"pa_scratch"].Leaf  # per-CPU: an array of the record, one per CPU

@@ -26,7 +26,7 @@ def _explain_count(op: str, got: Count, want: int) -> list[str]:
     cap, v = got.capture, got.verdict
     what = f"count({v.name})" if v is not None else "count()"
     lines = [f"expected {what} {op} {want}, got {int(got)}",
-             f"verdicts of these {len(cap)} packets: {repr(cap)[len('<Capture '):-1]}"]
+             f"verdicts of these {len(cap)} packets: {cap.counts_text()}"]
     if v is None:
         return lines
     wants_more = op in (">", ">=") or (op == "==" and int(got) < want)

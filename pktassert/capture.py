@@ -163,6 +163,8 @@ class Capture:
         hits = np.flatnonzero(pred(self.records["verdict"]))
         return int(hits[0]) if len(hits) else None
 
+    def counts_text(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.counts().items()) or "none"
+
     def __repr__(self) -> str:
-        counts = " ".join(f"{k}={v}" for k, v in self.counts().items()) or "no packets"
-        return f"<Capture {len(self)} packets: {counts}>"
+        return f"<Capture {len(self)} packets: {self.counts_text()}>"
