@@ -1,0 +1,43 @@
+# `make demo` and `make test` each bring a fresh Debian 12 machine (as root) to a working state, then run.
+SHELL := /bin/bash
+PY := /usr/bin/python3
+VENV := .venv
+KREL := $(shell uname -r)
+APT := python3-bpfcc python3-venv linux-headers-amd64 iproute2 util-linux
+PYTEST := $(VENV)/bin/pytest -p no:cacheprovider --pktassert-require
+
+.PHONY: setup packages headers demo test clean
+
+demo: setup
+	$(PYTEST) examples -q --pktassert-summary
+
+test: setup
+	$(PYTEST) -n 2 tests examples
+
+setup: packages headers $(VENV)/.installed
+
+packages:
+	@missing=$$(for p in $(APT); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# bcc looks for headers at /lib/modules/$(uname -r)/{build,source}. Debian ships them for its own
+# kernel in two trees (-amd64 and -common); when the running kernel is not Debian's, link those.
+headers: packages
+	@b=/lib/modules/$(KREL); \
+	if [ ! -d $$b/build/include ]; then \
+	  amd64=$$(ls -d /usr/src/linux-headers-*-amd64 | sort -V | tail -n1); \
+	  [ -n "$$amd64" ] || { echo "no /usr/src/linux-headers-*-amd64: apt-get install linux-headers-amd64"; exit 1; }; \
+	  mkdir -p $$b && ln -sfn $$amd64 $$b/build && ln -sfn $${amd64%-amd64}-common $$b/source; \
+	  echo "bcc headers: $$b/build -> $$amd64"; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	[ -x $(VENV)/bin/python ] || $(PY) -m venv --system-site-packages $(VENV)
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) *.egg-info
