@@ -149,11 +149,28 @@ class Capture:
         if name not in _COLUMNS:
             raise ValueError(f"where(): no parsed field {name!r}. Fields: src, dst, {', '.join(_COLUMNS)}.")
         col = r[_COLUMNS[name]]
+        carried = self._carrier(name)  # a packet without the layer has 0 there, which must not match 0
         if name == "flags" and isinstance(want, str):
             want = int(TCP(flags=want).flags)
         if isinstance(want, (range, set, frozenset, list, tuple)):
-            return np.isin(col, [int(w) for w in want])
-        return col == int(want)
+            return carried & np.isin(col, [int(w) for w in want])
+        return carried & (col == int(want))
+
+    def _carrier(self, name: str) -> np.ndarray:
+        """Which packets have the layer that carries field ``name``."""
+        r = self.records
+        l4 = (r["parsed"] & const("PA_P_L4")) > 0
+        if name in ("sport", "dport"):
+            return l4 & np.isin(r["proto"], [6, 17])
+        if name == "flags":
+            return l4 & (r["proto"] == 6)
+        if name in ("type", "code"):
+            return l4 & np.isin(r["proto"], [1, 58])
+        if name in ("ttl", "hlim", "proto", "nh"):
+            return r["l3"] > 0
+        if name == "vlan":
+            return r["vlan_count"] > 0
+        return np.ones(len(r), bool)
 
     def summary(self, pos: int) -> str:
         """scapy's one-line summary of the packet at ``pos`` as it was sent, with its number."""

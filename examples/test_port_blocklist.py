@@ -1,0 +1,49 @@
+"""The port blocklist: TCP and UDP to blocked destination ports are dropped, over IPv4 and IPv6."""
+
+import ctypes
+
+import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+
+from pktassert import Verdict
+
+pytestmark = pytest.mark.xdp("port_blocklist.c", func="port_blocklist")
+
+BLOCKED_BY_DEFAULT = {23, 135, 445, 3389}
+
+
+def test_blocked_ports_dropped_others_pass(xdp, inject):
+    ports = [22, 23, 80, 135, 443, 445, 3389, 8080]
+    result = inject([IP(dst=xdp.ip) / TCP(dport=p, flags="S") for p in ports])
+    assert result.verdicts == [Verdict.DROP if p in BLOCKED_BY_DEFAULT else Verdict.PASS for p in ports]
+
+
+def test_port_scan_hits_only_blocked_ports(xdp, inject):
+    scan = inject(IP(dst=xdp.ip) / TCP(flags="S"), count=1024, vary={"dport": (1, 1024)})
+    assert len(scan) == 1024
+    # Packet i went to port i + 1; 3389 is beyond the scanned range.
+    assert [i + 1 for i, v in enumerate(scan.verdicts) if v == Verdict.DROP] == [23, 135, 445]
+    assert scan.where(TCP, dport=23).verdict == Verdict.DROP
+    assert scan.where(TCP, dport=BLOCKED_BY_DEFAULT).count(Verdict.DROP) == 3
+    assert xdp.counts()[Verdict.PASS] == 1021
+
+
+def test_port_blocked_at_run_time(xdp, inject):
+    probe = [IP(dst=xdp.ip) / TCP(dport=8080, flags="S"), IP(dst=xdp.ip) / UDP(dport=8080),
+             IP(dst=xdp.ip) / TCP(dport=8081, flags="S")]
+    assert inject(probe).verdicts == [Verdict.PASS] * 3
+    xdp.map("blocked_ports")[ctypes.c_uint16(8080)] = ctypes.c_uint8(1)
+    assert inject(probe).verdicts == [Verdict.DROP, Verdict.DROP, Verdict.PASS]
+
+
+def test_ipv6_telnet_dropped(xdp, inject):
+    result = inject([IPv6(dst=xdp.ip6) / TCP(dport=23, flags="S"), IPv6(dst=xdp.ip6) / TCP(dport=22, flags="S")])
+    assert result.where(IPv6, dport=23).verdict == Verdict.DROP
+    assert result.where(IPv6, dport=22).verdict == Verdict.PASS
+
+
+def test_udp_smb_dropped(xdp, inject):
+    result = inject([IP(dst=xdp.ip) / UDP(dport=445), IP(dst=xdp.ip) / UDP(dport=53),
+                     IPv6(dst=xdp.ip6) / UDP(dport=445)])
+    assert result.verdicts == [Verdict.DROP, Verdict.PASS, Verdict.DROP]
