@@ -1,0 +1,74 @@
+"""Per-test cost of the live tier: bcc compile once, then topology + attach + inject + teardown per test.
+
+Run as root: .venv/bin/python benchmarks/overhead.py [--json]. Prints medians over repeated runs;
+compare the parts with each other, not with other machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from scapy.layers.inet import IP, TCP
+
+from pktassert.bpf.program import Program
+from pktassert.collect import Collector
+from pktassert.dut import XdpUnderTest
+from pktassert.inject import MTU, Injector
+from pktassert.netns import Topology
+from pktassert.record import const
+
+SYN_GUARD = Program(Path(__file__).resolve().parent.parent / "examples" / "syn_guard.c", "syn_guard")
+
+
+def timed(fn, n: int) -> float:
+    runs = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t)
+    return statistics.median(runs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--tests", type=int, default=50)
+    args = ap.parse_args()
+
+    import bcc  # noqa: F401  (imported before timing: the import is paid once per process)
+
+    loaded = []
+    compile_s = timed(lambda: loaded.append(SYN_GUARD.load()), 3)
+    prog = loaded[-1]
+    collector = Collector(prog)
+    mtu = MTU + const("PA_TRAILER_LEN")
+
+    def topology_only() -> None:
+        Topology(mtu=mtu).close()
+
+    def one_test() -> None:
+        with Topology(mtu=mtu) as topo:
+            xdp = XdpUnderTest(topo, prog, collector)
+            inject = Injector(xdp)
+            assert inject(IP(dst=xdp.ip) / TCP(dport=80, flags="A")).verdict == 2
+            inject.close()
+
+    topo_s = timed(topology_only, args.tests)
+    test_s = timed(one_test, args.tests)
+    for p in loaded:
+        p.close()
+    out = {"bcc_compile_load_s": round(compile_s, 3), "topology_s": round(topo_s, 4),
+           "per_test_overhead_s": round(test_s, 4), "tests": args.tests}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k:>22}: {v}")
+
+
+if __name__ == "__main__":
+    main()
