@@ -48,7 +48,7 @@ def _resolve(pkt: Packet, name: str) -> tuple[int, int, type[Packet]]:
 
 
 def _values(spec: Any, count: int, width: int, name: str) -> np.ndarray:
-    """Values as Python-int-free numpy: uint64 for width <= 8, (count, 16) bytes for IPv6."""
+    """Values as numpy: uint64 for width <= 8, (count, 16) bytes for IPv6 addresses."""
     i = np.arange(count, dtype=np.uint64)
     if isinstance(spec, str) and "/" in spec:
         net = ipaddress.ip_network(spec, strict=False)
@@ -57,27 +57,46 @@ def _values(spec: Any, count: int, width: int, name: str) -> np.ndarray:
             low = np.uint64(base & (2**64 - 1)) + i % np.uint64(min(n, 2**63))
             hi = np.frombuffer((base >> 64).to_bytes(8, "big"), np.uint8)
             return np.hstack([np.tile(hi, (count, 1)), low.astype(">u8").view(np.uint8).reshape(count, 8)])
-        return np.uint64(base) + i % np.uint64(n)
-    if isinstance(spec, tuple) and len(spec) == 2:
-        lo, hi = (int(v) for v in spec)
+        return _fits(np.uint64(base) + i % np.uint64(n), width, name, spec)
+    if isinstance(spec, tuple) and len(spec) == 2 and width <= 8:
+        lo, hi = (_scalar(v, width, name) for v in spec)
         if hi < lo:
             raise InjectError(f"vary={{{name!r}: {spec}}}: the range is empty. Fix: (low, high), both included.")
-        return np.uint64(lo) + i % np.uint64(hi - lo + 1)
-    if isinstance(spec, (list, range)):
-        vals = [_scalar(v, width) for v in spec]
-        return np.array(vals, dtype=np.uint64)[i % np.uint64(len(vals))] if width <= 8 else \
-            np.array([list(v) for v in vals], np.uint8)[(i % np.uint64(len(vals))).astype(np.int64)]
-    one = _scalar(spec, width)
-    return np.full(count, one, np.uint64) if width <= 8 else np.tile(np.frombuffer(one, np.uint8), (count, 1))
+        _fits(np.array([hi], np.uint64), width, name, spec)
+        return _fits(np.uint64(lo) + i % np.uint64(hi - lo + 1), width, name, spec)
+    if isinstance(spec, (list, tuple, range)):
+        vals = [_scalar(v, width, name) for v in spec]
+        if not vals:
+            raise InjectError(f"vary={{{name!r}: {spec!r}}}: no values. Fix: give at least one.")
+        pick = (i % np.uint64(len(vals))).astype(np.int64)
+        if width <= 8:
+            return _fits(np.array(vals, dtype=np.uint64)[pick], width, name, spec)
+        return np.array([list(v) for v in vals], np.uint8)[pick]
+    one = _scalar(spec, width, name)
+    if width <= 8:
+        return _fits(np.full(count, one, np.uint64), width, name, spec)
+    return np.tile(np.frombuffer(one, np.uint8), (count, 1))
 
 
-def _scalar(v: Any, width: int) -> Any:
-    if isinstance(v, str):
-        if ":" in v and width == 6:
-            return int(v.replace(":", ""), 16)
-        addr = ipaddress.ip_address(v)
-        return addr.packed if width == 16 else int(addr)
-    return int(v)
+def _fits(vals: np.ndarray, width: int, name: str, spec: Any) -> np.ndarray:
+    if width < 8 and len(vals) and int(vals.max()) >> (8 * width):
+        raise InjectError(f"vary={{{name!r}: {spec!r}}}: {int(vals.max())} does not fit the {8 * width}-bit "
+                          f"field. Fix: keep values within 0..{2 ** (8 * width) - 1}.")
+    return vals
+
+
+def _scalar(v: Any, width: int, name: str) -> Any:
+    try:
+        if isinstance(v, str):
+            if ":" in v and width == 6:
+                return int(v.replace(":", ""), 16)
+            addr = ipaddress.ip_address(v)
+            if len(addr.packed) != min(width, 16) and width in (4, 16):
+                raise ValueError(f"an IPv{addr.version} address for a {width}-byte field")
+            return addr.packed if width == 16 else int(addr)
+        return int(v)
+    except (TypeError, ValueError) as e:
+        raise InjectError(f"vary={{{name!r}: ...}}: {v!r} is not a value for this field ({e}).") from None
 
 
 def _put(frames: np.ndarray, at: int, width: int, vals: np.ndarray) -> None:
