@@ -39,6 +39,7 @@ class Collected:
     have: np.ndarray      # bool per tag
     seen: int             # tagged frames the inspector counted (exact, from the counters)
     lost: int             # records the ring buffer had no room for
+    undelivered: np.ndarray  # bool per tag: the veth refused the frame (ENOBUFS), the filter never ran
     stray: int            # untagged frames seen meanwhile
 
 
@@ -71,11 +72,18 @@ class Collector:
         self.loaded.bpf.ring_buffer_consume()
         self._n = 0
 
-    def collect(self, first_tag: int, count: int, before: Tally, quiet_s: float = 1.0) -> Collected:
-        """Wait until every tag in [first_tag, first_tag+count) has a record, or the counters
-        show it never will (lost in the ring), or nothing new arrives for ``quiet_s``."""
+    def poll(self, timeout_ms: int) -> None:
+        """Take what the ring holds into our buffer (collect() sorts it out later)."""
+        self.loaded.bpf.ring_buffer_poll(timeout_ms)
+
+    def collect(self, first_tag: int, count: int, before: Tally, undelivered: np.ndarray | None = None,
+                quiet_s: float = 1.0) -> Collected:
+        """Wait until every delivered tag in [first_tag, first_tag+count) has a record, or the
+        counters show it never will (lost in the ring), or nothing new arrives for ``quiet_s``."""
         bpf = self.loaded.bpf
         have = np.zeros(count, bool)
+        skip = np.zeros(count, bool) if undelivered is None else undelivered
+        delivered = count - int(skip.sum())
         out = np.zeros(count, self.dtype)
         stray = 0
         last_progress = time.monotonic()
@@ -93,8 +101,8 @@ class Collector:
             now = self.tally()
             seen, lost = now.tagged - before.tagged, now.lost - before.lost
             got = int(have.sum())
-            if got == count or (seen >= count and got + lost >= count):
+            if (have | skip).all() or (seen >= delivered and got + lost >= delivered):
                 break
             if time.monotonic() - last_progress > quiet_s:
                 break
-        return Collected(out, have, seen, lost, stray)
+        return Collected(out, have, seen, lost, skip, stray)

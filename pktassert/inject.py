@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 from typing import Any, Mapping
 
@@ -17,6 +18,7 @@ from pktassert.record import const
 
 MTU = 1500
 CHUNK = 65536  # frames per send-then-collect round: well inside the ring buffer's room
+RETRIES = 50  # per refused frame, each after a 1 ms wait on the ring buffer
 
 
 class Injector:
@@ -63,12 +65,10 @@ class Injector:
             before = collector.tally()
             if isinstance(frames, np.ndarray):
                 wire = np.hstack([frames[start:stop], trailers])
-                for row in wire:
-                    self.sock.send(row)
             else:
-                for f, t in zip(frames[start:stop], trailers):
-                    self.sock.send(f + t.tobytes())
-            got = collector.collect(first, stop - start, before)
+                wire = [f + t.tobytes() for f, t in zip(frames[start:stop], trailers)]
+            undelivered = self._send_all(wire)
+            got = collector.collect(first, stop - start, before, undelivered)
             seen_total += got.seen
             if not got.have.all():
                 self._fail(n, start, got)
@@ -77,15 +77,36 @@ class Injector:
         frame = (lambda i: frames[i].tobytes()) if isinstance(frames, np.ndarray) else frames.__getitem__
         return Capture(records, frame, sent=n, accounted=seen_total)
 
+    def _send_all(self, wire: list[bytes] | np.ndarray) -> np.ndarray:
+        """Send every frame; True where the veth refused one (the filter never saw it)."""
+        refused = np.zeros(len(wire), bool)
+        retries = RETRIES
+        for i, frame in enumerate(wire):
+            for _ in range(retries + 1):
+                try:
+                    self.sock.send(frame)
+                    break
+                except OSError as e:
+                    if e.errno != errno.ENOBUFS:
+                        raise
+                    # The veth's queue to the DUT is full (or the DUT is down): let the inspector
+                    # drain, then try again, a bounded number of times.
+                    self.xdp.collector.poll(1)
+            else:
+                refused[i] = True
+                retries = 0  # the link is not draining: don't wait again for every frame
+        return refused
+
     def _fail(self, n: int, start: int, got: Any) -> None:
-        chunk = len(got.have)
         missing = int((~got.have).sum())
         first_missing = start + int(np.flatnonzero(~got.have)[0])
-        not_delivered = max(0, chunk - got.seen)
+        refused = int(got.undelivered.sum())
+        vanished = max(0, missing - refused - got.lost)
         raise AccountingError(
             f"{missing} of {n} injected packets have no verdict (first: packet #{first_missing}). "
-            f"{not_delivered} never reached the filter (not delivered by the veth), "
-            f"{got.lost} reached it but their records were lost (ring buffer full); "
+            f"{refused} never reached the filter (the veth refused them: queue full or DUT link down), "
+            f"{got.lost} reached it but their records were lost (ring buffer full), "
+            f"{vanished} vanished between the socket and the filter; "
             f"{got.stray} frames not injected by pktassert were seen meanwhile.")
 
     def close(self) -> None:

@@ -127,7 +127,10 @@ def xdp(topology: Topology, xdp_program: Program, pktassert_programs: ProgramCac
     dut = XdpUnderTest(topology, loaded, collector)
     yield dut
     counts = {v.name: n for v, n in dut.counts().items() if n}
-    request.node.user_properties.append(("pktassert", {"filter": f"{xdp_program.func} ({xdp_program.name})",
+    where = xdp_program.name
+    if xdp_program.is_file:
+        where = os.path.relpath(where, request.config.rootpath)
+    request.node.user_properties.append(("pktassert", {"filter": f"{xdp_program.func} ({where})",
                                                        "counts": counts}))
 
 
@@ -181,7 +184,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     tr = terminalreporter
     tr.section("pktassert: verdicts per filter")
     names = [v.name for v in Verdict]
-    tr.write_line(f"{'filter':<44} {'tests':>5} " + " ".join(f"{n:>9}" for n in names))
+    width = max(len("filter"), *(len(name) for name in summary))
+    tr.write_line(f"{'filter':<{width}} {'tests':>5} " + " ".join(f"{n:>9}" for n in names))
     for name, entry in sorted(summary.items()):
-        tr.write_line(f"{name[:44]:<44} {entry['tests']:>5} "
+        tr.write_line(f"{name:<{width}} {entry['tests']:>5} "
                       + " ".join(f"{entry['counts'].get(n, 0):>9}" for n in names))
