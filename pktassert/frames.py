@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Sequence
+
+import numpy as np
 
 from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
@@ -57,8 +59,10 @@ def complete(pkt: Packet, src: Endpoint, dst: Endpoint) -> Packet:
     return pkt
 
 
-def check_size(frames: Iterable[bytes], mtu: int) -> None:
+def check_size(frames: Sequence[bytes] | np.ndarray, mtu: int) -> None:
     limit = mtu + ETH_HLEN
+    if isinstance(frames, np.ndarray):  # a flood: every row has the template's length
+        frames = frames[:1]
     for i, f in enumerate(frames):
         if len(f) > limit:
             raise InjectError(f"packet {i} is a {len(f)}-byte frame; the DUT link's MTU is {mtu} "

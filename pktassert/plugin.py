@@ -31,10 +31,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdp(source, func, cflags=()): the XDP filter under test: bcc C source "
                                        "(a .c path, relative to the test file or rootdir, or the text) and "
                                        "its entry function")
-    config.stash[_summary_key] = {}
-
-
-_summary_key = pytest.StashKey[dict]()
+    if config.getoption("pktassert_summary"):
+        config.pluginmanager.register(VerdictSummary(), "pktassert-summary")
 
 
 class ProgramCache:
@@ -156,36 +154,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.when != "teardown":
-        return
-    summary = _config.stash[_summary_key] if _config else None
-    for key, value in report.user_properties:
-        if key == "pktassert" and summary is not None:
-            entry = summary.setdefault(value["filter"], {"tests": 0, "counts": {}})
-            entry["tests"] += 1
-            for name, n in value["counts"].items():
-                entry["counts"][name] = entry["counts"].get(name, 0) + n
+class VerdictSummary:
+    """Verdicts per filter over the run, from the reports (so it works under pytest-xdist too)."""
 
+    def __init__(self) -> None:
+        self.filters: dict[str, dict[str, Any]] = {}
 
-_config: pytest.Config | None = None
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "teardown":
+            return
+        for key, value in report.user_properties:
+            if key == "pktassert":
+                entry = self.filters.setdefault(value["filter"], {"tests": 0, "counts": {}})
+                entry["tests"] += 1
+                for name, n in value["counts"].items():
+                    entry["counts"][name] = entry["counts"].get(name, 0) + n
 
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    global _config
-    _config = session.config
-
-
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    summary = config.stash[_summary_key]
-    if not config.getoption("pktassert_summary") or not summary:
-        return
-    tr = terminalreporter
-    tr.section("pktassert: verdicts per filter")
-    names = [v.name for v in Verdict]
-    width = max(len("filter"), *(len(name) for name in summary))
-    tr.write_line(f"{'filter':<{width}} {'tests':>5} " + " ".join(f"{n:>9}" for n in names))
-    for name, entry in sorted(summary.items()):
-        tr.write_line(f"{name:<{width}} {entry['tests']:>5} "
-                      + " ".join(f"{entry['counts'].get(n, 0):>9}" for n in names))
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.filters:
+            return
+        tr = terminalreporter
+        tr.section("pktassert: verdicts per filter")
+        names = [v.name for v in Verdict]
+        width = max(len("filter"), *(len(name) for name in self.filters))
+        tr.write_line(f"{'filter':<{width}} {'tests':>5} " + " ".join(f"{n:>9}" for n in names))
+        for name, entry in sorted(self.filters.items()):
+            tr.write_line(f"{name:<{width}} {entry['tests']:>5} "
+                          + " ".join(f"{entry['counts'].get(n, 0):>9}" for n in names))

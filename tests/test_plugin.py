@@ -1,14 +1,13 @@
 """Plugin behaviour seen from a user's run: markers, overrides, failure messages, skips, errors."""
 
-import os
 import shutil
-import subprocess
 import sys
 
 import pytest
 
 PASS_ALL = 'int pass_all(struct xdp_md *ctx) { return XDP_PASS; }'
 HEADER = "import pytest\nfrom scapy.layers.inet import IP, TCP\nfrom pktassert import Verdict, Program\n"
+NEEDS_XDP = HEADER + f"@pytest.mark.xdp({PASS_ALL!r}, func='pass_all')\ndef test_it(xdp):\n    pass\n"
 
 
 def run(pytester: pytest.Pytester, body: str, *args: str) -> pytest.RunResult:
@@ -114,11 +113,7 @@ def _unprivileged() -> list[str]:
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
 def test_unprivileged_run_skips_naming_the_missing_capabilities(pytester):
-    pytester.makepyfile(test_user=HEADER + f"""
-@pytest.mark.xdp({PASS_ALL!r}, func="pass_all")
-def test_it(xdp):
-    pass
-""")
+    pytester.makepyfile(test_user=NEEDS_XDP)
     res = pytester.run(*_unprivileged(), "-rs", "test_user.py")
     assert res.ret == 0
     res.stdout.fnmatch_lines(["*SKIPPED*not privileged: missing CAP_NET_ADMIN, CAP_SYS_ADMIN*Fix: run pytest as root*",
@@ -128,31 +123,21 @@ def test_it(xdp):
     res.stdout.fnmatch_lines(["*not privileged*(--pktassert-require is set)*", "*1 error*"])
 
 
-def test_missing_bcc_skips_with_the_fix(pytester):
+def test_missing_bcc_skips_with_the_fix(pytester, monkeypatch):
     # Mocked: bcc is installed here, so a stand-in package that fails to import shadows it.
     shadow = pytester.mkdir("shadow")
     shadow.joinpath("bcc").mkdir()
     shadow.joinpath("bcc", "__init__.py").write_text("raise ImportError('stand-in: no bcc')\n")
-    pytester.makepyfile(test_user=HEADER + f"""
-@pytest.mark.xdp({PASS_ALL!r}, func="pass_all")
-def test_it(xdp):
-    pass
-""")
-    env = dict(os.environ, PYTHONPATH=str(shadow))
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "test_user.py"],
-                          cwd=pytester.path, env=env, capture_output=True, text=True)
-    assert "bcc is not importable" in proc.stdout and "apt-get install python3-bpfcc" in proc.stdout, proc.stdout
-    assert "1 skipped" in proc.stdout
+    pytester.makepyfile(test_user=NEEDS_XDP)
+    monkeypatch.setenv("PYTHONPATH", str(shadow))
+    res = pytester.run(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "test_user.py")
+    res.stdout.fnmatch_lines(["*bcc is not importable*Fix: apt-get install python3-bpfcc*", "*1 skipped*"])
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
 def test_missing_kernel_headers_skip_with_the_exact_fix(pytester):
     # Real: a private mount namespace hides /lib/modules from the inner run only.
-    pytester.makepyfile(test_user=HEADER + f"""
-@pytest.mark.xdp({PASS_ALL!r}, func="pass_all")
-def test_it(xdp):
-    pass
-""")
+    pytester.makepyfile(test_user=NEEDS_XDP)
     inner = f"mount -t tmpfs none /lib/modules && exec {sys.executable} -m pytest -p no:cacheprovider -rs test_user.py"
     res = pytester.run("unshare", "--mount", "--propagation", "private", "sh", "-c", inner)
     res.stdout.fnmatch_lines(["*bcc needs kernel headers and finds none for kernel*Fix: *ln -sfn*make setup*",
