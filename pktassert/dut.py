@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from scapy.layers.l2 import Ether
+
 from pktassert.bpf.program import LoadedProgram, Program
+from pktassert.bpf.test_run import TestRunner
 from pktassert.collect import Collector, Tally
+from pktassert.frames import to_frames
 from pktassert.netns import Endpoint, Topology
 from pktassert.verdict import Verdict
 
@@ -20,6 +24,7 @@ class XdpUnderTest:
         ipr = topology.dut.ns.ipr
         ipr.link("set", index=topology.dut.ifindex, xdp_fd=loaded.fd)  # native XDP, inside the DUT netns
         self._start = collector.tally()
+        self._runner = TestRunner(loaded.fd)
 
     @property
     def program(self) -> Program:
@@ -71,5 +76,46 @@ class XdpUnderTest:
         now = self.collector.tally().verdicts - self._start.verdicts
         return {v: int(now[v]) for v in Verdict}
 
+    def run(self, packet: Any) -> "Run":
+        """Run the program once on ``packet`` in the kernel (BPF_PROG_TEST_RUN), without traffic:
+        its verdict and the frame as the program left it."""
+        frame = to_frames(packet, self.peer, self.dut)
+        if len(frame) != 1:
+            raise ValueError(f"run() takes one packet; got {len(frame)}.")
+        out = self._runner.run(frame[0])
+        return Run(out.retval, out.data)
+
+    def cost(self, packet: Any, repeat: int = 100_000) -> "Cost":
+        """In-kernel nanoseconds per run of the program (inspector included) on ``packet``,
+        from the kernel's own timing over ``repeat`` runs."""
+        out = self._runner.run(to_frames(packet, self.peer, self.dut)[0], repeat=repeat)
+        self.collector.discard()  # the repeated runs' records say nothing new
+        return Cost(out.duration_ns, repeat)
+
     def __repr__(self) -> str:
         return f"<xdp {self.program.func}() from {self.program.name} on {self.ifname} {self.ip}>"
+
+
+class Run:
+    """One BPF_PROG_TEST_RUN: the verdict, and the packet as the program left it."""
+
+    def __init__(self, retval: int, data: bytes) -> None:
+        self.verdict: Verdict | int = Verdict(retval) if retval in Verdict._value2member_map_ else retval
+        self.data = data
+
+    @property
+    def packet(self) -> Ether:
+        return Ether(self.data)
+
+    def __repr__(self) -> str:
+        return f"<Run {Verdict.name_of(int(self.verdict))}: {self.packet.summary()}>"
+
+
+class Cost:
+    """What the kernel measured: mean nanoseconds per run over ``repeat`` runs."""
+
+    def __init__(self, ns_per_packet: int, repeat: int) -> None:
+        self.ns_per_packet, self.repeat = ns_per_packet, repeat
+
+    def __repr__(self) -> str:
+        return f"<Cost {self.ns_per_packet} ns per packet over {self.repeat} runs>"

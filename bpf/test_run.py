@@ -1,0 +1,91 @@
+"""BPF_PROG_TEST_RUN through libbpf: run a loaded program on a frame we hand it, no traffic.
+
+Uses Debian's libbpf1 (bpf_prog_test_run_opts); the struct below is libbpf's bpf_test_run_opts.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import dataclasses
+import errno
+import functools
+import os
+
+from pktassert.errors import InjectError
+
+ETH_HLEN = 14
+
+
+class _Opts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p), ("data_out", ctypes.c_void_p),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_void_p), ("ctx_out", ctypes.c_void_p),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("retval", ctypes.c_uint32), ("repeat", ctypes.c_int), ("duration", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32)]
+
+
+@functools.cache
+def _libbpf() -> ctypes.CDLL:
+    lib = ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
+    lib.bpf_prog_test_run_opts.argtypes = [ctypes.c_int, ctypes.POINTER(_Opts)]
+    lib.bpf_prog_test_run_opts.restype = ctypes.c_int
+    return lib
+
+
+@dataclasses.dataclass(frozen=True)
+class TestRun:
+    """One test run: the program's return value, the frame as it left it, and the kernel's timing."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    retval: int
+    data: bytes
+    duration_ns: int
+
+
+class TestRunner:
+    """Runs one loaded program; reuses its buffers across calls."""
+
+    __test__ = False
+
+    def __init__(self, prog_fd: int, max_frame: int = 1 << 17) -> None:
+        self.prog_fd = prog_fd
+        self._out = ctypes.create_string_buffer(max_frame + 256)
+        self._opts = _Opts(sz=ctypes.sizeof(_Opts))
+
+    def _call(self, frame: bytes, repeat: int) -> int:
+        """0, or the errno the kernel gave."""
+        o = self._opts
+        buf = ctypes.create_string_buffer(bytes(frame), len(frame))
+        o.data_in, o.data_size_in = ctypes.addressof(buf), len(frame)
+        o.data_out, o.data_size_out = ctypes.addressof(self._out), len(self._out)
+        o.repeat = repeat
+        return 0 if _libbpf().bpf_prog_test_run_opts(self.prog_fd, ctypes.byref(o)) == 0 else ctypes.get_errno()
+
+    def run(self, frame: bytes, repeat: int = 1) -> TestRun:
+        if len(frame) < ETH_HLEN:
+            raise InjectError(f"a {len(frame)}-byte frame is shorter than an Ethernet header ({ETH_HLEN} bytes); "
+                              f"the kernel runs XDP programs only on whole frames.")
+        err = self._call(frame, repeat)
+        if err in (errno.EINVAL, errno.ENOMEM, errno.E2BIG) and len(frame) > self.max_len():
+            raise InjectError(f"the kernel refused a {len(frame)}-byte frame for a test run; it takes XDP frames "
+                              f"of {ETH_HLEN} to {self.max_len()} bytes here. Fix: a shorter frame.")
+        if err:
+            raise OSError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
+        o = self._opts
+        return TestRun(o.retval, self._out.raw[:o.data_size_out], o.duration)
+
+    @functools.cache
+    def max_len(self) -> int:
+        """The largest frame the kernel takes for this program, found by trying: page size minus
+        XDP headroom and tailroom, unless the program handles multi-buffer frames."""
+        lo, hi = ETH_HLEN, 1 << 17
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._call(bytes(mid), 1) == 0:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
