@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import os
 import re
 import tempfile
@@ -52,7 +53,7 @@ class Program:
 
     @property
     def is_file(self) -> bool:
-        return isinstance(self.source, os.PathLike) or ("\n" not in str(self.source) and "{" not in str(self.source))
+        return isinstance(self.source, os.PathLike) or looks_like_path(str(self.source))
 
     @property
     def name(self) -> str:
@@ -76,10 +77,21 @@ class Program:
         _check_entry(self, text)
         return (_PRELUDE.format(pages=RING_PAGES, func=self.func)
                 + f'#line 1 "{self.name}"\n' + text + "\n"
-                + f'#line 1 "{HERE / "inspector.c"}"\n' + (HERE / "inspector.c").read_text())
+                + f'#line 1 "{HERE / "inspector.c"}"\n' + _inspector())
 
-    def load(self) -> "LoadedProgram":
-        return LoadedProgram(self)
+    def load(self, composed: str | None = None) -> "LoadedProgram":
+        """Compile and load; ``composed`` is this program's compose() if the caller has it already."""
+        return LoadedProgram(self, composed)
+
+
+def looks_like_path(source: str) -> bool:
+    """A source given as a string is a file path unless it reads like C."""
+    return "\n" not in source and "{" not in source
+
+
+@functools.cache
+def _inspector() -> str:
+    return (HERE / "inspector.c").read_text()
 
 
 def _check_entry(prog: Program, text: str) -> None:
@@ -144,11 +156,11 @@ def _verifier_lines(log: str, context: int = 4) -> str:
 class LoadedProgram:
     """The composed program loaded in the kernel, its maps, and the record layout it emits."""
 
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, composed: str | None = None) -> None:
         from bcc import BPF  # imported late: the plugin must load (and skip cleanly) without bcc
 
         self.program = program
-        text = program.compose()
+        text = composed or program.compose()
         log: list[str] = []
         try:
             with _stderr_into(log):

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import pytest
 
 from pktassert import assertion, preflight
-from pktassert.bpf.program import LoadedProgram, Program
+from pktassert.bpf.program import LoadedProgram, Program, looks_like_path
 from pktassert.collect import Collector
 from pktassert.dut import XdpUnderTest
 from pktassert.errors import ProgramError
@@ -42,10 +42,11 @@ class ProgramCache:
         self._loaded: dict[tuple[str, str, tuple[str, ...]], tuple[LoadedProgram, Collector] | ProgramError] = {}
 
     def get(self, program: Program) -> tuple[LoadedProgram, Collector]:
-        key = (program.compose(), program.func, program.cflags)
+        composed = program.compose()
+        key = (composed, program.func, program.cflags)
         if key not in self._loaded:
             try:
-                loaded = program.load()
+                loaded = program.load(composed)
                 self._loaded[key] = (loaded, Collector(loaded))
             except ProgramError as e:
                 self._loaded[key] = e
@@ -62,7 +63,7 @@ class ProgramCache:
 
 
 def _resolve(source: str, item: pytest.Item) -> str | Path:
-    if "\n" in source or "{" in source:
+    if not looks_like_path(source):
         return source
     candidates = [Path(source)] if os.path.isabs(source) else [item.path.parent / source, item.config.rootpath / source]
     for c in candidates:
