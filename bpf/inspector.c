@@ -6,6 +6,7 @@ BPF_RINGBUF_OUTPUT(pa_events, PA_RING_PAGES);
 BPF_PERCPU_ARRAY(pa_counters, __u64, PA_CTR_SLOTS);
 /* Per-CPU scratch record: keeps our 80 bytes off the 512-byte stack the filter shares with us. */
 BPF_PERCPU_ARRAY(pa_scratch, struct pa_record, 1);
+BPF_F_TABLE("array", __u32, struct pa_record, pa_unit, PA_UNIT_SLOTS, BPF_F_MMAPABLE);
 
 /* BPF here is little-endian like its host (bcc compiles for the host). */
 #define pa_ntohs(x) __builtin_bswap16(x)
@@ -19,23 +20,23 @@ static __always_inline void pa_count(__u32 slot)
 		*c += 1;
 }
 
-static __always_inline __u32 pa_take_tag(struct xdp_md *ctx)
+/* The tag, or PA_UNTAGGED; *unit is set when the frame came from a unit run. */
+static __always_inline __u32 pa_take_tag(struct xdp_md *ctx, int *unit)
 {
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	__u32 len = end - data;
+	/* Through the helpers, not packet pointers: in a unit run a frame over a page ends in a
+	 * fragment, where the trailer is beyond data_end. */
+	__u64 len = bpf_xdp_get_buff_len(ctx);
+	__u8 t[PA_TRAILER_LEN];
 
-	if (len < PA_TRAILER_LEN || len > 0x3fff)
-		return PA_UNTAGGED;
-	__u8 *t = data + ((len - PA_TRAILER_LEN) & 0x3fff);
-	if ((void *)(t + PA_TRAILER_LEN) > end)
+	if (len < PA_TRAILER_LEN || bpf_xdp_load_bytes(ctx, len - PA_TRAILER_LEN, t, PA_TRAILER_LEN))
 		return PA_UNTAGGED;
 	__u32 magic = (__u32)t[0] << 24 | (__u32)t[1] << 16 | (__u32)t[2] << 8 | t[3];
 	__u32 tag = (__u32)t[4] << 24 | (__u32)t[5] << 16 | (__u32)t[6] << 8 | t[7];
-	if (magic != PA_TAG_MAGIC || tag == PA_UNTAGGED)
+	if ((magic != PA_TAG_MAGIC && magic != PA_UNIT_MAGIC) || tag == PA_UNTAGGED)
 		return PA_UNTAGGED;
 	if (bpf_xdp_adjust_tail(ctx, -PA_TRAILER_LEN))
 		return PA_UNTAGGED;
+	*unit = magic == PA_UNIT_MAGIC;
 	return tag;
 }
 
@@ -73,7 +74,7 @@ static __always_inline void pa_parse(struct xdp_md *ctx, struct pa_record *r)
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 
-	r->len = end - data;
+	r->len = bpf_xdp_get_buff_len(ctx);  /* fragments included */
 	r->ifindex = ctx->ingress_ifindex;
 	if ((void *)(eth + 1) > end) {
 		r->parsed |= PA_P_TRUNCATED;
@@ -171,7 +172,8 @@ static __always_inline void pa_parse(struct xdp_md *ctx, struct pa_record *r)
 int pktassert_xdp(struct xdp_md *ctx)
 {
 	__u32 zero = 0;
-	__u32 tag = pa_take_tag(ctx);
+	int unit = 0;
+	__u32 tag = pa_take_tag(ctx, &unit);
 	struct pa_record *r = pa_scratch.lookup(&zero);
 
 	if (!r)
@@ -187,7 +189,19 @@ int pktassert_xdp(struct xdp_md *ctx)
 	pa_count(verdict >= 0 && verdict < PA_CTR_VERDICTS ? verdict : PA_CTR_INVALID);
 	if (tag == PA_UNTAGGED)
 		pa_count(PA_CTR_UNTAGGED);
-	if (pa_events.ringbuf_output(r, sizeof(*r), 0))
+	if (unit) {
+		__u32 slot = tag % PA_UNIT_SLOTS;
+		struct pa_record *u = pa_unit.lookup(&slot);
+		if (u)
+			__builtin_memcpy(u, r, sizeof(*r));
+	} else if (pa_events.ringbuf_output(r, sizeof(*r), 0)) {
 		pa_count(PA_CTR_LOST);
+	}
 	return verdict;
+}
+
+/* The filter alone, for cost(): the same maps, none of our work. */
+int pktassert_bare(struct xdp_md *ctx)
+{
+	return PA_FILTER(ctx);
 }

@@ -13,16 +13,19 @@ import contextlib
 import ctypes
 import dataclasses
 import functools
+import mmap
 import os
 import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from pktassert.bpf.test_run import TestRunner
 from pktassert.errors import ProgramError
 
 HERE = Path(__file__).resolve().parent
 ENTRY = "pktassert_xdp"
+BARE_ENTRY = "pktassert_bare"  # the filter alone, same maps (inspector.c)
 RING_PAGES = 4096  # 16 MiB: room for ~200,000 records between drains
 
 _PRELUDE = """\
@@ -177,6 +180,27 @@ class LoadedProgram:
         self.fd: int = self.fn.fd
         leaf = self.bpf[b"pa_scratch"].Leaf  # per-CPU: an array of the record, one per CPU
         self.record_type = leaf._type_ if issubclass(leaf, ctypes.Array) else leaf
+        self._unit_slots: mmap.mmap | None = None
+
+    @functools.cached_property
+    def runner(self) -> TestRunner:
+        """Test runs of this program (its buffers are reused, so one per program)."""
+        return TestRunner(self.fd)
+
+    @functools.cached_property
+    def bare_fd(self) -> int:
+        """The filter without the inspector (for cost()); loaded on first use, shares the maps."""
+        from bcc import BPF
+
+        return self.bpf.load_func(BARE_ENTRY.encode(), BPF.XDP).fd
+
+    def unit_slots(self) -> mmap.mmap:
+        """The inspector's record slots for unit runs (pa_unit), mapped into our memory."""
+        if self._unit_slots is None:
+            table = self.bpf[b"pa_unit"]
+            size = table.max_entries * ctypes.sizeof(self.record_type)
+            self._unit_slots = mmap.mmap(table.map_fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+        return self._unit_slots
 
     def state_maps(self) -> dict[str, object]:
         """The filter's maps that hold state (its own, not the inspector's), by name."""
@@ -195,4 +219,6 @@ class LoadedProgram:
         self.bpf[b"pa_counters"].clear()
 
     def close(self) -> None:
+        if self._unit_slots is not None:
+            self._unit_slots.close()
         self.bpf.cleanup()

@@ -10,6 +10,12 @@
 #define PA_TAG_MAGIC 0x706b7461
 #define PA_UNTAGGED 0xffffffff
 
+/* Unit runs (BPF_PROG_TEST_RUN) tag frames with this magic instead: their record goes to slot
+ * tag % PA_UNIT_SLOTS of the mmap-able array pa_unit, read in bulk after the runs, instead of
+ * the ring buffer. A test run is synchronous, so nothing can overwrite a slot before it is read. */
+#define PA_UNIT_MAGIC 0x706b7475
+#define PA_UNIT_SLOTS 65536
+
 /* Slots of the per-CPU counter array. Verdicts 0..4 are the XDP actions themselves. */
 #define PA_CTR_VERDICTS 5     /* slots 0..4: frames per XDP action */
 #define PA_CTR_INVALID 5      /* filter returned something that is not an XDP action */

@@ -1,6 +1,6 @@
 """Topology: throwaway network namespaces joined by a veth pair (installed as ``pktassert.netns``)."""
 
 from .namespace import Namespace
-from .topology import Endpoint, Topology
+from .topology import UNIT_DUT, UNIT_PEER, Endpoint, Topology
 
-__all__ = ["Endpoint", "Namespace", "Topology"]
+__all__ = ["Endpoint", "Namespace", "Topology", "UNIT_DUT", "UNIT_PEER"]

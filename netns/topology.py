@@ -24,12 +24,18 @@ _serial = itertools.count(1)
 class Endpoint:
     """One end of the veth: its namespace, interface and addresses."""
 
-    ns: Namespace
+    ns: Namespace | None  # None in the unit tier, which has no topology
     ifname: str
     ifindex: int
     mac: str
     ip: str
     ip6: str
+
+
+# The same addresses without namespaces, for the unit tier (BPF_PROG_TEST_RUN). The kernel's test
+# runs deliver frames as if received on the loopback (ifindex 1) of the caller's namespace.
+UNIT_DUT = Endpoint(None, "lo", 1, DUT_MAC, DUT_IP, DUT_IP6)
+UNIT_PEER = Endpoint(None, "", 0, PEER_MAC, PEER_IP, PEER_IP6)
 
 
 class Topology:

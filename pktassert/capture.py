@@ -11,6 +11,8 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet
 
+from pktassert.errors import PktassertError
+from pktassert.outputs import Outputs
 from pktassert.record import const
 from pktassert.verdict import Verdict
 
@@ -56,6 +58,11 @@ class Outcome:
     def __int__(self) -> int:
         return self.value
 
+    @property
+    def output(self) -> Ether:
+        """The frame as the filter left it (unit tier)."""
+        return self.capture.output_at(self.pos)
+
     def __repr__(self) -> str:
         return f"{Verdict.name_of(self.value)} for {self.capture.summary(self.pos)}"
 
@@ -67,12 +74,19 @@ class Capture:
     """
 
     def __init__(self, records: np.ndarray, frame: Callable[[int], bytes], index: np.ndarray | None = None,
-                 sent: int | None = None, accounted: int | None = None) -> None:
+                 sent: int | None = None, accounted: int | None = None, outputs: Outputs | None = None,
+                 tier: str = "live") -> None:
         self.records = records
         self._frame = frame
         self.index = np.arange(len(records)) if index is None else index  # position in the send order
         self.sent = len(records) if sent is None else sent
         self.accounted = len(records) if accounted is None else accounted
+        self.tier = tier
+        self._outputs = outputs
+
+    def _subset(self, mask: np.ndarray) -> "Capture":
+        return Capture(self.records[mask], self._frame, self.index[mask], self.sent, self.accounted,
+                       self._outputs, self.tier)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -117,7 +131,30 @@ class Capture:
             mask &= self._has(layer)
         for name, want in fields.items():
             mask &= self._matches(name, want, layers)
-        return Capture(r[mask], self._frame, self.index[mask], self.sent, self.accounted)
+        return self._subset(mask)
+
+    @property
+    def output(self) -> Ether:
+        """The only packet as the filter left it (unit tier); an error when there is more than one."""
+        return self.verdict.output
+
+    @property
+    def outputs(self) -> list[Ether]:
+        """Every packet as the filter left it, in send order (unit tier)."""
+        return [self.output_at(i) for i in range(len(self))]
+
+    def output_at(self, pos: int) -> Ether:
+        if self._outputs is None:
+            raise PktassertError("output packets exist in the unit tier only: in the live tier the frame goes on "
+                                 "into the kernel. Fix: run this test with tier \"unit\" (see README), or "
+                                 "use xdp.run(packet).")
+        return Ether(self._outputs[int(self.index[pos])])
+
+    def rewritten(self) -> "Capture":
+        """The packets the filter changed (unit tier)."""
+        if self._outputs is None:
+            self.output_at(0)  # raises the explanation
+        return self._subset(np.isin(self.index, self._outputs.changed))
 
     def _has(self, layer: type[Packet]) -> np.ndarray:
         r = self.records

@@ -9,22 +9,43 @@ from scapy.layers.l2 import Ether
 from pktassert.bpf.program import LoadedProgram, Program
 from pktassert.bpf.test_run import TestRunner
 from pktassert.collect import Collector, Tally
+from pktassert.errors import PktassertError
 from pktassert.frames import to_frames
-from pktassert.netns import Endpoint, Topology
+from pktassert.netns import UNIT_DUT, UNIT_PEER, Endpoint, Topology
+from pktassert.unit_path import UnitPath
 from pktassert.verdict import Verdict
+from pktassert.wire import Wire
 
 
 class XdpUnderTest:
-    """What the ``xdp`` fixture gives a test: the DUT's addresses, the program's maps, exact counts."""
+    """What the ``xdp`` fixture gives a test: the DUT's addresses, the program's maps, exact counts.
 
-    def __init__(self, topology: Topology, loaded: LoadedProgram, collector: Collector) -> None:
-        self.topology, self.loaded, self.collector = topology, loaded, collector
+    With a topology (live tier) the program is attached to the DUT's veth; without one (unit tier)
+    it is only run by the kernel on frames handed to it.
+    """
+
+    def __init__(self, loaded: LoadedProgram, collector: Collector, topology: Topology | None = None) -> None:
+        self.loaded, self.collector, self._topology = loaded, collector, topology
         loaded.reset()
         collector.discard()
-        ipr = topology.dut.ns.ipr
-        ipr.link("set", index=topology.dut.ifindex, xdp_fd=loaded.fd)  # native XDP, inside the DUT netns
+        if topology is not None:
+            dut = topology.dut
+            dut.ns.ipr.link("set", index=dut.ifindex, xdp_fd=loaded.fd)  # native XDP, inside the DUT netns
         self._start = collector.tally()
-        self._runner = TestRunner(loaded.fd)
+        self._unit = UnitPath(loaded)
+
+    @property
+    def tier(self) -> str:
+        """"live" (attached to a veth, traffic injected) or "unit" (BPF_PROG_TEST_RUN only)."""
+        return "unit" if self._topology is None else "live"
+
+    @property
+    def topology(self) -> Topology:
+        if self._topology is None:
+            raise PktassertError("this test runs in the unit tier (BPF_PROG_TEST_RUN): there are no namespaces "
+                                 "or veth. Fix: run it in the live tier: "
+                                 "@pytest.mark.parametrize(\"tier\", [\"live\"], indirect=True).")
+        return self._topology
 
     @property
     def program(self) -> Program:
@@ -32,12 +53,12 @@ class XdpUnderTest:
 
     @property
     def dut(self) -> Endpoint:
-        return self.topology.dut
+        return UNIT_DUT if self._topology is None else self._topology.dut
 
     @property
     def peer(self) -> Endpoint:
-        """The namespace and interface packets are injected from."""
-        return self.topology.peer
+        """The namespace and interface packets are injected from (no namespace in the unit tier)."""
+        return UNIT_PEER if self._topology is None else self._topology.peer
 
     @property
     def ip(self) -> str:
@@ -77,19 +98,21 @@ class XdpUnderTest:
         return {v: int(now[v]) for v in Verdict}
 
     def run(self, packet: Any) -> "Run":
-        """Run the program once on ``packet`` in the kernel (BPF_PROG_TEST_RUN), without traffic:
-        its verdict and the frame as the program left it."""
-        frame = to_frames(packet, self.peer, self.dut)
-        if len(frame) != 1:
-            raise ValueError(f"run() takes one packet; got {len(frame)}.")
-        out = self._runner.run(frame[0])
-        return Run(out.retval, out.data)
+        """Run the program once on ``packet`` in the kernel (BPF_PROG_TEST_RUN), in either tier,
+        without traffic: its verdict and the whole frame as the program left it."""
+        frames = to_frames(packet, self.peer, self.dut)
+        if len(frames) != 1:
+            raise ValueError(f"run() takes one packet; got {len(frames)}. Fix: inject() takes many.")
+        part = self._unit.send(Wire.build(frames, Wire.magic(unit=True), 0), 0, 1, stride=TestRunner.MAX_FRAME)
+        assert part.outputs is not None
+        return Run(int(part.records["verdict"][0]), part.outputs[0])
 
     def cost(self, packet: Any, repeat: int = 100_000) -> "Cost":
-        """In-kernel nanoseconds per run of the program (inspector included) on ``packet``,
-        from the kernel's own timing over ``repeat`` runs."""
-        out = self._runner.run(to_frames(packet, self.peer, self.dut)[0], repeat=repeat)
-        self.collector.discard()  # the repeated runs' records say nothing new
+        """In-kernel nanoseconds per run of the filter alone (without our inspector) on ``packet``,
+        from the kernel's own timing over ``repeat`` runs. The runs change the filter's state
+        as that many packets would."""
+        frame = to_frames(packet, self.peer, self.dut)[0]
+        out = TestRunner(self.loaded.bare_fd).run(frame, repeat=repeat)
         return Cost(out.duration_ns, repeat)
 
     def __repr__(self) -> str:

@@ -18,6 +18,8 @@ from pktassert.netns import Topology
 from pktassert.record import const
 from pktassert.verdict import Verdict
 
+TIERS = ("live", "unit")
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("pktassert", "pktassert: packet filter tests")
@@ -25,6 +27,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="error instead of skip when root, bcc or kernel headers are missing (for CI)")
     group.addoption("--pktassert-summary", action="store_true",
                     help="print the verdicts each filter gave, after the run")
+    group.addoption("--pktassert-tier", choices=TIERS + ("both",), default="live",
+                    help="where inject() runs packets: live (over a veth, the default), unit "
+                         "(BPF_PROG_TEST_RUN, no traffic), or both (every test once per tier). "
+                         "A test that parametrizes 'tier' itself keeps its own choice.")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -33,6 +39,31 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "its entry function")
     if config.getoption("pktassert_summary"):
         config.pluginmanager.register(VerdictSummary(), "pktassert-summary")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.config.getoption("pktassert_tier") != "both" or "tier" not in metafunc.fixturenames:
+        return
+    if _parametrizes_tier(metafunc):
+        return
+    metafunc.parametrize("tier", TIERS, indirect=True)
+
+
+def _parametrizes_tier(metafunc: pytest.Metafunc) -> bool:
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", "")
+        if "tier" in ([n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)):
+            return True
+    return False
+
+
+@pytest.fixture
+def tier(request: pytest.FixtureRequest) -> str:
+    """"live" or "unit": parametrize it (indirect=True) per test, or choose with --pktassert-tier."""
+    value = getattr(request, "param", None) or request.config.getoption("pktassert_tier")
+    if value not in TIERS:
+        raise pytest.UsageError(f"tier {value!r}: choose one of {', '.join(TIERS)}.")
+    return value
 
 
 class ProgramCache:
@@ -119,11 +150,13 @@ def topology(pktassert_ready: None, request: pytest.FixtureRequest) -> Iterator[
 
 
 @pytest.fixture
-def xdp(topology: Topology, xdp_program: Program, pktassert_programs: ProgramCache,
+def xdp(tier: str, xdp_program: Program, pktassert_programs: ProgramCache,
         request: pytest.FixtureRequest) -> Iterator[XdpUnderTest]:
-    """The filter under test, attached behind the inspector on the DUT's veth, with fresh state."""
+    """The filter under test with fresh state: in the live tier attached behind the inspector on
+    the DUT's veth; in the unit tier loaded only, for the kernel's test runs."""
     loaded, collector = pktassert_programs.get(xdp_program)
-    dut = XdpUnderTest(topology, loaded, collector)
+    topo = request.getfixturevalue("topology") if tier == "live" else None
+    dut = XdpUnderTest(loaded, collector, topo)
     yield dut
     counts = {v.name: n for v, n in dut.counts().items() if n}
     where = xdp_program.name
@@ -135,7 +168,8 @@ def xdp(topology: Topology, xdp_program: Program, pktassert_programs: ProgramCac
 
 @pytest.fixture
 def inject(xdp: XdpUnderTest) -> Iterator[Injector]:
-    """Send scapy packets from the peer into the DUT; returns a Capture of their verdicts."""
+    """Run scapy packets through the filter (live: sent from the peer over the veth; unit: by
+    BPF_PROG_TEST_RUN); returns a Capture of their verdicts."""
     injector = Injector(xdp)
     yield injector
     injector.close()

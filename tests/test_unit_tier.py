@@ -56,5 +56,5 @@ def test_frames_the_kernel_refuses_name_the_limit(xdp):
         xdp.run(b"\x00" * 10)
     # Larger than a page is fine (the kernel splits it into fragments), up to a limit it sets.
     assert xdp.run(Ether(src=A, dst=B) / IP(dst=xdp.ip) / UDP() / (b"x" * 8958)).verdict == Verdict.PASS
-    with pytest.raises(InjectError, match=r"refused a 100000-byte frame .* of 14 to \d+ bytes here"):
+    with pytest.raises(InjectError, match=r"refused packet #0, a 100000-byte frame, .* of 14 to \d+ bytes here"):
         xdp.run(bytes(Ether(src=A, dst=B)) + bytes(100_000 - 14))

@@ -1,0 +1,75 @@
+"""The live tier: frames sent from the peer namespace over the veth, judged by the attached program."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import numpy as np
+
+from pktassert.collect import Collected
+from pktassert.dut import XdpUnderTest
+from pktassert.errors import AccountingError
+from pktassert.path import Part
+from pktassert.wire import Wire
+
+RETRIES = 50  # per refused frame, each after a 1 ms wait on the ring buffer
+
+
+class LivePath:
+    tier = "live"
+    chunk = 65536  # frames per send-then-collect round: well inside the ring buffer's room
+
+    def __init__(self, xdp: XdpUnderTest) -> None:
+        self.xdp = xdp
+        peer = xdp.peer
+        # A raw socket opened inside the peer netns stays there; protocol 0 means it never receives.
+        self.sock = peer.ns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        self.sock.bind((peer.ifname, 0))
+
+    def send(self, wire: Wire, start: int, total: int) -> Part:
+        collector = self.xdp.collector
+        before = collector.tally()
+        undelivered = self._send_all(wire)
+        got = collector.collect(int(wire.tags[0]), len(wire), before, undelivered)
+        if not got.have.all():
+            self._fail(total, start, got)
+        return Part(got.records, got.seen)
+
+    def _send_all(self, wire: Wire) -> np.ndarray:
+        """Send every frame; True where the veth refused one (the filter never saw it)."""
+        refused = np.zeros(len(wire), bool)
+        retries = RETRIES
+        send, data = self.sock.send, memoryview(wire.data)
+        for i, (at, length) in enumerate(zip(wire.offsets.tolist(), wire.lengths.tolist())):
+            for _ in range(retries + 1):
+                try:
+                    send(data[at:at + length])
+                    break
+                except OSError as e:
+                    if e.errno != errno.ENOBUFS:
+                        raise
+                    # The veth's queue to the DUT is full (or the DUT is down): let the inspector
+                    # drain, then try again, a bounded number of times.
+                    self.xdp.collector.poll(1)
+            else:
+                refused[i] = True
+                retries = 0  # the link is not draining: don't wait again for every frame
+        return refused
+
+    @staticmethod
+    def _fail(n: int, start: int, got: Collected) -> None:
+        missing = int((~got.have).sum())
+        first_missing = start + int(np.flatnonzero(~got.have)[0])
+        refused = int(got.undelivered.sum())
+        lost, stray = got.lost, got.stray
+        vanished = max(0, missing - refused - lost)
+        raise AccountingError(
+            f"{missing} of {n} injected packets have no verdict (first: packet #{first_missing}). "
+            f"{refused} never reached the filter (the veth refused them: queue full or DUT link down), "
+            f"{lost} reached it but their records were lost (ring buffer full), "
+            f"{vanished} vanished between the socket and the filter; "
+            f"{stray} frames not injected by pktassert were seen meanwhile.")
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,29 @@
+"""What a tier does with frames: run them through the filter and account for each one."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+import numpy as np
+
+from pktassert.outputs import Outputs
+from pktassert.wire import Wire
+
+
+@dataclasses.dataclass
+class Part:
+    """One batch's result: a record per frame in send order."""
+
+    records: np.ndarray
+    accounted: int                  # frames the inspector counted
+    outputs: Outputs | None = None  # unit tier: the frames as the filter left them
+
+
+class Path(Protocol):
+    tier: str   # "live" or "unit"
+    chunk: int  # most frames per send()
+
+    def send(self, wire: Wire, start: int, total: int) -> Part: ...
+
+    def close(self) -> None: ...
