@@ -76,15 +76,17 @@ class Collector:
         """Take what the ring holds into our buffer (collect() sorts it out later)."""
         self.loaded.bpf.ring_buffer_poll(timeout_ms)
 
-    def collect(self, first_tag: int, count: int, before: Tally, undelivered: np.ndarray | None = None,
+    def collect(self, first_tag: int, out: np.ndarray, before: Tally, undelivered: np.ndarray | None = None,
                 quiet_s: float = 1.0) -> Collected:
-        """Wait until every delivered tag in [first_tag, first_tag+count) has a record, or the
-        counters show it never will (lost in the ring), or nothing new arrives for ``quiet_s``."""
+        """Wait until every delivered tag in [first_tag, first_tag+len(out)) has its record in
+        ``out``, or the counters show it never will (lost in the ring), or nothing new arrives
+        for ``quiet_s``."""
         bpf = self.loaded.bpf
+        count = len(out)
+        out[:] = 0
         have = np.zeros(count, bool)
         skip = np.zeros(count, bool) if undelivered is None else undelivered
         delivered = count - int(skip.sum())
-        out = np.zeros(count, self.dtype)
         stray = 0
         last_progress = time.monotonic()
         while True:

@@ -103,14 +103,21 @@ def _put(frames: np.ndarray, at: int, width: int, vals: np.ndarray) -> None:
     if vals.ndim == 2:
         frames[:, at:at + width] = vals
         return
+    if width in (1, 2, 4, 8):
+        frames[:, at:at + width] = vals.astype(f">u{width}").view(np.uint8).reshape(-1, width)
+        return
     for k in range(width):
         frames[:, at + k] = (vals >> np.uint64(8 * (width - 1 - k))) & np.uint64(0xFF)
 
 
 def _sum16(cols: np.ndarray) -> np.ndarray:
-    if cols.shape[1] % 2:
-        cols = np.hstack([cols, np.zeros((cols.shape[0], 1), np.uint8)])
-    return (cols[:, 0::2].astype(np.uint64) << np.uint64(8) | cols[:, 1::2]).sum(axis=1)
+    """Sum of each row's 16-bit big-endian words (an odd last byte padded with zero)."""
+    odd = cols.shape[1] % 2
+    words = cols[:, :cols.shape[1] - odd].view(">u2")  # rows are contiguous: no copy
+    s = words.sum(axis=1, dtype=np.uint64)
+    if odd:
+        s += cols[:, -1].astype(np.uint64) << np.uint64(8)
+    return s
 
 
 def _fold(s: np.ndarray) -> np.ndarray:

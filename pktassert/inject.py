@@ -58,11 +58,11 @@ class Injector:
         n, path = len(frames), self.path
         magic = Wire.magic(unit=path.tier == "unit")
         parts = []
+        records = np.empty(n, self.xdp.collector.dtype)  # filled in place, batch by batch
         for start in range(0, n, path.chunk):
             wire = Wire.build(frames[start:start + path.chunk], magic, self._tag)
             self._tag += len(wire)
-            parts.append(path.send(wire, start, n))
-        records = parts[0].records if len(parts) == 1 else np.concatenate([p.records for p in parts])
+            parts.append(path.send(wire, start, n, records[start:start + len(wire)]))
         frame = (lambda i: frames[i].tobytes()) if isinstance(frames, np.ndarray) else frames.__getitem__
         outputs = None
         if parts[0].outputs is not None:

@@ -27,11 +27,11 @@ class LivePath:
         self.sock = peer.ns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         self.sock.bind((peer.ifname, 0))
 
-    def send(self, wire: Wire, start: int, total: int) -> Part:
+    def send(self, wire: Wire, start: int, total: int, records: np.ndarray) -> Part:
         collector = self.xdp.collector
         before = collector.tally()
         undelivered = self._send_all(wire)
-        got = collector.collect(int(wire.tags[0]), len(wire), before, undelivered)
+        got = collector.collect(int(wire.tags[0]), records, before, undelivered)
         if not got.have.all():
             self._fail(total, start, got)
         return Part(got.records, got.seen)

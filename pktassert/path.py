@@ -24,6 +24,7 @@ class Path(Protocol):
     tier: str   # "live" or "unit"
     chunk: int  # most frames per send()
 
-    def send(self, wire: Wire, start: int, total: int) -> Part: ...
+    def send(self, wire: Wire, start: int, total: int, records: np.ndarray) -> Part:
+        """Run ``wire``'s frames (send positions start...start+len, of ``total``); fill ``records``."""
 
     def close(self) -> None: ...

@@ -19,7 +19,7 @@ from pktassert.path import Part
 from pktassert.record import const, dtype_of
 from pktassert.wire import Wire
 
-GROWTH = 512  # room kept for a filter that makes a frame longer (encapsulation, adjust_tail)
+GROWTH = 256  # room kept for a filter that makes a frame longer (encapsulation, adjust_tail)
 
 
 class UnitPath:
@@ -30,9 +30,10 @@ class UnitPath:
         self.loaded = loaded
         self.dtype = dtype_of(loaded.record_type)
 
-    def send(self, wire: Wire, start: int, total: int, stride: int | None = None) -> Part:
-        """Run every frame of ``wire`` (send positions ``start``...); ``stride`` is the room kept
-        for each output frame (default: the longest input plus GROWTH)."""
+    def send(self, wire: Wire, start: int, total: int, records: np.ndarray | None = None,
+             stride: int | None = None) -> Part:
+        """Run every frame of ``wire`` (send positions ``start``...), records into ``records``;
+        ``stride`` is the room kept for each output frame (default: the longest input plus GROWTH)."""
         if stride is None:
             stride = -(-(int(wire.lengths.max()) - TRAILER + GROWTH) // 64) * 64
         runner = self.loaded.runner
@@ -40,9 +41,7 @@ class UnitPath:
         failed = np.flatnonzero((batch.error != 0) & (batch.error != errno.ENOSPC))
         if len(failed):
             self._refused(wire, batch.error, int(failed[0]), start)
-        slots = np.frombuffer(self.loaded.unit_slots(), self.dtype)
-        records = slots[wire.tags % len(slots)]  # a copy: the slots are reused by the next batch
-        del slots  # the mmap must have no views left when the program is closed
+        records = self._records(int(wire.tags[0]), np.empty(len(wire), self.dtype) if records is None else records)
         wrong = np.flatnonzero((records["tag"] != wire.tags) | (records["verdict"] != batch.retval))
         if len(wrong):
             i = int(wrong[0])
@@ -51,6 +50,16 @@ class UnitPath:
                 f"(tag {records['tag'][i]} for {wire.tags[i]}, verdict {records['verdict'][i]} for "
                 f"{batch.retval[i]}); {len(wrong)} of {len(wire)} differ. Please report it.")
         return Part(records, len(wire), Outputs.from_batch(wire, batch, start))
+
+    def _records(self, first_tag: int, records: np.ndarray) -> np.ndarray:
+        """Copy the records of tags first_tag... (consecutive: at most two slices of the slots)."""
+        slots = np.frombuffer(self.loaded.unit_slots(), self.dtype)
+        n, at = len(records), first_tag % len(slots)
+        head = min(n, len(slots) - at)
+        records[:head] = slots[at:at + head]
+        records[head:] = slots[:n - head]
+        del slots  # the mmap must have no views left when the program is closed
+        return records
 
     def _refused(self, wire: Wire, error: np.ndarray, i: int, start: int) -> None:
         err, length = int(error[i]), int(wire.lengths[i]) - TRAILER
