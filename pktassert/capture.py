@@ -209,9 +209,13 @@ class Capture:
             return r["vlan_count"] > 0
         return np.ones(len(r), bool)
 
+    def frame(self, pos: int) -> bytes:
+        """The frame of the packet at ``pos`` as it was sent."""
+        return self._frame(int(self.index[pos]))
+
     def summary(self, pos: int) -> str:
         """scapy's one-line summary of the packet at ``pos`` as it was sent, with its number."""
-        return f"packet #{int(self.index[pos])}: {Ether(self._frame(int(self.index[pos]))).summary()}"
+        return f"packet #{int(self.index[pos])}: {Ether(self.frame(pos)).summary()}"
 
     def first(self, pred: Callable[[np.ndarray], np.ndarray]) -> int | None:
         hits = np.flatnonzero(pred(self.records["verdict"]))
