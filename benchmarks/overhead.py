@@ -1,4 +1,5 @@
-"""Per-test cost of the live tier: bcc compile once, then topology + attach + inject + teardown per test.
+"""Per-test cost: bcc compile once, then per test in the live tier topology + attach + inject + teardown,
+and in the unit tier map reset + inject (BPF_PROG_TEST_RUN), side by side.
 
 Run as root: .venv/bin/python benchmarks/overhead.py [--json]. Prints medians over repeated runs;
 compare the parts with each other, not with other machines.
@@ -7,6 +8,7 @@ compare the parts with each other, not with other machines.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -50,19 +52,21 @@ def main() -> None:
     def topology_only() -> None:
         Topology(mtu=mtu).close()
 
-    def one_test() -> None:
-        with Topology(mtu=mtu) as topo:
-            xdp = XdpUnderTest(topo, prog, collector)
+    def one_test(tier: str) -> None:
+        with Topology(mtu=mtu) if tier == "live" else contextlib.nullcontext() as topo:
+            xdp = XdpUnderTest(prog, collector, topo)
             inject = Injector(xdp)
             assert inject(IP(dst=xdp.ip) / TCP(dport=80, flags="A")).verdict == 2
             inject.close()
 
     topo_s = timed(topology_only, args.tests)
-    test_s = timed(one_test, args.tests)
+    test_s = timed(lambda: one_test("live"), args.tests)
+    unit_s = timed(lambda: one_test("unit"), args.tests)
     for p in loaded:
         p.close()
     out = {"bcc_compile_load_s": round(compile_s, 3), "topology_s": round(topo_s, 4),
-           "per_test_overhead_s": round(test_s, 4), "tests": args.tests}
+           "per_test_overhead_s": round(test_s, 4), "per_test_overhead_unit_s": round(unit_s, 5),
+           "live_over_unit": round(test_s / unit_s, 1), "tests": args.tests}
     if args.json:
         print(json.dumps(out))
     else:

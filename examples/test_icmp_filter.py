@@ -48,8 +48,8 @@ def test_echo_budget_renews_each_window(xdp, inject):
     budget = xdp.map("echo_budget")
     now = time.monotonic_ns()   # the clock bpf_ktime_get_ns() reads
     for addr, start in (("198.51.100.7", now), ("198.51.100.8", now - 61 * 10**9)):
-        key = budget.Key.from_buffer_copy(ipaddress.ip_address(f"::ffff:{addr}").packed)
-        budget[key] = budget.Leaf(start, 100)   # budget spent, in this window and in one that has ended
+        key = ipaddress.ip_address(f"::ffff:{addr}").packed   # the filter's key: an IPv4-mapped address
+        budget[key] = (start, 100)   # (window start, echoes used): spent, in this window and in one that has ended
     result = inject([IP(src=a, dst=xdp.ip) / ICMP(type=8) for a in ("198.51.100.7", "198.51.100.8")])
     assert result.verdicts == [DROP, PASS]
 

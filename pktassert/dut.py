@@ -11,6 +11,7 @@ from pktassert.bpf.test_run import TestRunner
 from pktassert.collect import Collector, Tally
 from pktassert.errors import PktassertError
 from pktassert.frames import to_frames
+from pktassert.state_map import StateMap
 from pktassert.netns import UNIT_DUT, UNIT_PEER, Endpoint, Topology
 from pktassert.unit_path import UnitPath
 from pktassert.verdict import Verdict
@@ -81,13 +82,17 @@ class XdpUnderTest:
         return self.dut.ifindex
 
     @property
-    def maps(self) -> dict[str, Any]:
-        """The filter's state maps (bcc tables) by name, to read or seed."""
-        return self.loaded.state_maps()
+    def maps(self) -> dict[str, StateMap]:
+        """The filter's state maps by name (emptied before each test), to read or seed."""
+        return {name: StateMap(name, table) for name, table in self.loaded.state_maps().items()}
 
-    def map(self, name: str) -> Any:
-        """One of the filter's maps by name (any type), as a bcc table."""
-        return self.loaded.bpf[name.encode()]
+    def map(self, name: str) -> StateMap:
+        """One of the filter's maps by name (any type): ``xdp.map("blocked_ports")[8080] = 1``."""
+        try:
+            return StateMap(name, self.loaded.bpf[name.encode()])
+        except KeyError:
+            known = ", ".join(self.loaded.state_maps()) or "none"
+            raise KeyError(f"{self.program.name} has no map {name!r}; its maps: {known}") from None
 
     def tally(self) -> Tally:
         return self.collector.tally()
