@@ -5,9 +5,28 @@ import os
 import pytest
 
 pytest_plugins = ["pytester"]
+ROOT_BEFORE = pytest.StashKey[dict]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # The whole run must leave the root namespace as it was: compared again at the end.
+    if not hasattr(session.config, "workerinput") and os.geteuid() == 0:
+        from pktassert.netns.snapshot import snapshot
+
+        session.config.stash[ROOT_BEFORE] = snapshot()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    before = session.config.stash.get(ROOT_BEFORE, None)
+    if before is not None:
+        from pktassert.netns.snapshot import differences, snapshot
+
+        changed = differences(before, snapshot())
+        if changed:
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            reporter.write_line("the run changed the root network namespace: " + "; ".join(changed[:10]), red=True)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
     # In CI every test must run: a skip there means a privileged test silently did not.
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = reporter.stats.get("skipped", []) if reporter else []

@@ -35,7 +35,9 @@ _PRELUDE = """\
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include "record.h"
+#ifndef PA_RING_PAGES  /* cflags=("-DPA_RING_PAGES=N",) sets another size (a power of two) */
 #define PA_RING_PAGES {pages}
+#endif
 #define PA_FILTER {func}
 /* Makes the filter's own definition static and inlined into the inspector (C11 6.2.2p4). */
 static __always_inline int {func}(struct xdp_md *ctx);

@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import signal
 import socket
-from typing import Iterator
+import subprocess
+from typing import Any, Iterator
 
 from pyroute2 import IPRoute, netns
 
 _CLONE_NEWNET = 0x40000000
+_PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -59,6 +62,19 @@ class Namespace:
     def socket(self, family: int, kind: int, proto: int = 0) -> socket.socket:
         with self.entered():
             return socket.socket(family, kind, proto)
+
+    def popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen:
+        """Start a process inside this namespace that the kernel kills when this process dies
+        (PR_SET_PDEATHSIG), so it cannot keep the namespace alive after a crash. Call it from
+        the thread that owns the test (the signal follows the creating thread)."""
+        fd = self.fd
+
+        def enter() -> None:  # in the child, between fork and exec
+            if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+                os._exit(126)
+            netns.setns(fd)
+
+        return subprocess.Popen(args, preexec_fn=enter, **kwargs)
 
     def sysctl(self, key: str, value: str | int) -> None:
         # /proc/sys/net resolves against the opening thread's namespace.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 
+from . import owner
 from .namespace import Namespace
 
 # Documentation ranges only (RFC 5737, RFC 3849).
@@ -47,7 +47,8 @@ class Topology:
 
     def __init__(self, label: str = "", mtu: int = 1500) -> None:
         n = next(_serial)
-        self.label = label or f"pktassert pid {os.getpid()} #{n}"
+        # The label goes on both veth ends (ifalias): what the cleanup command recognises as ours.
+        self.label = f"{owner.PREFIX} {owner.mark()} #{n} {label}"[:250]
         self._namespaces: list[Namespace] = []
         try:
             dut_ns = self._namespace("dut")
@@ -69,7 +70,9 @@ class Topology:
         for scope in ("all", "default"):
             for key, value in _QUIET_IPV6.items():
                 ns.sysctl(f"net.ipv6.conf.{scope}.{key}", value)
-        ns.ipr.link("set", index=1, state="up")
+        # The mark also goes on lo, which lives as long as the namespace: a veth end vanishes
+        # when the other namespace goes.
+        ns.ipr.link("set", index=1, state="up", ifalias=f"{self.label} {role}")
         return ns
 
     @staticmethod

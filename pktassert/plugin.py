@@ -14,7 +14,7 @@ from pktassert.collect import Collector
 from pktassert.dut import XdpUnderTest
 from pktassert.errors import ProgramError
 from pktassert.inject import MTU, Injector
-from pktassert.netns import Topology
+from pktassert.netns import Topology, leftovers
 from pktassert.record import const
 from pktassert.verdict import Verdict
 
@@ -39,6 +39,24 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "its entry function")
     if config.getoption("pktassert_summary"):
         config.pluginmanager.register(VerdictSummary(), "pktassert-summary")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Free what a crashed earlier run left alive (only namespaces whose owner is dead), once per
+    # run: in the controller, not in each xdist worker.
+    if hasattr(session.config, "workerinput") or preflight.missing_caps():
+        return
+    try:
+        freed, stuck = leftovers.clean()
+    except OSError as e:  # e.g. a sandbox that hides other processes' namespaces: not our run's problem
+        freed, stuck = [], []
+        session.config.issue_config_time_warning(pytest.PytestWarning(f"pktassert: leftover scan failed: {e}"), 2)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for lo in freed + stuck:
+        verb = "freed" if lo in freed else "could not free"
+        line = f"pktassert: {verb} a namespace left by a crashed run: {lo.describe()}"
+        if reporter:
+            reporter.write_line(line, yellow=True)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -144,7 +162,7 @@ def xdp_program(request: pytest.FixtureRequest) -> Program:
 def topology(pktassert_ready: None, request: pytest.FixtureRequest) -> Iterator[Topology]:
     """A DUT and a peer namespace joined by a veth pair, for this test only."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    with Topology(label=f"pktassert {worker} pid {os.getpid()} {request.node.name}"[:250],
+    with Topology(label=f"{worker} {request.node.name}",
                   mtu=MTU + const("PA_TRAILER_LEN")) as topo:
         yield topo
 

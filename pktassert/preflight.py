@@ -11,7 +11,7 @@ import sys
 _CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_BPF": 39}
 
 
-def _missing_caps() -> list[str]:
+def missing_caps() -> list[str]:
     with open("/proc/self/status") as f:
         eff = next(int(ln.split()[1], 16) for ln in f if ln.startswith("CapEff:"))
     missing = [name for name, bit in _CAPS.items() if not eff >> bit & 1]
@@ -41,7 +41,7 @@ def _headers_problem() -> str | None:
 def problems() -> tuple[str, ...]:
     """Empty when live tests can run here; otherwise one line per missing piece, each with its fix."""
     found = []
-    caps = _missing_caps()
+    caps = missing_caps()
     if caps:
         found.append(f"not privileged: missing {', '.join(caps)} (uid {os.getuid()}). Fix: run pytest as root, "
                      f"e.g. sudo .venv/bin/pytest, on a runner that allows network namespaces and BPF.")

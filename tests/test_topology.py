@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from pktassert.netns import Topology
-from root_snapshot import snapshot
+from pktassert.netns.snapshot import snapshot
 
 
 def _links(ns):
