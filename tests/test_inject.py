@@ -1,5 +1,6 @@
 """inject(): what it sends, how it accounts for every packet, and state between tests."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,15 @@ def test_budget(xdp, inject, run):
 """)
     # In both tiers: state persists within a test (the budget runs out) and is fresh for the next.
     pytester.runpytest_subprocess("-p", "no:cacheprovider", "--pktassert-tier=both").assert_outcomes(passed=6)
+
+
+@pytest.mark.xdp("int pass_all(struct xdp_md *ctx) { return XDP_PASS; }", func="pass_all",
+                 cflags=("-DPA_RING_PAGES=1",))   # a one-page ring: room for ~46 records
+def test_ring_buffer_overflow_is_reported_with_counts(xdp, inject):
+    with pytest.raises(AccountingError) as err:
+        inject(IP(dst=xdp.ip) / TCP(), count=2000)
+    missing, lost = map(int, re.search(r"(\d+) of 2000 injected packets have no verdict .* 0 never reached the "
+                                       r"filter .*, (\d+) reached it but their records were lost \(ring buffer full\), "
+                                       r"0 vanished", str(err.value)).groups())
+    assert missing == lost > 1000
+    assert xdp.counts()[Verdict.PASS] == 2000 and xdp.tally().lost == lost   # counters stay exact

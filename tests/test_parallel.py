@@ -1,0 +1,52 @@
+"""Parallel runs: -n 0, -n 2 and -n 4 give the same results, and two runs started at once don't disturb
+each other (each has its own namespaces; nothing is named globally)."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+# One failure on purpose, so "the same results" covers failures too.
+FAILING = """
+import pytest
+from scapy.layers.inet import IP, TCP
+from pktassert import Verdict
+pytestmark = pytest.mark.xdp("port_blocklist.c", func="port_blocklist")
+def test_expected_wrong(xdp, inject):
+    assert inject(IP(dst=xdp.ip) / TCP(dport=23)).verdict == Verdict.PASS
+"""
+
+
+def _suite(path: Path) -> None:
+    for f in EXAMPLES.iterdir():
+        if f.suffix in (".c", ".py") and not f.name.startswith("test_icmp"):
+            shutil.copy(f, path / f.name)
+    (path / "test_wrong.py").write_text(FAILING)
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-q", *args]
+
+
+def _results(out: str) -> dict[str, str]:
+    return dict((m.group(2), m.group(1)) for m in re.finditer(r"^(PASSED|FAILED|ERROR|SKIPPED) (\S+)", out, re.M))
+
+
+def test_same_results_with_0_2_and_4_workers_and_two_runs_at_once(pytester, pktassert_ready):
+    _suite(pytester.path)
+    runs = {}
+    for n in ("0", "2", "4"):
+        done = subprocess.run(_command("-n", n), cwd=pytester.path, capture_output=True, text=True)
+        runs[n] = (done.returncode, _results(done.stdout))
+    assert runs["0"][0] == pytest.ExitCode.TESTS_FAILED
+    assert len(runs["0"][1]) == 8 and list(runs["0"][1].values()).count("FAILED") == 1
+    assert runs["2"] == runs["0"] and runs["4"] == runs["0"]
+
+    both = [subprocess.Popen(_command("-n", "2"), cwd=pytester.path, stdout=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in both]
+    assert [(p.returncode, _results(out)) for p, out in zip(both, outs)] == [runs["0"]] * 2
