@@ -10,11 +10,12 @@
 #define PA_TAG_MAGIC 0x706b7461
 #define PA_UNTAGGED 0xffffffff
 
-/* Unit runs (BPF_PROG_TEST_RUN) tag frames with this magic instead: their record goes to slot
- * tag % PA_UNIT_SLOTS of the mmap-able array pa_unit, read in bulk after the runs, instead of
- * the ring buffer. A test run is synchronous, so nothing can overwrite a slot before it is read. */
+/* Unit runs (BPF_PROG_TEST_RUN) and the traffic engine (bpf/sender.c) tag frames with this
+ * magic instead: their record goes to slot tag % PA_UNIT_SLOTS of the mmap-able array pa_unit,
+ * read in bulk after each batch, instead of through the ring buffer. Batches are never larger
+ * than the slots, and each is read before the next is sent. */
 #define PA_UNIT_MAGIC 0x706b7475
-#define PA_UNIT_SLOTS 65536
+#define PA_UNIT_SLOTS 262144
 
 /* Slots of the per-CPU counter array. Verdicts 0..4 are the XDP actions themselves. */
 #define PA_CTR_VERDICTS 5     /* slots 0..4: frames per XDP action */

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from scapy.layers.l2 import Ether
@@ -12,6 +12,8 @@ from pktassert.capture import Capture
 from pktassert.dut import XdpUnderTest
 from pktassert.errors import InjectError
 from pktassert.frames import check_size, to_frames
+from pktassert.bpf.sender import Sender
+from pktassert.engine_path import EnginePath
 from pktassert.live_path import LivePath
 from pktassert.outputs import Outputs
 from pktassert.path import Path
@@ -19,6 +21,7 @@ from pktassert.unit_path import UnitPath
 from pktassert.wire import Wire
 
 MTU = 1500
+ENGINE_FROM = 64  # packets per inject() from which the live tier uses the traffic engine
 
 
 class Injector:
@@ -29,9 +32,12 @@ class Injector:
     Capture in send order; the unit tier's also has each frame as the filter left it.
     """
 
-    def __init__(self, xdp: XdpUnderTest) -> None:
+    def __init__(self, xdp: XdpUnderTest, sender: Callable[[], Sender] | None = None) -> None:
         self.xdp = xdp
         self.path: Path = UnitPath(xdp.loaded) if xdp.tier == "unit" else LivePath(xdp)
+        # Floods in the live tier go through the traffic engine; a few packets through a socket.
+        self._engine: Path | None = None
+        self._sender = sender
         self.captures: list[Capture] = []  # every Capture this injector returned, in order
         self._tag = 0
 
@@ -54,9 +60,17 @@ class Injector:
         self.captures.append(capture)
         return capture
 
+    def _path_for(self, n: int) -> Path:
+        if self.path.tier == "unit" or n < ENGINE_FROM or self._sender is None:
+            return self.path
+        if self._engine is None:
+            self._engine = EnginePath(self.xdp, self._sender())
+        return self._engine
+
     def _send(self, frames: list[bytes] | np.ndarray) -> Capture:
-        n, path = len(frames), self.path
-        magic = Wire.magic(unit=path.tier == "unit")
+        n = len(frames)
+        path = self._path_for(n)
+        magic = Wire.magic(unit=path.tier == "unit" or path is self._engine)
         parts = []
         records = np.empty(n, self.xdp.collector.dtype)  # filled in place, batch by batch
         for start in range(0, n, path.chunk):
@@ -72,3 +86,5 @@ class Injector:
 
     def close(self) -> None:
         self.path.close()
+        if self._engine is not None:
+            self._engine.close()

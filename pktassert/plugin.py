@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
 from pktassert import assertion, preflight
 from pktassert.bpf.program import LoadedProgram, Program, looks_like_path
+from pktassert.bpf.sender import Sender
 from pktassert.collect import Collector
 from pktassert.dut import XdpUnderTest
 from pktassert.errors import ProgramError
@@ -184,11 +185,26 @@ def xdp(tier: str, xdp_program: Program, pktassert_programs: ProgramCache,
                                                        "counts": counts}))
 
 
+@pytest.fixture(scope="session")
+def pktassert_sender(pktassert_ready: None) -> Iterator[Callable[[], Sender]]:
+    """The traffic engine, compiled on first use in the session."""
+    made: list[Sender] = []
+
+    def get() -> Sender:
+        if not made:
+            made.append(Sender())
+        return made[0]
+
+    yield get
+    for sender in made:
+        sender.close()
+
+
 @pytest.fixture
-def inject(xdp: XdpUnderTest) -> Iterator[Injector]:
+def inject(xdp: XdpUnderTest, pktassert_sender: Callable[[], Sender]) -> Iterator[Injector]:
     """Run scapy packets through the filter (live: sent from the peer over the veth; unit: by
     BPF_PROG_TEST_RUN); returns a Capture of their verdicts."""
-    injector = Injector(xdp)
+    injector = Injector(xdp, pktassert_sender)
     yield injector
     injector.close()
 

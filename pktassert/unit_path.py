@@ -22,9 +22,21 @@ from pktassert.wire import Wire
 GROWTH = 256  # room kept for a filter that makes a frame longer (encapsulation, adjust_tail)
 
 
+def copy_slots(loaded: LoadedProgram, first_tag: int, records: np.ndarray) -> np.ndarray:
+    """Copy the records of tags first_tag... from the inspector's slots into ``records``
+    (consecutive tags: at most two slices)."""
+    slots = np.frombuffer(loaded.unit_slots(), records.dtype)
+    n, at = len(records), first_tag % len(slots)
+    head = min(n, len(slots) - at)
+    records[:head] = slots[at:at + head]
+    records[head:] = slots[:n - head]
+    del slots  # the mmap must have no views left when the program is closed
+    return records
+
+
 class UnitPath:
     tier = "unit"
-    chunk = const("PA_UNIT_SLOTS")  # a batch may not wrap the slot array onto itself
+    chunk = min(65536, const("PA_UNIT_SLOTS"))  # a batch may not wrap the slot array onto itself
 
     def __init__(self, loaded: LoadedProgram) -> None:
         self.loaded = loaded
@@ -41,7 +53,7 @@ class UnitPath:
         failed = np.flatnonzero((batch.error != 0) & (batch.error != errno.ENOSPC))
         if len(failed):
             self._refused(wire, batch.error, int(failed[0]), start)
-        records = self._records(int(wire.tags[0]), np.empty(len(wire), self.dtype) if records is None else records)
+        records = copy_slots(self.loaded, int(wire.tags[0]), np.empty(len(wire), self.dtype) if records is None else records)
         wrong = np.flatnonzero((records["tag"] != wire.tags) | (records["verdict"] != batch.retval))
         if len(wrong):
             i = int(wrong[0])
@@ -50,16 +62,6 @@ class UnitPath:
                 f"(tag {records['tag'][i]} for {wire.tags[i]}, verdict {records['verdict'][i]} for "
                 f"{batch.retval[i]}); {len(wrong)} of {len(wire)} differ. Please report it.")
         return Part(records, len(wire), Outputs.from_batch(wire, batch, start))
-
-    def _records(self, first_tag: int, records: np.ndarray) -> np.ndarray:
-        """Copy the records of tags first_tag... (consecutive: at most two slices of the slots)."""
-        slots = np.frombuffer(self.loaded.unit_slots(), self.dtype)
-        n, at = len(records), first_tag % len(slots)
-        head = min(n, len(slots) - at)
-        records[:head] = slots[at:at + head]
-        records[head:] = slots[:n - head]
-        del slots  # the mmap must have no views left when the program is closed
-        return records
 
     def _refused(self, wire: Wire, error: np.ndarray, i: int, start: int) -> None:
         err, length = int(error[i]), int(wire.lengths[i]) - TRAILER

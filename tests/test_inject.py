@@ -79,9 +79,9 @@ def test_budget(xdp, inject, run):
                  cflags=("-DPA_RING_PAGES=1",))   # a one-page ring: room for ~46 records
 def test_ring_buffer_overflow_is_reported_with_counts(xdp, inject):
     with pytest.raises(AccountingError) as err:
-        inject(IP(dst=xdp.ip) / TCP(), count=2000)
-    missing, lost = map(int, re.search(r"(\d+) of 2000 injected packets have no verdict .* 0 never reached the "
+        inject(IP(dst=xdp.ip) / TCP(), count=63)   # few enough for the socket path and its ring buffer
+    missing, lost = map(int, re.search(r"(\d+) of 63 injected packets have no verdict .* 0 never reached the "
                                        r"filter .*, (\d+) reached it but their records were lost \(ring buffer full\), "
                                        r"0 vanished", str(err.value)).groups())
-    assert missing == lost > 1000
-    assert xdp.counts()[Verdict.PASS] == 2000 and xdp.tally().lost == lost   # counters stay exact
+    assert missing == lost > 10
+    assert xdp.counts()[Verdict.PASS] == 63 and xdp.tally().lost == lost   # counters stay exact
