@@ -69,7 +69,8 @@ class Sender:
             if k == n:
                 break
             base = int(starts[k])
-            stop = int(np.searchsorted(ends, base + ARENA_BYTES, side="right"))
+            # (the program takes offsets up to ARENA_BYTES - MAX_FRAME only: what the verifier can bound)
+            stop = int(np.searchsorted(ends, base + ARENA_BYTES - MAX_FRAME, side="right"))
             at[k:stop] = value * ARENA_BYTES + (starts[k:stop] - base)
             size = int(ends[stop - 1]) - base
             self.arena[value * ARENA_BYTES:value * ARENA_BYTES + size] = data[first + base:first + base + size]

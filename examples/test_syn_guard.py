@@ -18,3 +18,12 @@ def test_syn_flood_dropped(xdp, inject):
 
 def test_established_traffic_passes(xdp, inject):
     assert inject(IP(dst=xdp.ip) / TCP(dport=80, flags="A")).verdict == Verdict.PASS
+
+
+def test_million_spoofed_syns_hit_the_budget(xdp, inject):
+    # 1,000,000 SYNs from 256 spoofed sources: each source gets its budget of 64, the rest is dropped.
+    flood = IP(dst=xdp.ip) / TCP(dport=80, flags="S")
+    r = inject(flood, count=1_000_000, vary={"src": "198.51.100.0/24", "sport": (1024, 65535)})
+    assert r.sent == 1_000_000 and r.accounted == 1_000_000
+    assert r.count(Verdict.PASS) == 256 * 64
+    assert r.count(Verdict.DROP) > 980_000

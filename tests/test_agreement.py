@@ -40,7 +40,7 @@ def test_examples_agree_packet_for_packet(pytester: pytest.Pytester) -> None:
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()[-3000:]
     tests = {base for base, _ in recorder.runs}
-    assert len(tests) >= 14 and outcomes["passed"] == 2 * len(tests)
+    assert len(tests) >= 16 and outcomes["passed"] == 2 * len(tests)
 
     compared = 0
     for base in sorted(tests):
@@ -48,7 +48,8 @@ def test_examples_agree_packet_for_packet(pytester: pytest.Pytester) -> None:
         assert len(live) == len(unit), base
         for k, (a, b) in enumerate(zip(live, unit)):
             assert len(a) == len(b) == a.sent == b.sent, (base, k)
-            assert [a.frame(i) for i in range(len(a))] == [b.frame(i) for i in range(len(b))], (base, k)
+            some = range(0, len(a), max(1, len(a) // 10_000))  # the million-packet floods: a sample of frames
+            assert [a.frame(i) for i in some] == [b.frame(i) for i in some], (base, k)
             differ = np.flatnonzero(a.records["verdict"] != b.records["verdict"])
             assert not len(differ), f"{base} inject #{k}: live {a[int(differ[0])]!r} but unit {b[int(differ[0])]!r}"
             for name in a.records.dtype.names:
@@ -56,4 +57,4 @@ def test_examples_agree_packet_for_packet(pytester: pytest.Pytester) -> None:
                     same = (a.records[name] == b.records[name]).reshape(len(a), -1).all(axis=1)
                     assert same.all(), f"{base} inject #{k}: field {name} differs at packet #{np.flatnonzero(~same)[0]}"
             compared += len(a)
-    assert compared > 7000  # the floods included: every packet of every example test
+    assert compared > 2_000_000  # the floods included: every packet of every example test
