@@ -29,12 +29,17 @@ class LivePath:
 
     def send(self, wire: Wire, start: int, total: int, records: np.ndarray) -> Part:
         collector = self.xdp.collector
-        before = collector.tally()
+        before, dropped_before = collector.tally(), self._veth_dropped()
         undelivered = self._send_all(wire)
         got = collector.collect(int(wire.tags[0]), records, before, undelivered)
         if not got.have.all():
-            self._fail(total, start, got)
+            self._fail(total, start, got, self._veth_dropped() - dropped_before)
         return Part(got.records, got.seen)
+
+    def _veth_dropped(self) -> int:
+        """Frames the peer's veth accepted from the socket and dropped (its tx_dropped counter)."""
+        peer = self.xdp.peer
+        return int(peer.ns.ipr.get_links(peer.ifindex)[0].get_attr("IFLA_STATS64")["tx_dropped"])
 
     def _send_all(self, wire: Wire) -> np.ndarray:
         """Send every frame; True where the veth refused one (the filter never saw it)."""
@@ -58,15 +63,17 @@ class LivePath:
         return refused
 
     @staticmethod
-    def _fail(n: int, start: int, got: Collected) -> None:
+    def _fail(n: int, start: int, got: Collected, dropped: int) -> None:
         missing = int((~got.have).sum())
         first_missing = start + int(np.flatnonzero(~got.have)[0])
         refused = int(got.undelivered.sum())
+        dropped = min(dropped, missing - refused)
         lost, stray = got.lost, got.stray
-        vanished = max(0, missing - refused - lost)
+        vanished = max(0, missing - refused - dropped - lost)
         raise AccountingError(
             f"{missing} of {n} injected packets have no verdict (first: packet #{first_missing}). "
-            f"{refused} never reached the filter (the veth refused them: queue full or DUT link down), "
+            f"{refused + dropped} never reached the filter ({refused} refused by the veth's queue, {dropped} "
+            f"dropped by the veth: queue full or DUT link down), "
             f"{lost} reached it but their records were lost (ring buffer full), "
             f"{vanished} vanished between the socket and the filter; "
             f"{stray} frames not injected by pktassert were seen meanwhile.")
