@@ -26,6 +26,8 @@ def _explain_count(op: str, got: Count, want: int) -> list[str]:
     cap, v = got.capture, got.verdict
     what = f"count({v.name})" if v is not None else "count()"
     lines = [f"expected {what} {op} {want}, got {int(got)}",
+             *([f"counted in a sample: records were kept for 1 packet in {cap.step} of {cap.sent} "
+                f"(pass inject(..., keep=N) to keep more)"] if cap.sampled else []),
              f"verdicts of these {len(cap)} packets: {cap.counts_text()}"]
     if v is None:
         return lines

@@ -75,7 +75,7 @@ class Capture:
 
     def __init__(self, records: np.ndarray, frame: Callable[[int], bytes], index: np.ndarray | None = None,
                  sent: int | None = None, accounted: int | None = None, outputs: Outputs | None = None,
-                 tier: str = "live") -> None:
+                 tier: str = "live", step: int = 1, exact: np.ndarray | None = None) -> None:
         self.records = records
         self._frame = frame
         self.index = np.arange(len(records)) if index is None else index  # position in the send order
@@ -83,10 +83,12 @@ class Capture:
         self.accounted = len(records) if accounted is None else accounted
         self.tier = tier
         self._outputs = outputs
+        self.step = step      # > 1: records kept for every step-th packet only (a large flood)
+        self._exact = exact   # then the whole flood's verdict counts, from the inspector's counters
 
     def _subset(self, mask: np.ndarray) -> "Capture":
         return Capture(self.records[mask], self._frame, self.index[mask], self.sent, self.accounted,
-                       self._outputs, self.tier)
+                       self._outputs, self.tier, self.step)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -96,6 +98,11 @@ class Capture:
 
     def __getitem__(self, pos: int) -> Outcome:
         return Outcome(self, range(len(self))[pos])
+
+    @property
+    def sampled(self) -> bool:
+        """Whether counts here are of a sample (a where() of a flood larger than keep=)."""
+        return self.step > 1 and self._exact is None
 
     @property
     def verdicts(self) -> list[Verdict | int]:
@@ -111,11 +118,17 @@ class Capture:
         return Outcome(self, 0)
 
     def count(self, verdict: Verdict | int | None = None) -> Count:
-        """How many packets got ``verdict`` (all packets when None)."""
-        n = len(self) if verdict is None else int((self.records["verdict"] == int(verdict)).sum())
+        """How many packets got ``verdict`` (all packets when None). In a sampled capture
+        (``step`` > 1) exact for the whole flood, from the counters; after where(), of the sample."""
+        if self._exact is not None:
+            n = self.sent if verdict is None else int(self._exact[int(verdict)])
+        else:
+            n = len(self) if verdict is None else int((self.records["verdict"] == int(verdict)).sum())
         return Count(n, self, None if verdict is None else Verdict(verdict))
 
     def counts(self) -> dict[str, int]:
+        if self._exact is not None:
+            return {Verdict.name_of(v): int(c) for v, c in enumerate(self._exact[:len(Verdict)]) if c}
         vals, n = np.unique(self.records["verdict"], return_counts=True)
         return {Verdict.name_of(int(v)): int(c) for v, c in zip(vals, n)}
 
@@ -225,4 +238,5 @@ class Capture:
         return " ".join(f"{k}={v}" for k, v in self.counts().items()) or "none"
 
     def __repr__(self) -> str:
-        return f"<Capture {len(self)} packets: {self.counts_text()}>"
+        sampled = f", records of 1 in {self.step}" if self.step > 1 else ""
+        return f"<Capture {self.sent if self._exact is not None else len(self)} packets{sampled}: {self.counts_text()}>"

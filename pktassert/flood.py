@@ -47,9 +47,9 @@ def _resolve(pkt: Packet, name: str) -> tuple[int, int, type[Packet]]:
                       f"Fields of this packet: {', '.join(known)}.")
 
 
-def _values(spec: Any, count: int, width: int, name: str) -> np.ndarray:
+def _values(spec: Any, count: int, width: int, name: str, start: int = 0) -> np.ndarray:
     """Values as numpy: uint64 for width <= 8, (count, 16) bytes for IPv6 addresses."""
-    i = np.arange(count, dtype=np.uint64)
+    i = np.arange(start, start + count, dtype=np.uint64)
     if isinstance(spec, str) and "/" in spec:
         net = ipaddress.ip_network(spec, strict=False)
         base, n = int(net.network_address), net.num_addresses
@@ -159,8 +159,9 @@ def fix_checksums(frames: np.ndarray, pkt: Packet) -> None:
     _put(frames, field, 2, csum)
 
 
-def build(pkt: Packet, count: int, vary: Mapping[str, Any] | None) -> np.ndarray:
-    """``count`` rows of the frame ``pkt`` (an Ether packet) with ``vary`` applied."""
+def build(pkt: Packet, count: int, vary: Mapping[str, Any] | None, start: int = 0) -> np.ndarray:
+    """``count`` rows of the frame ``pkt`` (an Ether packet) with ``vary`` applied: rows
+    ``start``...``start + count`` of the flood (any part of a flood can be built on its own)."""
     template = np.frombuffer(bytes(pkt), np.uint8)
     frames = np.tile(template, (count, 1))
     if not vary:
@@ -168,6 +169,23 @@ def build(pkt: Packet, count: int, vary: Mapping[str, Any] | None) -> np.ndarray
     built = pkt.__class__(bytes(pkt))  # lengths and checksums filled in, as sent
     for name, spec in vary.items():
         at, width, _ = _resolve(built, name)
-        _put(frames, at, width, _values(spec, count, width, name))
+        _put(frames, at, width, _values(spec, count, width, name, start))
     fix_checksums(frames, built)
     return frames
+
+
+class Flood:
+    """A flood not yet built: rows are made per chunk, and any one again on demand."""
+
+    def __init__(self, pkt: Packet, count: int, vary: Mapping[str, Any] | None) -> None:
+        self.pkt, self.count, self.vary = pkt, count, vary
+        self.first = build(pkt, 1, vary)  # checks vary= before anything is sent
+
+    def __len__(self) -> int:
+        return self.count
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        return build(self.pkt, stop - start, self.vary, start)
+
+    def frame(self, i: int) -> bytes:
+        return self.rows(i, i + 1)[0].tobytes()

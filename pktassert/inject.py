@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from scapy.layers.l2 import Ether
 
-from pktassert import flood
+from pktassert.flood import Flood
 from pktassert.capture import Capture
 from pktassert.dut import XdpUnderTest
 from pktassert.errors import InjectError
@@ -16,12 +16,13 @@ from pktassert.bpf.sender import Sender
 from pktassert.engine_path import EnginePath
 from pktassert.live_path import LivePath
 from pktassert.outputs import Outputs
-from pktassert.path import Path
+from pktassert.path import Part, Path
 from pktassert.unit_path import UnitPath
 from pktassert.wire import Wire
 
 MTU = 1500
 ENGINE_FROM = 64  # packets per inject() from which the live tier uses the traffic engine
+KEEP = 1_000_000  # per-packet records kept by default (80 bytes each)
 
 
 class Injector:
@@ -45,18 +46,22 @@ class Injector:
     def tier(self) -> str:
         return self.path.tier
 
-    def __call__(self, packets: Any, count: int = 1, vary: Mapping[str, Any] | None = None) -> Capture:
+    def __call__(self, packets: Any, count: int = 1, vary: Mapping[str, Any] | None = None,
+                 keep: int = KEEP) -> Capture:
+        """``keep``: most per-packet records kept; above it, every k-th packet's record is kept
+        (the capture says so) and the verdict counts still come exact from the counters."""
         if not isinstance(count, int) or count < 1:
             raise InjectError(f"count={count!r}: give a positive whole number of packets.")
         if count > 1 or vary:
             if isinstance(packets, (list, tuple)) and len(packets) != 1:
                 raise InjectError("count= and vary= take one template packet, not a list.")
             template = to_frames(packets, self.xdp.peer, self.xdp.dut)[0]
-            frames: list[bytes] | np.ndarray = flood.build(Ether(template), count, vary)
+            frames: list[bytes] | Flood = Flood(Ether(template), count, vary)
+            check_size(frames.first, MTU)
         else:
             frames = to_frames(packets, self.xdp.peer, self.xdp.dut)
-        check_size(frames, MTU)
-        capture = self._send(frames)
+            check_size(frames, MTU)
+        capture = self._send(frames, keep)
         self.captures.append(capture)
         return capture
 
@@ -67,22 +72,37 @@ class Injector:
             self._engine = EnginePath(self.xdp, self._sender())
         return self._engine
 
-    def _send(self, frames: list[bytes] | np.ndarray) -> Capture:
+    def _send(self, frames: list[bytes] | Flood, keep: int) -> Capture:
         n = len(frames)
         path = self._path_for(n)
         magic = Wire.magic(unit=path.tier == "unit" or path is self._engine)
-        parts = []
-        records = np.empty(n, self.xdp.collector.dtype)  # filled in place, batch by batch
+        step = -(-n // keep)  # 1 unless the flood is larger than what we keep records of
+        records = np.empty(-(-n // step), self.xdp.collector.dtype)
+        parts, accounted = [], 0
+        before = self.xdp.collector.tally()
         for start in range(0, n, path.chunk):
-            wire = Wire.build(frames[start:start + path.chunk], magic, self._tag)
+            stop = min(n, start + path.chunk)
+            batch = frames.rows(start, stop) if isinstance(frames, Flood) else frames[start:stop]
+            wire = Wire.build(batch, magic, self._tag)
             self._tag += len(wire)
-            parts.append(path.send(wire, start, n, records[start:start + len(wire)]))
-        frame = (lambda i: frames[i].tobytes()) if isinstance(frames, np.ndarray) else frames.__getitem__
+            if step == 1:
+                part = path.send(wire, start, n, records[start:stop])
+            else:
+                full = path.send(wire, start, n, np.empty(stop - start, records.dtype))
+                first = -start % step  # the sample is every packet whose position is a multiple of step
+                records[-(-start // step):-(-stop // step)] = full.records[first::step]
+                part = Part(None, full.accounted, None)  # type: ignore[arg-type]
+            parts.append(part)
+            accounted += part.accounted
+        frame = frames.frame if isinstance(frames, Flood) else frames.__getitem__
         outputs = None
         if parts[0].outputs is not None:
             outputs = Outputs.join([p.outputs for p in parts if p.outputs is not None], frame)
-        return Capture(records, frame, sent=n, accounted=sum(p.accounted for p in parts), outputs=outputs,
-                       tier=path.tier)
+        exact = None
+        if step > 1:
+            exact = self.xdp.collector.tally().verdicts - before.verdicts
+        return Capture(records, frame, index=np.arange(0, n, step), sent=n, accounted=accounted, outputs=outputs,
+                       tier=path.tier, step=step, exact=exact)
 
     def close(self) -> None:
         self.path.close()

@@ -1,6 +1,7 @@
 """inject(): what it sends, how it accounts for every packet, and state between tests."""
 
 import re
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,23 @@ def test_ring_buffer_overflow_is_reported_with_counts(xdp, inject):
                                        r"0 vanished", str(err.value)).groups())
     assert missing == lost > 10
     assert xdp.counts()[Verdict.PASS] == 63 and xdp.tally().lost == lost   # counters stay exact
+
+
+@pytest.mark.xdp(str(ROOT / "examples" / "syn_guard.c"), func="syn_guard")
+@pytest.mark.parametrize("tier", ["live"], indirect=True)
+def test_large_flood_keeps_a_sample_and_exact_counts_in_bounded_memory(xdp, inject):
+    flood = IP(dst=xdp.ip) / TCP(dport=80, flags="S")
+    vary = {"src": "198.51.100.0/24", "sport": (1024, 65535)}
+    peaks = []
+    for count in (500_000, 2_000_000):
+        tracemalloc.start()
+        r = inject(flood, count=count, vary=vary, keep=50_000)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert r.sent == r.accounted == count and r.step == -(-count // 50_000) and len(r) == count // r.step
+        assert r.count() == count and r.count(Verdict.DROP) + r.count(Verdict.PASS) == count   # exact, from counters
+        assert r.where(TCP).sampled and not r.sampled
+        assert list(r.index[:3]) == [0, r.step, 2 * r.step] and r.where(TCP).count() == len(r)
+    # Four times the packets, about the same memory: chunks are built and dropped, records sampled.
+    assert peaks[1] < 1.5 * peaks[0], peaks
+    assert peaks[1] < 120 * 2**20
