@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -78,22 +79,28 @@ class Injector:
         magic = Wire.magic(unit=path.tier == "unit" or path is self._engine)
         step = -(-n // keep)  # 1 unless the flood is larger than what we keep records of
         records = np.empty(-(-n // step), self.xdp.collector.dtype)
-        parts, accounted = [], 0
+        parts: list[Part] = []
         before = self.xdp.collector.tally()
-        for start in range(0, n, path.chunk):
+        first_tag = self._tag
+        self._tag += n
+
+        def wire_at(start: int) -> Wire:
             stop = min(n, start + path.chunk)
             batch = frames.rows(start, stop) if isinstance(frames, Flood) else frames[start:stop]
-            wire = Wire.build(batch, magic, self._tag)
-            self._tag += len(wire)
-            if step == 1:
-                part = path.send(wire, start, n, records[start:stop])
-            else:
-                full = path.send(wire, start, n, np.empty(stop - start, records.dtype))
-                first = -start % step  # the sample is every packet whose position is a multiple of step
-                records[-(-start // step):-(-stop // step)] = full.records[first::step]
-                part = Part(None, full.accounted, None)  # type: ignore[arg-type]
-            parts.append(part)
-            accounted += part.accounted
+            return Wire.build(batch, magic, first_tag + start)
+
+        starts = range(0, n, path.chunk)
+        if len(starts) == 1:
+            parts.append(self._run(path, wire_at(0), 0, n, n, step, records))
+        else:  # the next chunk is built on another thread while this one is in the kernel (GIL released)
+            with ThreadPoolExecutor(1) as builder:
+                ahead = builder.submit(wire_at, 0)
+                for start in starts:
+                    wire = ahead.result()
+                    if start + path.chunk < n:
+                        ahead = builder.submit(wire_at, start + path.chunk)
+                    parts.append(self._run(path, wire, start, start + len(wire), n, step, records))
+        accounted = sum(p.accounted for p in parts)
         frame = frames.frame if isinstance(frames, Flood) else frames.__getitem__
         outputs = None
         if parts[0].outputs is not None:
@@ -103,6 +110,15 @@ class Injector:
             exact = self.xdp.collector.tally().verdicts - before.verdicts
         return Capture(records, frame, index=np.arange(0, n, step), sent=n, accounted=accounted, outputs=outputs,
                        tier=path.tier, step=step, exact=exact)
+
+    @staticmethod
+    def _run(path: Path, wire: Wire, start: int, stop: int, n: int, step: int, records: np.ndarray) -> Part:
+        if step == 1:
+            return path.send(wire, start, n, records[start:stop])
+        full = path.send(wire, start, n, np.empty(stop - start, records.dtype))
+        first = -start % step  # the sample is every packet whose position is a multiple of step
+        records[-(-start // step):-(-stop // step)] = full.records[first::step]
+        return Part(records[:0], full.accounted, None)
 
     def close(self) -> None:
         self.path.close()
