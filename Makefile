@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := /usr/bin/python3
 VENV := .venv
 KREL := $(shell uname -r)
-APT := python3-bpfcc python3-venv linux-headers-amd64 iproute2 util-linux nftables python3-nftables
+APT := python3-bpfcc python3-venv linux-headers-amd64 iproute2 util-linux nftables python3-nftables tshark tcpreplay
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider --pktassert-require
 
 .PHONY: setup packages headers demo test clean

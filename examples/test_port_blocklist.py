@@ -1,5 +1,7 @@
 """The port blocklist: TCP and UDP to blocked destination ports are dropped, over IPv4 and IPv6."""
 
+from pathlib import Path
+
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
@@ -56,3 +58,12 @@ def test_full_port_scan_from_sixteen_sources(xdp, inject):
     assert scan.count(Verdict.DROP) == 16 * len(BLOCKED_BY_DEFAULT)
     assert scan.where(TCP, dport=BLOCKED_BY_DEFAULT).count(Verdict.DROP) == 16 * 4
     assert len(set(zip(scan.records["src"][:, 3].tolist(), scan.records["dport"].tolist()))) == 16 * 65535
+
+
+def test_replay_of_a_port_scan_capture(xdp, inject):
+    # captures/portscan.pcap (made by captures/make_portscan.py): a SYN scan of ports 1-1024 with web and DNS traffic.
+    replay = inject.pcap(Path(__file__).parent / "captures" / "portscan.pcap", speed="max")
+    scan = replay.where(TCP, flags="S", src="203.0.113.66")
+    assert replay.sent == replay.accounted == 1056 and scan.count() == 1024
+    assert scan.where(dport=BLOCKED_BY_DEFAULT).count(Verdict.DROP) == 3   # 23, 135, 445 (3389 is above 1024)
+    assert replay.count(Verdict.DROP) == 3                                 # and nothing else

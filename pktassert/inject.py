@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping
 
 import numpy as np
 from scapy.layers.l2 import Ether
 
+from pktassert import pcap
 from pktassert.flood import Flood
 from pktassert.capture import Capture
 from pktassert.dut import XdpUnderTest
@@ -47,12 +50,22 @@ class Injector:
     def tier(self) -> str:
         return self.path.tier
 
-    def __call__(self, packets: Any, count: int = 1, vary: Mapping[str, Any] | None = None,
-                 keep: int = KEEP) -> Capture:
-        """``keep``: most per-packet records kept; above it, every k-th packet's record is kept
-        (the capture says so) and the verdict counts still come exact from the counters."""
+    def __call__(self, packets: Any, count: int | None = None, vary: Mapping[str, Any] | None = None,
+                 keep: int = KEEP, rate: float | None = None, duration: float | None = None) -> Capture:
+        """``rate``: packets per second (paced, through a socket) instead of as fast as possible;
+        with ``duration`` it sets the count. ``keep``: most per-packet records kept; above it,
+        every k-th packet's record is kept (the capture says so) and the verdict counts still
+        come exact from the counters."""
+        if duration is not None:
+            if rate is None or count is not None:
+                raise InjectError("duration= goes with rate= (packets per second) and sets the count; "
+                                  "give rate= and duration=, or count=.")
+            count = max(1, round(rate * duration))
+        count = 1 if count is None else count
         if not isinstance(count, int) or count < 1:
             raise InjectError(f"count={count!r}: give a positive whole number of packets.")
+        if rate is not None and not rate > 0:
+            raise InjectError(f"rate={rate!r}: give packets per second, more than 0.")
         if count > 1 or vary:
             if isinstance(packets, (list, tuple)) and len(packets) != 1:
                 raise InjectError("count= and vary= take one template packet, not a list.")
@@ -62,7 +75,26 @@ class Injector:
         else:
             frames = to_frames(packets, self.xdp.peer, self.xdp.dut)
             check_size(frames, MTU)
-        capture = self._send(frames, keep)
+        schedule = None if rate is None else np.arange(count, dtype=np.float64) / rate
+        capture = self._send(frames, keep, schedule)
+        self.captures.append(capture)
+        return capture
+
+    def pcap(self, path: str | os.PathLike[str], speed: float | str = "max", rate: float | None = None,
+             keep: int = KEEP) -> Capture:
+        """Replay a capture (pcap or pcapng): ``speed="max"``, or its own timing scaled by ``speed``
+        (1.0 = as recorded), or at ``rate`` packets per second. In the unit tier time is not replayed."""
+        frames, times = pcap.read(path)
+        check_size(frames, MTU)
+        if rate is not None:
+            schedule: np.ndarray | None = np.arange(len(frames), dtype=np.float64) / rate
+        elif speed == "max":
+            schedule = None
+        elif isinstance(speed, (int, float)) and speed > 0:
+            schedule = times / speed
+        else:
+            raise InjectError(f"speed={speed!r}: \"max\", or a positive factor of the recorded timing (1.0 = as recorded).")
+        capture = self._send(frames, keep, schedule)
         self.captures.append(capture)
         return capture
 
@@ -73,9 +105,12 @@ class Injector:
             self._engine = EnginePath(self.xdp, self._sender())
         return self._engine
 
-    def _send(self, frames: list[bytes] | Flood, keep: int) -> Capture:
+    def _send(self, frames: list[bytes] | Flood, keep: int, schedule: np.ndarray | None = None) -> Capture:
         n = len(frames)
-        path = self._path_for(n)
+        # Paced traffic goes through the socket: the engine sends in calls with a fixed cost each.
+        path = self.path if schedule is not None else self._path_for(n)
+        if path.tier == "unit":
+            schedule = None
         magic = Wire.magic(unit=path.tier == "unit" or path is self._engine)
         step = -(-n // keep)  # 1 unless the flood is larger than what we keep records of
         records = np.empty(-(-n // step), self.xdp.collector.dtype)
@@ -89,9 +124,11 @@ class Injector:
             batch = frames.rows(start, stop) if isinstance(frames, Flood) else frames[start:stop]
             return Wire.build(batch, magic, first_tag + start)
 
+        if schedule is not None:
+            schedule = schedule + time.monotonic() + 0.001  # from now: the first chunk is built
         starts = range(0, n, path.chunk)
         if len(starts) == 1:
-            parts.append(self._run(path, wire_at(0), 0, n, n, step, records))
+            parts.append(self._run(path, wire_at(0), 0, n, n, step, records, schedule))
         else:  # the next chunk is built on another thread while this one is in the kernel (GIL released)
             with ThreadPoolExecutor(1) as builder:
                 ahead = builder.submit(wire_at, 0)
@@ -99,7 +136,7 @@ class Injector:
                     wire = ahead.result()
                     if start + path.chunk < n:
                         ahead = builder.submit(wire_at, start + path.chunk)
-                    parts.append(self._run(path, wire, start, start + len(wire), n, step, records))
+                    parts.append(self._run(path, wire, start, start + len(wire), n, step, records, schedule))
         accounted = sum(p.accounted for p in parts)
         frame = frames.frame if isinstance(frames, Flood) else frames.__getitem__
         outputs = None
@@ -112,10 +149,12 @@ class Injector:
                        tier=path.tier, step=step, exact=exact)
 
     @staticmethod
-    def _run(path: Path, wire: Wire, start: int, stop: int, n: int, step: int, records: np.ndarray) -> Part:
+    def _run(path: Path, wire: Wire, start: int, stop: int, n: int, step: int, records: np.ndarray,
+             schedule: np.ndarray | None) -> Part:
+        paced = {} if schedule is None else {"at": schedule[start:stop]}
         if step == 1:
-            return path.send(wire, start, n, records[start:stop])
-        full = path.send(wire, start, n, np.empty(stop - start, records.dtype))
+            return path.send(wire, start, n, records[start:stop], **paced)
+        full = path.send(wire, start, n, np.empty(stop - start, records.dtype), **paced)
         first = -start % step  # the sample is every packet whose position is a multiple of step
         records[-(-start // step):-(-stop // step)] = full.records[first::step]
         return Part(records[:0], full.accounted, None)

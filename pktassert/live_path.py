@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import time
 
 import numpy as np
 
@@ -27,10 +28,12 @@ class LivePath:
         self.sock = peer.ns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         self.sock.bind((peer.ifname, 0))
 
-    def send(self, wire: Wire, start: int, total: int, records: np.ndarray) -> Part:
+    def send(self, wire: Wire, start: int, total: int, records: np.ndarray,
+             at: np.ndarray | None = None) -> Part:
+        """``at``: when to send each frame, in seconds on time.monotonic() (paced sending)."""
         collector = self.xdp.collector
         before, dropped_before = collector.tally(), self._veth_dropped()
-        undelivered = self._send_all(wire)
+        undelivered = self._send_all(wire, at)
         got = collector.collect(int(wire.tags[0]), records, before, undelivered)
         if not got.have.all():
             self._fail(total, start, got, self._veth_dropped() - dropped_before)
@@ -41,12 +44,17 @@ class LivePath:
         peer = self.xdp.peer
         return int(peer.ns.ipr.get_links(peer.ifindex)[0].get_attr("IFLA_STATS64")["tx_dropped"])
 
-    def _send_all(self, wire: Wire) -> np.ndarray:
-        """Send every frame; True where the veth refused one (the filter never saw it)."""
+    def _send_all(self, wire: Wire, when: np.ndarray | None = None) -> np.ndarray:
+        """Send every frame (each at its time, if given); True where the veth refused one."""
         refused = np.zeros(len(wire), bool)
         retries = RETRIES
         send, data = self.sock.send, memoryview(wire.data)
+        times = when.tolist() if when is not None else None
         for i, (at, length) in enumerate(zip(wire.offsets.tolist(), wire.lengths.tolist())):
+            if times is not None:
+                wait = times[i] - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)  # pacing: the time itself is what we wait for
             for _ in range(retries + 1):
                 try:
                     send(data[at:at + length])

@@ -25,12 +25,13 @@ def _suite(path: Path) -> None:
     for f in EXAMPLES.iterdir():
         if f.suffix in (".c", ".py") and not f.name.startswith("test_icmp"):
             shutil.copy(f, path / f.name)
+    shutil.copytree(EXAMPLES / "captures", path / "captures")
     (path / "test_wrong.py").write_text(FAILING)
 
 
 def _command(*args: str) -> list[str]:
     # The million-packet examples are left out: five runs of them would say nothing more here.
-    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-q", "-k", "not million and not full_port",
+    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-q", "-k", "not million and not full_port and not replay",
             *args]
 
 
