@@ -5,6 +5,7 @@ No scapy object per packet: scapy builds the template once and tells where each 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from typing import Any, Mapping
 
@@ -47,9 +48,20 @@ def _resolve(pkt: Packet, name: str) -> tuple[int, int, type[Packet]]:
                       f"Fields of this packet: {', '.join(known)}.")
 
 
-def _values(spec: Any, count: int, width: int, name: str, start: int = 0) -> np.ndarray:
+def _mix(i: np.ndarray, seed: int, name: str) -> np.ndarray:
+    """splitmix64 of (seed, field, index): random-looking, yet row i is the same whenever it is built."""
+    key = int.from_bytes(hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest(), "little")
+    z = i * np.uint64(0x9E3779B97F4A7C15) + np.uint64(key)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _values(spec: Any, count: int, width: int, name: str, start: int = 0, seed: int | None = None) -> np.ndarray:
     """Values as numpy: uint64 for width <= 8, (count, 16) bytes for IPv6 addresses."""
     i = np.arange(start, start + count, dtype=np.uint64)
+    if seed is not None:  # each value drawn at random (with repeats) instead of in turn
+        i = _mix(i, seed, name) >> np.uint64(1)  # 63 bits: the modulo arithmetic below stays in range
     if isinstance(spec, str) and "/" in spec:
         net = ipaddress.ip_network(spec, strict=False)
         base, n = int(net.network_address), net.num_addresses
@@ -159,7 +171,8 @@ def fix_checksums(frames: np.ndarray, pkt: Packet) -> None:
     _put(frames, field, 2, csum)
 
 
-def build(pkt: Packet, count: int, vary: Mapping[str, Any] | None, start: int = 0) -> np.ndarray:
+def build(pkt: Packet, count: int, vary: Mapping[str, Any] | None, start: int = 0,
+          seed: int | None = None) -> np.ndarray:
     """``count`` rows of the frame ``pkt`` (an Ether packet) with ``vary`` applied: rows
     ``start``...``start + count`` of the flood (any part of a flood can be built on its own)."""
     template = np.frombuffer(bytes(pkt), np.uint8)
@@ -169,7 +182,7 @@ def build(pkt: Packet, count: int, vary: Mapping[str, Any] | None, start: int = 
     built = pkt.__class__(bytes(pkt))  # lengths and checksums filled in, as sent
     for name, spec in vary.items():
         at, width, _ = _resolve(built, name)
-        _put(frames, at, width, _values(spec, count, width, name, start))
+        _put(frames, at, width, _values(spec, count, width, name, start, seed))
     fix_checksums(frames, built)
     return frames
 
@@ -177,15 +190,15 @@ def build(pkt: Packet, count: int, vary: Mapping[str, Any] | None, start: int = 
 class Flood:
     """A flood not yet built: rows are made per chunk, and any one again on demand."""
 
-    def __init__(self, pkt: Packet, count: int, vary: Mapping[str, Any] | None) -> None:
-        self.pkt, self.count, self.vary = pkt, count, vary
-        self.first = build(pkt, 1, vary)  # checks vary= before anything is sent
+    def __init__(self, pkt: Packet, count: int, vary: Mapping[str, Any] | None, seed: int | None = None) -> None:
+        self.pkt, self.count, self.vary, self.seed = pkt, count, vary, seed
+        self.first = build(pkt, 1, vary, 0, seed)  # checks vary= before anything is sent
 
     def __len__(self) -> int:
         return self.count
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        return build(self.pkt, stop - start, self.vary, start)
+        return build(self.pkt, stop - start, self.vary, start, self.seed)
 
     def frame(self, i: int) -> bytes:
         return self.rows(i, i + 1)[0].tobytes()

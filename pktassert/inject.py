@@ -51,8 +51,10 @@ class Injector:
         return self.path.tier
 
     def __call__(self, packets: Any, count: int | None = None, vary: Mapping[str, Any] | None = None,
-                 keep: int = KEEP, rate: float | None = None, duration: float | None = None) -> Capture:
-        """``rate``: packets per second (paced, through a socket) instead of as fast as possible;
+                 keep: int = KEEP, rate: float | None = None, duration: float | None = None,
+                 seed: int | None = None) -> Capture:
+        """``seed``: vary= values drawn at random (reproducibly) instead of in turn.
+        ``rate``: packets per second (paced, through a socket) instead of as fast as possible;
         with ``duration`` it sets the count. ``keep``: most per-packet records kept; above it,
         every k-th packet's record is kept (the capture says so) and the verdict counts still
         come exact from the counters."""
@@ -70,7 +72,7 @@ class Injector:
             if isinstance(packets, (list, tuple)) and len(packets) != 1:
                 raise InjectError("count= and vary= take one template packet, not a list.")
             template = to_frames(packets, self.xdp.peer, self.xdp.dut)[0]
-            frames: list[bytes] | Flood = Flood(Ether(template), count, vary)
+            frames: list[bytes] | Flood = Flood(Ether(template), count, vary, seed)
             check_size(frames.first, MTU)
         else:
             frames = to_frames(packets, self.xdp.peer, self.xdp.dut)

@@ -193,3 +193,17 @@ def test_values_that_do_not_fit_are_refused(spec, message):
 def test_ipv6_address_for_an_ipv4_field_is_refused():
     with pytest.raises(InjectError, match="IPv6 address for a 4-byte field"):
         build(ETH / IP(src=SRC, dst=DST) / TCP(), 2, {"src": ["2001:db8::5"]})
+
+
+def test_seeded_values_are_random_in_range_and_reproducible():
+    pkt = Ether() / IP(src="192.0.2.2", dst="192.0.2.1") / TCP(dport=80)
+    vary = {"src": "198.51.100.0/24", "sport": (1024, 2047)}
+    rows = build(pkt, 4000, vary, seed=7)
+    sports = rows[:, 34].astype(int) << 8 | rows[:, 35]
+    assert sports.min() >= 1024 and sports.max() <= 2047
+    assert len(set(sports.tolist())) > 900                      # most of the 1,024 values, drawn at random
+    assert sports.tolist()[:5] != list(range(1024, 1029))       # not in turn
+    assert (build(pkt, 4000, vary, seed=7) == rows).all()        # the same seed, the same flood
+    assert (build(pkt, 1000, vary, start=3000, seed=7) == rows[3000:]).all()   # any part on its own
+    assert not (build(pkt, 4000, vary, seed=8) == rows).all()
+    assert_checksums(rows[::97])
