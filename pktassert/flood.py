@@ -13,7 +13,7 @@ import numpy as np
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
-from scapy.packet import Packet
+from scapy.packet import Packet, Raw
 
 from pktassert.errors import InjectError
 
@@ -138,8 +138,9 @@ def _fold(s: np.ndarray) -> np.ndarray:
     return (~s) & np.uint64(0xFFFF)
 
 
-def fix_checksums(frames: np.ndarray, pkt: Packet) -> None:
-    """Recompute IPv4 header and TCP/UDP/ICMP checksums of every row, in place."""
+def fix_checksums(frames: np.ndarray, pkt: Packet, ends: np.ndarray | None = None) -> None:
+    """Recompute IPv4 header and TCP/UDP/ICMP checksums of every row, in place. ``ends``: each
+    row's frame length, when they differ (the bytes after it are zero, so they add nothing)."""
     l4 = next((c for c in (TCP, UDP, ICMP) if c in pkt), None)
     if IP in pkt:
         ip = _offset(pkt, IP)
@@ -147,10 +148,12 @@ def fix_checksums(frames: np.ndarray, pkt: Packet) -> None:
         frames[:, ip + 10:ip + 12] = 0
         _put(frames, ip + 10, 2, _fold(_sum16(frames[:, ip:ip + ihl])))
         end = ip + pkt[IP].len if pkt[IP].len else len(frames[0])
+        if ends is not None:
+            end = ends.astype(np.uint64)
         pseudo = _sum16(frames[:, ip + 12:ip + 20])
     elif IPv6 in pkt:
         ip = _offset(pkt, IPv6)
-        end = ip + 40 + pkt[IPv6].plen
+        end = ip + 40 + pkt[IPv6].plen if ends is None else ends.astype(np.uint64)
         pseudo = _sum16(frames[:, ip + 8:ip + 40])
         if l4 is None:
             l4 = type(pkt[IPv6].payload) if pkt[IPv6].nh == 58 else None
@@ -162,9 +165,9 @@ def fix_checksums(frames: np.ndarray, pkt: Packet) -> None:
     proto = {TCP: 6, UDP: 17}.get(l4, 58 if IPv6 in pkt else 1)
     field = at + {6: 16, 17: 6}.get(proto, 2)
     frames[:, field:field + 2] = 0
-    s = _sum16(frames[:, at:end])
+    s = _sum16(frames[:, at:end] if ends is None else frames[:, at:])
     if proto != 1:  # ICMPv4 has no pseudo-header
-        s = s + pseudo + np.uint64(proto) + np.uint64(end - at)
+        s = s + pseudo + np.uint64(proto) + (end - np.uint64(at))
     csum = _fold(s)
     if proto == 17:
         csum[csum == 0] = 0xFFFF
@@ -188,17 +191,53 @@ def build(pkt: Packet, count: int, vary: Mapping[str, Any] | None, start: int = 
 
 
 class Flood:
-    """A flood not yet built: rows are made per chunk, and any one again on demand."""
+    """A flood not yet built: rows are made per chunk, and any one again on demand.
+
+    ``vary={"size": ...}`` varies the frame length (bytes, Ethernet header included): the template's
+    payload is replaced by zeros up to each row's size, and IP/UDP lengths follow.
+    """
 
     def __init__(self, pkt: Packet, count: int, vary: Mapping[str, Any] | None, seed: int | None = None) -> None:
-        self.pkt, self.count, self.vary, self.seed = pkt, count, vary, seed
-        self.first = build(pkt, 1, vary, 0, seed)  # checks vary= before anything is sent
+        self.count, self.seed = count, seed
+        vary = dict(vary or {})
+        self.size = vary.pop("size", None)
+        self.vary = vary or None
+        self.pkt = pkt
+        if self.size is not None:
+            head = pkt.copy()
+            last = head.lastlayer()
+            if isinstance(last, Raw) and last.underlayer is not None:
+                last.underlayer.remove_payload()
+            self.least = len(head)
+            spec = self.size
+            every = list(spec) if isinstance(spec, (list, range)) else \
+                [spec[0], spec[1]] if isinstance(spec, tuple) and len(spec) == 2 else [spec]
+            sizes = _values(every, len(every), 2, "size")  # checks them, too
+            lo, hi = int(sizes.min()), int(sizes.max())
+            if lo < self.least:
+                raise InjectError(f"vary={{'size': {self.size!r}}}: {lo} bytes is shorter than the headers "
+                                  f"({self.least} bytes). Fix: sizes from {self.least}.")
+            self.pkt = head / Raw(bytes(hi - self.least))
+        self.first = self.rows(0, 1)[0]  # checks vary= before anything is sent
 
     def __len__(self) -> int:
         return self.count
 
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        return build(self.pkt, stop - start, self.vary, start, self.seed)
+    def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows start..stop, and each one's length when sizes vary (the bytes after it are zero)."""
+        rows = build(self.pkt, stop - start, self.vary, start, self.seed)
+        if self.size is None:
+            return rows, None
+        lengths = _values(self.size, stop - start, 2, "size", start, self.seed).astype(np.int64)
+        rows[np.arange(rows.shape[1]) >= lengths[:, None]] = 0
+        built = self.pkt.__class__(bytes(self.pkt))
+        for layer, field, minus in ((IP, 2, 0), (IPv6, 4, 40), (UDP, 4, 0)):
+            if layer in built:
+                at = _offset(built, layer)
+                _put(rows, at + field, 2, (lengths - at - minus).astype(np.uint64))
+        fix_checksums(rows, built, lengths)
+        return rows, lengths
 
     def frame(self, i: int) -> bytes:
-        return self.rows(i, i + 1)[0].tobytes()
+        rows, lengths = self.rows(i, i + 1)
+        return rows[0, :None if lengths is None else int(lengths[0])].tobytes()

@@ -123,8 +123,10 @@ class Injector:
 
         def wire_at(start: int) -> Wire:
             stop = min(n, start + path.chunk)
-            batch = frames.rows(start, stop) if isinstance(frames, Flood) else frames[start:stop]
-            return Wire.build(batch, magic, first_tag + start)
+            if isinstance(frames, Flood):
+                rows, lengths = frames.rows(start, stop)
+                return Wire.build(rows, magic, first_tag + start, lengths)
+            return Wire.build(frames[start:stop], magic, first_tag + start)
 
         if schedule is not None:
             schedule = schedule + time.monotonic() + 0.001  # from now: the first chunk is built

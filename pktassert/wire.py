@@ -21,13 +21,23 @@ class Wire:
     tags: np.ndarray     # each frame's tag (uint32)
 
     @classmethod
-    def build(cls, frames: list[bytes] | np.ndarray, magic: int, first_tag: int) -> "Wire":
-        """``frames``: a list of frames, or a flood's (n, length) rows."""
+    def build(cls, frames: list[bytes] | np.ndarray, magic: int, first_tag: int,
+              lengths: np.ndarray | None = None) -> "Wire":
+        """``frames``: a list of frames, or a flood's (n, length) rows (each ``lengths[i]`` long, if given)."""
         n = len(frames)
         tags = (first_tag + np.arange(n, dtype=np.uint64)).astype(np.uint32)
         trailers = np.empty((n, 8), np.uint8)
         trailers[:, :4] = np.frombuffer(magic.to_bytes(4, "big"), np.uint8)
         trailers[:, 4:] = tags.astype(">u4").view(np.uint8).reshape(-1, 4)
+        if isinstance(frames, np.ndarray) and lengths is not None:  # rows of different lengths
+            width = frames.shape[1] + 8
+            rows = np.zeros((n, width), np.uint8)
+            rows[:, :frames.shape[1]] = frames
+            rows[np.arange(n)[:, None], lengths[:, None] + np.arange(8)] = trailers
+            sizes = lengths.astype(np.int64) + 8
+            offsets = np.zeros(n, np.int64)
+            np.cumsum(sizes[:-1], out=offsets[1:])
+            return cls(rows[np.arange(width) < sizes[:, None]], offsets, sizes, tags)
         if isinstance(frames, np.ndarray):
             rows = np.hstack([frames, trailers])
             stride = rows.shape[1]

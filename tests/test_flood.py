@@ -207,3 +207,25 @@ def test_seeded_values_are_random_in_range_and_reproducible():
     assert (build(pkt, 1000, vary, start=3000, seed=7) == rows[3000:]).all()   # any part on its own
     assert not (build(pkt, 4000, vary, seed=8) == rows).all()
     assert_checksums(rows[::97])
+
+
+def test_sizes_vary_with_lengths_and_checksums_right():
+    from pktassert.flood import Flood
+
+    for pkt in (ETH / IP(src=SRC, dst=DST) / UDP(dport=53) / b"template payload",
+                ETH / IPv6(src=SRC6, dst=DST6) / TCP(dport=80),
+                ETH / IP(src=SRC, dst=DST) / ICMP()):
+        flood = Flood(pkt, 300, {"size": (100, 1514), "sport" if TCP in pkt or UDP in pkt else "ttl": (1, 200)}, seed=3)
+        for i in (0, 1, 150, 299):
+            frame = flood.frame(i)
+            assert 100 <= len(frame) <= 1514
+            parsed = Ether(frame)
+            assert frame == rescored(np.frombuffer(frame, np.uint8))   # lengths and checksums as scapy computes them
+            if IP in parsed:
+                assert parsed[IP].len == len(frame) - 14
+            else:
+                assert parsed[IPv6].plen == len(frame) - 54
+        sizes = {len(flood.frame(i)) for i in range(0, 300, 7)}
+        assert len(sizes) > 30                                          # drawn at random over the range
+    with pytest.raises(InjectError, match="shorter than the headers"):
+        Flood(ETH / IP() / TCP(), 10, {"size": (40, 60)})

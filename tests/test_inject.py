@@ -112,3 +112,13 @@ def test_large_flood_keeps_a_sample_and_exact_counts_in_bounded_memory(xdp, inje
     # Four times the packets, about the same memory: chunks are built and dropped, records sampled.
     assert peaks[1] < 1.5 * peaks[0], peaks
     assert peaks[1] < 120 * 2**20
+
+
+@pytest.mark.parametrize("tier", ["unit", "live"], indirect=True)
+def test_flood_of_varied_sizes(xdp, inject):
+    r = inject(IP(dst=xdp.ip) / UDP(dport=9), count=2000, vary={"size": (60, 1514), "sport": (1, 2000)}, seed=1)
+    lens = r.records["len"]
+    assert r.sent == r.accounted == 2000 and r.count(Verdict.PASS) == 2000
+    assert lens.min() >= 60 and lens.max() <= 1514 and len(set(lens.tolist())) > 500
+    assert [len(r.frame(i)) for i in range(0, 2000, 400)] == lens[::400].tolist()
+    assert 1 <= r.records["sport"].min() and r.records["sport"].max() <= 2000   # seed= draws every field
