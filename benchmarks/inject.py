@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import re
 import subprocess
 import sys
@@ -19,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
@@ -32,6 +30,7 @@ from pktassert.flood import build
 from pktassert.inject import MTU, Injector
 from pktassert.netns import Topology
 from pktassert.record import const
+from report import show  # benchmarks/report.py (scripts run from this folder)
 
 SYN_GUARD = Program(Path(__file__).resolve().parent.parent / "examples" / "syn_guard.c", "syn_guard")
 VARY = {"src": "198.51.100.0/24", "sport": (1024, 65535), "seq": (0, 2**32 - 1)}
@@ -143,7 +142,7 @@ def main() -> None:
     out = {"frame_bytes": len(frames[0]), **results, "ratios": ratios,
            "goal_met": bool(ours_pps >= 1_000_000 and results["pktassert"]["accounted"] == results["pktassert"]["sent"]
                             and ratios["vs_tcpreplay"] >= 2.5 and ratios["vs_scapy"] >= 300)}
-    print(json.dumps(out) if args.json else json.dumps(out, indent=2))
+    show(out, args.json)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pktassert.dut import XdpUnderTest
 from pktassert.inject import MTU, Injector
 from pktassert.netns import Topology
 from pktassert.record import const
+from report import show  # benchmarks/report.py (scripts run from this folder)
 
 SYN_GUARD = Program(Path(__file__).resolve().parent.parent / "examples" / "syn_guard.c", "syn_guard")
 
@@ -67,11 +67,7 @@ def main() -> None:
     out = {"bcc_compile_load_s": round(compile_s, 3), "topology_s": round(topo_s, 4),
            "per_test_overhead_s": round(test_s, 4), "per_test_overhead_unit_s": round(unit_s, 5),
            "live_over_unit": round(test_s / unit_s, 1), "tests": args.tests}
-    if args.json:
-        print(json.dumps(out))
-    else:
-        for k, v in out.items():
-            print(f"{k:>22}: {v}")
+    show(out, args.json)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
-import json
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
 
 from pktassert import Verdict
 from pktassert.bpf.program import Program
@@ -32,8 +32,9 @@ from pktassert.collect import Collector
 from pktassert.dut import XdpUnderTest
 from pktassert.flood import build
 from pktassert.inject import Injector
+from pktassert.unit_path import UnitPath
 from pktassert.wire import Wire
-from scapy.layers.l2 import Ether
+from report import show  # benchmarks/report.py (scripts run from this folder)
 
 SYN_GUARD = Program(Path(__file__).resolve().parent.parent / "examples" / "syn_guard.c", "syn_guard")
 VARY = {"src": "198.51.100.0/24", "sport": (1024, 65535), "seq": (0, 2**32 - 1)}
@@ -72,7 +73,7 @@ def main() -> None:
 
     rows = build(Ether(inject_frames := bytes(Ether(src=xdp.peer.mac, dst=xdp.mac) / template)), n, VARY)
     distinct = len(np.unique(rows, axis=0))
-    wire = Wire.build(rows, Wire.magic(unit=True), 0)
+    wire = Wire.build(rows, UnitPath.magic, 0)
 
     ours, raw, drops = [], [], 0
     for _ in range(args.rounds):
@@ -92,11 +93,7 @@ def main() -> None:
            "median_distinct_pps": round(n / statistics.median(ours)), "median_raw_pps": round(n / statistics.median(raw)),
            "drops_last_round": int(drops),
            "goal_met": bool(distinct_pps >= 0.8 * raw_pps and distinct_pps >= 400_000 and distinct >= 100_000)}
-    if args.json:
-        print(json.dumps(out))
-    else:
-        for k, v in out.items():
-            print(f"{k:>18}: {v}")
+    show(out, args.json)
 
 
 if __name__ == "__main__":

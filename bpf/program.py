@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from pktassert.bpf.test_run import TestRunner
 from pktassert.errors import ProgramError
 
@@ -190,11 +192,11 @@ class LoadedProgram:
         return TestRunner(self.fd)
 
     @functools.cached_property
-    def bare_fd(self) -> int:
-        """The filter without the inspector (for cost()); loaded on first use, shares the maps."""
+    def bare_runner(self) -> TestRunner:
+        """Test runs of the filter without the inspector (for cost()); loaded on first use, same maps."""
         from bcc import BPF
 
-        return self.bpf.load_func(BARE_ENTRY.encode(), BPF.XDP).fd
+        return TestRunner(self.bpf.load_func(BARE_ENTRY.encode(), BPF.XDP).fd)
 
     def unit_slots(self) -> mmap.mmap:
         """The inspector's record slots for unit runs (pa_unit), mapped into our memory."""
@@ -203,6 +205,17 @@ class LoadedProgram:
             size = table.max_entries * ctypes.sizeof(self.record_type)
             self._unit_slots = mmap.mmap(table.map_fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
         return self._unit_slots
+
+    def read_slots(self, first_tag: int, records: np.ndarray) -> np.ndarray:
+        """Copy the records of tags first_tag... from the slots into ``records`` (consecutive
+        tags: at most two slices)."""
+        slots = np.frombuffer(self.unit_slots(), records.dtype)
+        n, at = len(records), first_tag % len(slots)
+        head = min(n, len(slots) - at)
+        records[:head] = slots[at:at + head]
+        records[head:] = slots[:n - head]
+        del slots  # the mmap must have no views left when the program is closed
+        return records
 
     def state_maps(self) -> dict[str, object]:
         """The filter's maps that hold state (its own, not the inspector's), by name."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from pktassert.bpf.test_run import _libbpf, _Opts
 from pktassert.errors import ProgramError
+from pktassert.netns import Namespace
 
 HERE = Path(__file__).resolve().parent
 ARENA_BYTES = 1 << 22
@@ -80,14 +81,14 @@ class Sender:
             | ((at % ARENA_BYTES).astype(np.uint64) << np.uint64(16)) | lengths[:k].astype(np.uint64)
         return k
 
-    def send(self, n: int, ns: object, ifindex: int, batch: int = 64) -> tuple[int, int]:
+    def send(self, n: int, ns: Namespace, ifindex: int, batch: int = 64) -> tuple[int, int]:
         """Send the first ``n`` placed frames out of ``ifindex`` in namespace ``ns``; (sent, refused)."""
         self.state[:3] = 0
         md = _XdpMd(0, MAX_FRAME, 0, ifindex, 0, 0)
         opts = _Opts(sz=ctypes.sizeof(_Opts), data_in=ctypes.addressof(self._init), data_size_in=MAX_FRAME,
                      ctx_in=ctypes.addressof(md), ctx_size_in=ctypes.sizeof(md), repeat=n, flags=_LIVE_FRAMES,
                      batch_size=batch)
-        with ns.entered():  # type: ignore[attr-defined]  # the ingress device is looked up in the caller's netns
+        with ns.entered():  # the ingress device is looked up in the caller's netns
             rc = _libbpf().bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
         if rc:
             raise OSError(-rc, f"BPF_PROG_TEST_RUN (live frames): {ctypes.get_errno()}")

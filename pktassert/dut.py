@@ -108,7 +108,7 @@ class XdpUnderTest:
         frames = to_frames(packet, self.peer, self.dut)
         if len(frames) != 1:
             raise ValueError(f"run() takes one packet; got {len(frames)}. Fix: inject() takes many.")
-        part = self._unit.send(Wire.build(frames, Wire.magic(unit=True), 0), 0, 1, stride=TestRunner.MAX_FRAME)
+        part = self._unit.send(Wire.build(frames, self._unit.magic, 0), 0, 1, stride=TestRunner.MAX_FRAME)
         assert part.outputs is not None
         return Run(int(part.records["verdict"][0]), part.outputs[0])
 
@@ -117,7 +117,7 @@ class XdpUnderTest:
         from the kernel's own timing over ``repeat`` runs. The runs change the filter's state
         as that many packets would."""
         frame = to_frames(packet, self.peer, self.dut)[0]
-        out = TestRunner(self.loaded.bare_fd).run(frame, repeat=repeat)
+        out = self.loaded.bare_runner.run(frame, repeat=repeat)
         return Cost(out.duration_ns, repeat)
 
     def __repr__(self) -> str:

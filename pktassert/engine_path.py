@@ -8,11 +8,11 @@ import time
 import numpy as np
 
 from pktassert.bpf.sender import FRAMES, Sender
+from pktassert.collect import Tally
 from pktassert.dut import XdpUnderTest
 from pktassert.errors import AccountingError
 from pktassert.path import Part
 from pktassert.record import const
-from pktassert.unit_path import copy_slots
 from pktassert.wire import Wire
 
 QUIET_S = 1.0  # give up waiting for the DUT once its counters stop moving for this long
@@ -20,6 +20,7 @@ QUIET_S = 1.0  # give up waiting for the DUT once its counters stop moving for t
 
 class EnginePath:
     tier = "live"
+    magic = const("PA_UNIT_MAGIC")  # records to the slots, read in bulk
     chunk = min(FRAMES, const("PA_UNIT_SLOTS"))
 
     def __init__(self, xdp: XdpUnderTest, sender: Sender) -> None:
@@ -35,7 +36,7 @@ class EnginePath:
             s, r = self.sender.send(placed, peer.ns, peer.ifindex)
             sent, refused, done = sent + s, refused + r, done + placed
         seen = self._await(before, sent)
-        copy_slots(self.xdp.loaded, int(wire.tags[0]), records)
+        self.xdp.loaded.read_slots(int(wire.tags[0]), records)
         have = records["tag"] == wire.tags
         if not have.all():
             missing = int((~have).sum())
@@ -47,13 +48,13 @@ class EnginePath:
                 f"{max(0, seen - int(have.sum()))} reached it but their records were lost.")
         return Part(records, seen)
 
-    def _await(self, before: object, sent: int) -> int:
+    def _await(self, before: Tally, sent: int) -> int:
         """Wait until the DUT's counters have seen ``sent`` more tagged frames (its NAPI may still be
         working when the send returns), or stop moving."""
         collector = self.xdp.collector
         last, moved = -1, time.monotonic()
         while True:
-            seen = collector.tally().tagged - before.tagged  # type: ignore[attr-defined]
+            seen = collector.tally().tagged - before.tagged
             if seen >= sent:
                 return seen
             if seen != last:

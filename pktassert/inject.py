@@ -113,7 +113,6 @@ class Injector:
         path = self.path if schedule is not None else self._path_for(n)
         if path.tier == "unit":
             schedule = None
-        magic = Wire.magic(unit=path.tier == "unit" or path is self._engine)
         step = -(-n // keep)  # 1 unless the flood is larger than what we keep records of
         records = np.empty(-(-n // step), self.xdp.collector.dtype)
         parts: list[Part] = []
@@ -125,8 +124,8 @@ class Injector:
             stop = min(n, start + path.chunk)
             if isinstance(frames, Flood):
                 rows, lengths = frames.rows(start, stop)
-                return Wire.build(rows, magic, first_tag + start, lengths)
-            return Wire.build(frames[start:stop], magic, first_tag + start)
+                return Wire.build(rows, path.magic, first_tag + start, lengths)
+            return Wire.build(frames[start:stop], path.magic, first_tag + start)
 
         if schedule is not None:
             schedule = schedule + time.monotonic() + 0.001  # from now: the first chunk is built

@@ -12,6 +12,7 @@ from pktassert.collect import Collected
 from pktassert.dut import XdpUnderTest
 from pktassert.errors import AccountingError
 from pktassert.path import Part
+from pktassert.record import const
 from pktassert.wire import Wire
 
 RETRIES = 50  # per refused frame, each after a 1 ms wait on the ring buffer
@@ -19,6 +20,7 @@ RETRIES = 50  # per refused frame, each after a 1 ms wait on the ring buffer
 
 class LivePath:
     tier = "live"
+    magic = const("PA_TAG_MAGIC")  # records through the ring buffer
     chunk = 65536  # frames per send-then-collect round: well inside the ring buffer's room
 
     def __init__(self, xdp: XdpUnderTest) -> None:

@@ -22,6 +22,7 @@ class Part:
 
 class Path(Protocol):
     tier: str   # "live" or "unit"
+    magic: int  # the trailer magic: tells the inspector where the records go (bpf/record.h)
     chunk: int  # most frames per send()
 
     def send(self, wire: Wire, start: int, total: int, records: np.ndarray) -> Part:

@@ -22,20 +22,9 @@ from pktassert.wire import Wire
 GROWTH = 256  # room kept for a filter that makes a frame longer (encapsulation, adjust_tail)
 
 
-def copy_slots(loaded: LoadedProgram, first_tag: int, records: np.ndarray) -> np.ndarray:
-    """Copy the records of tags first_tag... from the inspector's slots into ``records``
-    (consecutive tags: at most two slices)."""
-    slots = np.frombuffer(loaded.unit_slots(), records.dtype)
-    n, at = len(records), first_tag % len(slots)
-    head = min(n, len(slots) - at)
-    records[:head] = slots[at:at + head]
-    records[head:] = slots[:n - head]
-    del slots  # the mmap must have no views left when the program is closed
-    return records
-
-
 class UnitPath:
     tier = "unit"
+    magic = const("PA_UNIT_MAGIC")  # records to the slots
     chunk = min(65536, const("PA_UNIT_SLOTS"))  # a batch may not wrap the slot array onto itself
 
     def __init__(self, loaded: LoadedProgram) -> None:
@@ -53,7 +42,7 @@ class UnitPath:
         failed = np.flatnonzero((batch.error != 0) & (batch.error != errno.ENOSPC))
         if len(failed):
             self._refused(wire, batch.error, int(failed[0]), start)
-        records = copy_slots(self.loaded, int(wire.tags[0]), np.empty(len(wire), self.dtype) if records is None else records)
+        records = self.loaded.read_slots(int(wire.tags[0]), np.empty(len(wire), self.dtype) if records is None else records)
         wrong = np.flatnonzero((records["tag"] != wire.tags) | (records["verdict"] != batch.retval))
         if len(wrong):
             i = int(wrong[0])

@@ -10,8 +10,6 @@ import dataclasses
 
 import numpy as np
 
-from pktassert.record import const
-
 
 @dataclasses.dataclass
 class Wire:
@@ -35,23 +33,15 @@ class Wire:
             rows[:, :frames.shape[1]] = frames
             rows[np.arange(n)[:, None], lengths[:, None] + np.arange(8)] = trailers
             sizes = lengths.astype(np.int64) + 8
-            offsets = np.zeros(n, np.int64)
-            np.cumsum(sizes[:-1], out=offsets[1:])
-            return cls(rows[np.arange(width) < sizes[:, None]], offsets, sizes, tags)
+            return cls(rows[np.arange(width) < sizes[:, None]], _starts(sizes), sizes, tags)
         if isinstance(frames, np.ndarray):
             rows = np.hstack([frames, trailers])
             stride = rows.shape[1]
             return cls(rows.reshape(-1), np.arange(n, dtype=np.int64) * stride,
                        np.full(n, stride, np.int64), tags)
-        lengths = np.fromiter((len(f) + 8 for f in frames), np.int64, n)
-        offsets = np.zeros(n, np.int64)
-        np.cumsum(lengths[:-1], out=offsets[1:])
+        sizes = np.fromiter((len(f) + 8 for f in frames), np.int64, n)
         data = np.frombuffer(b"".join(f + t.tobytes() for f, t in zip(frames, trailers)), np.uint8)
-        return cls(data, offsets, lengths, tags)
-
-    @staticmethod
-    def magic(unit: bool) -> int:
-        return const("PA_UNIT_MAGIC" if unit else "PA_TAG_MAGIC")
+        return cls(data, _starts(sizes), sizes, tags)
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -66,3 +56,10 @@ class Wire:
     def frame(self, i: int) -> memoryview:
         start = int(self.offsets[i])
         return memoryview(self.data)[start:start + int(self.lengths[i])]
+
+
+def _starts(sizes: np.ndarray) -> np.ndarray:
+    """Where each of back-to-back frames of these sizes starts."""
+    starts = np.zeros(len(sizes), np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    return starts
