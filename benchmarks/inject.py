@@ -108,7 +108,7 @@ def main() -> None:
     loaded = SYN_GUARD.load()
     sender = Sender()
     results: dict[str, dict[str, object]] = {}
-    with Topology(mtu=MTU + const("PA_TRAILER_LEN")) as topo, tempfile.TemporaryDirectory() as tmp:
+    with Topology(mtu=MTU + const("TRAILER_LEN")) as topo, tempfile.TemporaryDirectory() as tmp:
         xdp = XdpUnderTest(loaded, Collector(loaded), topo)
         inject = Injector(xdp, lambda: sender)
         template = IP(dst=xdp.ip) / TCP(dport=80, flags="S")

@@ -47,7 +47,7 @@ def main() -> None:
     compile_s = timed(lambda: loaded.append(SYN_GUARD.load()), 3)
     prog = loaded[-1]
     collector = Collector(prog)
-    mtu = MTU + const("PA_TRAILER_LEN")
+    mtu = MTU + const("TRAILER_LEN")
 
     def topology_only() -> None:
         Topology(mtu=mtu).close()

@@ -37,17 +37,22 @@ _PRELUDE = """\
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include "record.h"
-#ifndef PA_RING_PAGES  /* cflags=("-DPA_RING_PAGES=N",) sets another size (a power of two) */
-#define PA_RING_PAGES {pages}
+#ifndef PKTASSERT_RING_PAGES  /* cflags=("-DPKTASSERT_RING_PAGES=N",) sets another size (a power of two) */
+#define PKTASSERT_RING_PAGES {pages}
 #endif
-#define PA_FILTER {func}
-/* Makes the filter's own definition static and inlined into the inspector (C11 6.2.2p4). */
+/* The filter's entry, defined in its own source below: static and inlined into ours (C11 6.2.2p4). */
 static __always_inline int {func}(struct xdp_md *ctx);
+#define PKTASSERT_FILTER {func}
 """
+
+# Names a filter may not use: ours all start with these (maps, functions, macros, types).
+RESERVED = ("pktassert_", "PKTASSERT_")
+_RESERVED_NAME = re.compile(r"\b(?:pktassert_|PKTASSERT_)\w*")
+_COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
 
 # Map types whose contents are test state; emptied between tests. Program arrays, ring
 # buffers and perf arrays are left alone (they hold wiring, not state).
-_STATE_MAPS = {1, 2, 5, 6, 9, 10, 11, 14, 25}  # hash, array, percpu hash/array, lru, lpm, devmaps
+_STATE_MAPS = {1, 2, 3, 5, 6, 9, 10, 11, 14, 25}  # hash, array, percpu hash/array, lru, lpm, devmaps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,13 +83,14 @@ class Program:
                                f"test file's folder, then the rootdir).") from None
 
     def compose(self) -> str:
-        """The filter's source between our prelude and the inspector, with #line so that
-        compiler messages point at the user's file and line."""
+        """Our prelude and inspector first, then the filter's source with #line, so that no macro
+        of the filter's reaches the inspector and compiler messages point at the user's lines."""
         text = self.text()
         _check_entry(self, text)
+        _check_reserved(self, text)
         return (_PRELUDE.format(pages=RING_PAGES, func=self.func)
-                + f'#line 1 "{self.name}"\n' + text + "\n"
-                + f'#line 1 "{HERE / "inspector.c"}"\n' + _inspector())
+                + f'#line 1 "{HERE / "inspector.c"}"\n' + _inspector() + "#undef PKTASSERT_FILTER\n"
+                + f'#line 1 "{self.name}"\n' + text + "\n")
 
     def load(self, composed: str | None = None) -> "LoadedProgram":
         """Compile and load; ``composed`` is this program's compose() if the caller has it already."""
@@ -99,6 +105,17 @@ def looks_like_path(source: str) -> bool:
 @functools.cache
 def _inspector() -> str:
     return (HERE / "inspector.c").read_text()
+
+
+def _check_reserved(prog: Program, text: str) -> None:
+    used = sorted(set(_RESERVED_NAME.findall(_COMMENT.sub(" ", text))))
+    if prog.func.startswith(RESERVED):
+        used = sorted({prog.func, *used})
+    if used:
+        ours = sorted(n for n in set(_RESERVED_NAME.findall(_inspector())) if n.islower())
+        raise ProgramError(f"{prog.name} uses names reserved for pktassert's inspector: {', '.join(used)}. Every name "
+                           f"starting with {' or '.join(RESERVED)} is reserved (ours include {', '.join(ours)}). "
+                           f"Fix: rename them.")
 
 
 def _check_entry(prog: Program, text: str) -> None:
@@ -182,9 +199,26 @@ class LoadedProgram:
             raise ProgramError(f"the verifier rejected {program.func}() from {program.name}: "
                                f"{_verifier_lines(log[-1]) or e}") from None
         self.fd: int = self.fn.fd
-        leaf = self.bpf[b"pa_scratch"].Leaf  # per-CPU: an array of the record, one per CPU
+        leaf = self.bpf[b"pktassert_scratch"].Leaf  # per-CPU: an array of the record, one per CPU
         self.record_type = leaf._type_ if issubclass(leaf, ctypes.Array) else leaf
         self._unit_slots: mmap.mmap | None = None
+        self._next_tag = 0
+
+    # Tags are unique for the life of the loaded program, so a record left in a slot by an earlier
+    # frame (another test's) can never pass for a later frame's.
+    TAG_LIMIT = 0xFFFFFFFF  # PKTASSERT_UNTAGGED
+
+    def take_tags(self, n: int) -> int:
+        """The first of ``n`` fresh consecutive tags."""
+        if self._next_tag + n >= self.TAG_LIMIT:
+            # Wrapped after 4 billion frames: forget every slot, so old ones cannot match again.
+            slots = np.frombuffer(self.unit_slots(), np.uint8)
+            slots[:] = 0
+            del slots
+            self._next_tag = 0
+        first = self._next_tag
+        self._next_tag += n
+        return first
 
     @functools.cached_property
     def runner(self) -> TestRunner:
@@ -198,12 +232,27 @@ class LoadedProgram:
 
         return TestRunner(self.bpf.load_func(BARE_ENTRY.encode(), BPF.XDP).fd)
 
+    def program_fd(self, func: str) -> int:
+        """A function of the filter's source loaded as its own XDP program (for program arrays)."""
+        from bcc import BPF
+
+        if func.startswith(RESERVED):
+            raise ProgramError(f"{func!r} is pktassert's, not a function of {self.program.name}.")
+        log: list[str] = []
+        try:
+            with _stderr_into(log):
+                return int(self.bpf.load_func(func.encode(), BPF.XDP).fd)
+        except Exception as e:
+            raise ProgramError(f"cannot load {func}() of {self.program.name} for a program array: "
+                               f"{_verifier_lines(log[-1]) or e}. Fix: name a function `int {func}(struct xdp_md *ctx)` "
+                               f"defined (not static) in the filter's source.") from None
+
     def unit_slots(self) -> mmap.mmap:
         """The inspector's record slots for unit runs (pa_unit), mapped into our memory."""
         if self._unit_slots is None:
-            table = self.bpf[b"pa_unit"]
+            table = self.bpf[b"pktassert_slots"]
             size = table.max_entries * ctypes.sizeof(self.record_type)
-            self._unit_slots = mmap.mmap(table.map_fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+            self._unit_slots = mmap.mmap(table.map_fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         return self._unit_slots
 
     def read_slots(self, first_tag: int, records: np.ndarray) -> np.ndarray:
@@ -225,13 +274,13 @@ class LoadedProgram:
         lib.bpf_num_tables.argtypes, lib.bpf_num_tables.restype = [ctypes.c_void_p], ctypes.c_size_t
         lib.bpf_table_name.argtypes, lib.bpf_table_name.restype = [ctypes.c_void_p, ctypes.c_size_t], ctypes.c_char_p
         names = [lib.bpf_table_name(self.bpf.module, i) for i in range(lib.bpf_num_tables(self.bpf.module))]
-        return {n.decode(): self.bpf[n] for n in names if not n.startswith(b"pa_") and self.bpf[n].ttype in _STATE_MAPS}
+        return {n.decode(): self.bpf[n] for n in names if not n.startswith(b"pktassert_") and self.bpf[n].ttype in _STATE_MAPS}
 
     def reset(self) -> None:
         """Fresh state for the next test: empty the filter's state maps and our counters."""
         for table in self.state_maps().values():
             table.clear()
-        self.bpf[b"pa_counters"].clear()
+        self.bpf[b"pktassert_counters"].clear()
 
     def close(self) -> None:
         if self._unit_slots is not None:

@@ -1,43 +1,60 @@
 /* The inspector's contract: one record per frame, per-verdict counters, the tag trailer.
  * pktassert/record.py reads this file (the #defines) and the compiled layout of
- * struct pa_record; nothing else on the Python side knows these numbers. */
+ * struct pktassert_record; nothing else on the Python side knows these numbers.
+ * Every name here starts with pktassert_/PKTASSERT_: reserved, a filter may not use them. */
 #ifndef PKTASSERT_RECORD_H
 #define PKTASSERT_RECORD_H
 
 /* Injected frames end in an 8-byte trailer: magic, then the tag (both big-endian).
- * The inspector removes it before the filter runs, so the filter sees the frame as crafted. */
-#define PA_TRAILER_LEN 8
-#define PA_TAG_MAGIC 0x706b7461
-#define PA_UNTAGGED 0xffffffff
+ * The inspector removes it before the filter runs, so the filter sees the frame as crafted.
+ * The magic says where the record goes. Tags are unique for the life of a loaded program. */
+#define PKTASSERT_TRAILER_LEN 8
+#define PKTASSERT_MAGIC_RING 0x706b7461    /* live tier, socket: the record through the ring buffer */
+#define PKTASSERT_MAGIC_UNIT 0x706b7475    /* unit tier (BPF_PROG_TEST_RUN): the record into its slot */
+#define PKTASSERT_MAGIC_ENGINE 0x706b7465  /* live tier, traffic engine: the record into its slot */
+#define PKTASSERT_UNTAGGED 0xffffffff
 
-/* Unit runs (BPF_PROG_TEST_RUN) and the traffic engine (bpf/sender.c) tag frames with this
- * magic instead: their record goes to slot tag % PA_UNIT_SLOTS of the mmap-able array pa_unit,
- * read in bulk after each batch, instead of through the ring buffer. Batches are never larger
- * than the slots, and each is read before the next is sent. */
-#define PA_UNIT_MAGIC 0x706b7475
-#define PA_UNIT_SLOTS 262144
+/* Frames the filter sends out (XDP_TX, XDP_REDIRECT) in the live tier carry 8 bytes of XDP
+ * metadata (not frame bytes): this magic, then the tag, both big-endian; the receiver on the
+ * far end reads them (bpf/receiver.c). */
+#define PKTASSERT_MAGIC_OUT 0x706b746f
 
-/* Slots of the per-CPU counter array. Verdicts 0..4 are the XDP actions themselves. */
-#define PA_CTR_VERDICTS 5     /* slots 0..4: frames per XDP action */
-#define PA_CTR_INVALID 5      /* filter returned something that is not an XDP action */
-#define PA_CTR_UNTAGGED 6     /* frames without our trailer (not injected by us) */
-#define PA_CTR_LOST 7         /* records the ring buffer had no room for */
-#define PA_CTR_SLOTS 8
+/* Slot records go to slot tag % PKTASSERT_SLOTS of the mmap-able array pktassert_slots. The slot
+ * is written before the filter runs (verdict PKTASSERT_PENDING) and completed after it, before
+ * the frame is counted: a frame whose filter left through a tail call keeps PENDING. */
+#define PKTASSERT_SLOTS 262144
+#define PKTASSERT_PENDING 0xff
 
-/* pa_record.parsed: how far the parser got. */
-#define PA_P_L2 0x01
-#define PA_P_L3 0x02
-#define PA_P_L4 0x04
-#define PA_P_TRUNCATED 0x08   /* a header ran past the end of the frame */
-#define PA_P_FRAGMENT 0x10    /* non-first IP fragment: no L4 header to parse */
-#define PA_P_VLAN_MORE 0x20   /* more than two VLAN tags */
+/* Slots of the per-CPU counter array: two groups of PKTASSERT_CTR_GROUP, injected (tagged)
+ * frames first, then frames pktassert did not send (the stacks' own traffic). In a group,
+ * slots 0..4 count XDP actions and slot 5 return values that are not XDP actions. */
+#define PKTASSERT_CTR_GROUP 6
+#define PKTASSERT_CTR_INVALID 5
+#define PKTASSERT_CTR_TAGGED 0
+#define PKTASSERT_CTR_STRAY 6
+#define PKTASSERT_CTR_LOST 12      /* records the ring buffer had no room for */
+#define PKTASSERT_CTR_ENTERED 13   /* injected frames handed to the filter */
+#define PKTASSERT_CTR_SLOTS 14
 
-struct pa_record {
+/* pktassert_record.parsed: how far the parser got. */
+#define PKTASSERT_P_L2 0x01
+#define PKTASSERT_P_L3 0x02
+#define PKTASSERT_P_L4 0x04
+#define PKTASSERT_P_TRUNCATED 0x08   /* a header ran past the end of the frame */
+#define PKTASSERT_P_FRAGMENT 0x10    /* non-first IP fragment: no L4 header to parse */
+#define PKTASSERT_P_VLAN_MORE 0x20   /* more than two VLAN tags */
+
+/* pktassert_record.note */
+#define PKTASSERT_N_TAIL_CALL 0x01   /* the verdict is a tail-called program's (set by Python, unit tier) */
+#define PKTASSERT_N_OUT_UNTAGGED 0x02  /* sent out, but no room for the metadata tag */
+
+struct pktassert_record {
 	__u64 ts_ns;
 	__u32 tag;
 	__u32 len;         /* frame length the filter saw */
 	__u32 ifindex;     /* ingress */
-	__u32 verdict;     /* the filter's return value */
+	__u32 verdict;     /* the XDP action the kernel takes: ret, or ABORTED when ret is not an action */
+	__s32 ret;         /* the filter's return value as it returned it */
 	__u16 ethertype;   /* innermost, after VLAN tags */
 	__u16 vlan_outer;  /* VLAN IDs, 0 if absent */
 	__u16 vlan_inner;
@@ -48,7 +65,8 @@ struct pa_record {
 	__u8 tcp_flags;
 	__u8 icmp_type;
 	__u8 icmp_code;
-	__u8 parsed;       /* PA_P_* */
+	__u8 parsed;       /* PKTASSERT_P_* */
+	__u8 note;         /* PKTASSERT_N_* */
 	__u16 sport;       /* host byte order */
 	__u16 dport;
 	__u8 src[16];      /* IPv4 in the first 4 bytes */

@@ -28,7 +28,8 @@ def _explain_count(op: str, got: Count, want: int) -> list[str]:
     lines = [f"expected {what} {op} {want}, got {int(got)}",
              *([f"counted in a sample: records were kept for 1 packet in {cap.step} of {cap.sent} "
                 f"(pass inject(..., keep=N) to keep more)"] if cap.sampled else []),
-             f"verdicts of these {len(cap)} packets: {cap.counts_text()}"]
+             f"verdicts of these {len(cap)} packets: {cap.counts_text()}",
+             *([f"{cap.stray} frames not sent by pktassert were judged meanwhile (not counted)"] if cap.stray else [])]
     if v is None:
         return lines
     wants_more = op in (">", ">=") or (op == "==" and int(got) < want)
@@ -39,11 +40,11 @@ def _explain_count(op: str, got: Count, want: int) -> list[str]:
         pos = cap.first(lambda verdicts: verdicts == int(v))
         label = f"first packet that was {v.name}"
     if pos is not None:
-        lines.append(f"{label}: {cap.summary(pos)} -> {Verdict.name_of(int(cap.records['verdict'][pos]))}")
+        lines.append(f"{label}: {cap.summary(pos)} -> {Verdict.name_of(int(cap.records['ret'][pos]))}")
     return lines
 
 
 def _explain_outcome(op: str, got: Outcome, want: Any) -> list[str]:
     want_name = Verdict.name_of(int(want)) if isinstance(want, (int, Outcome)) else repr(want)
-    return [f"expected verdict {'' if op == '==' else 'not '}{want_name}, got {Verdict.name_of(got.value)}",
+    return [f"expected verdict {'' if op == '==' else 'not '}{want_name}, got {Verdict.name_of(got.ret)}",
             f"for {got.capture.summary(got.pos)}"]

@@ -20,12 +20,20 @@ _PROTO = {TCP: 6, UDP: 17, ICMP: 1}
 # scapy field name -> record column, for fields the inspector parses.
 _COLUMNS = {"sport": "sport", "dport": "dport", "ttl": "ttl", "hlim": "ttl", "proto": "proto", "nh": "proto",
             "type": "icmp_type", "code": "icmp_code", "flags": "tcp_flags", "vlan": "vlan_outer",
-            "ethertype": "ethertype", "len": "len", "ifindex": "ifindex", "verdict": "verdict"}
+            "ethertype": "ethertype", "len": "len", "ifindex": "ifindex", "verdict": "verdict", "ret": "ret"}
 
 
 def _address(value: str) -> tuple[int, bytes]:
     addr = ipaddress.ip_address(value)
     return addr.version, addr.packed.ljust(16, b"\0")
+
+
+def _tcp_flags(text: str) -> int:
+    letters = "FSRPAUECN"
+    if not text or any(c not in letters for c in text):
+        raise PktassertError(f"where(flags={text!r}): TCP flags are letters of {letters!r} as scapy writes them, "
+                             f"e.g. \"S\" or \"SA\".")
+    return int(TCP(flags=text).flags)
 
 
 class Count(int):
@@ -45,7 +53,17 @@ class Outcome:
 
     def __init__(self, capture: "Capture", pos: int) -> None:
         self.capture, self.pos = capture, pos
-        self.value = int(capture.records["verdict"][pos])
+        self.value = int(capture.records["verdict"][pos])  # the action the kernel took
+
+    @property
+    def ret(self) -> int:
+        """The filter's return value as it returned it (ABORTED for one that is not an XDP action)."""
+        return int(self.capture.records["ret"][self.pos])
+
+    @property
+    def tail_call(self) -> bool:
+        """Whether the verdict came from a program the filter tail-called (unit tier)."""
+        return bool(self.capture.records["note"][self.pos] & const("N_TAIL_CALL"))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Outcome):
@@ -64,7 +82,7 @@ class Outcome:
         return self.capture.output_at(self.pos)
 
     def __repr__(self) -> str:
-        return f"{Verdict.name_of(self.value)} for {self.capture.summary(self.pos)}"
+        return f"{Verdict.name_of(self.ret)} for {self.capture.summary(self.pos)}"
 
 
 class Capture:
@@ -75,7 +93,7 @@ class Capture:
 
     def __init__(self, records: np.ndarray, frame: Callable[[int], bytes], index: np.ndarray | None = None,
                  sent: int | None = None, accounted: int | None = None, outputs: Outputs | None = None,
-                 tier: str = "live", step: int = 1, exact: np.ndarray | None = None) -> None:
+                 tier: str = "live", step: int = 1, exact: np.ndarray | None = None, stray: int = 0) -> None:
         self.records = records
         self._frame = frame
         self.index = np.arange(len(records)) if index is None else index  # position in the send order
@@ -84,11 +102,12 @@ class Capture:
         self.tier = tier
         self._outputs = outputs
         self.step = step      # > 1: records kept for every step-th packet only (a large flood)
-        self._exact = exact   # then the whole flood's verdict counts, from the inspector's counters
+        self._exact = exact   # then the whole flood's verdict counts, from every packet's record
+        self.stray = stray    # frames pktassert did not send that the filter judged meanwhile (not counted here)
 
     def _subset(self, mask: np.ndarray) -> "Capture":
         return Capture(self.records[mask], self._frame, self.index[mask], self.sent, self.accounted,
-                       self._outputs, self.tier, self.step)
+                       self._outputs, self.tier, self.step, stray=self.stray)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -105,9 +124,9 @@ class Capture:
         return self.step > 1 and self._exact is None
 
     @property
-    def verdicts(self) -> list[Verdict | int]:
-        """Every packet's verdict in send order (an int where the filter returned a non-action)."""
-        return [Verdict(v) if v in Verdict._value2member_map_ else int(v) for v in self.records["verdict"]]
+    def verdicts(self) -> list[Verdict]:
+        """Every packet's verdict in send order (ABORTED where the filter returned a non-action: see ``ret``)."""
+        return [Verdict(v) for v in self.records["verdict"].tolist()]
 
     @property
     def verdict(self) -> Outcome:
@@ -120,6 +139,9 @@ class Capture:
     def count(self, verdict: Verdict | int | None = None) -> Count:
         """How many packets got ``verdict`` (all packets when None). In a sampled capture
         (``step`` > 1) exact for the whole flood, from the counters; after where(), of the sample."""
+        if verdict is not None and not (isinstance(verdict, int) and 0 <= int(verdict) <= Verdict.REDIRECT):
+            raise PktassertError(f"count({verdict!r}): not a verdict. Fix: one of "
+                                 f"{', '.join('Verdict.' + v.name for v in Verdict)}, or nothing for all packets.")
         if self._exact is not None:
             n = self.sent if verdict is None else int(self._exact[int(verdict)])
         else:
@@ -172,14 +194,14 @@ class Capture:
     def _has(self, layer: type[Packet]) -> np.ndarray:
         r = self.records
         if layer is Ether:
-            return (r["parsed"] & const("PA_P_L2")) > 0
+            return (r["parsed"] & const("P_L2")) > 0
         if layer is Dot1Q:
             return r["vlan_count"] > 0
         if layer is IP:
             return r["l3"] == 4
         if layer is IPv6:
             return r["l3"] == 6
-        l4 = (r["parsed"] & const("PA_P_L4")) > 0
+        l4 = (r["parsed"] & const("P_L4")) > 0
         if layer in _PROTO:
             return l4 & (r["proto"] == _PROTO[layer]) & (r["l3"] == 4 if layer is ICMP else True)
         if layer.__name__.startswith("ICMPv6"):
@@ -201,7 +223,7 @@ class Capture:
         col = r[_COLUMNS[name]]
         carried = self._carrier(name)  # a packet without the layer has 0 there, which must not match 0
         if name == "flags" and isinstance(want, str):
-            want = int(TCP(flags=want).flags)
+            want = _tcp_flags(want)
         if isinstance(want, (range, set, frozenset, list, tuple)):
             return carried & np.isin(col, [int(w) for w in want])
         return carried & (col == int(want))
@@ -209,7 +231,7 @@ class Capture:
     def _carrier(self, name: str) -> np.ndarray:
         """Which packets have the layer that carries field ``name``."""
         r = self.records
-        l4 = (r["parsed"] & const("PA_P_L4")) > 0
+        l4 = (r["parsed"] & const("P_L4")) > 0
         if name in ("sport", "dport"):
             return l4 & np.isin(r["proto"], [6, 17])
         if name == "flags":
@@ -239,4 +261,5 @@ class Capture:
 
     def __repr__(self) -> str:
         sampled = f", records of 1 in {self.step}" if self.step > 1 else ""
-        return f"<Capture {self.sent if self._exact is not None else len(self)} packets{sampled}: {self.counts_text()}>"
+        stray = f"; {self.stray} frames not sent by pktassert judged meanwhile" if self.stray else ""
+        return f"<Capture {self.sent if self._exact is not None else len(self)} packets{sampled}: {self.counts_text()}{stray}>"

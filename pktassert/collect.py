@@ -10,25 +10,60 @@ import numpy as np
 
 from pktassert.bpf.program import LoadedProgram
 from pktassert.record import const, dtype_of
+from pktassert.verdict import Verdict
+
+GRACE_S = 0.05  # every frame has entered the filter: how long to wait for the last ones to finish
 
 
 @dataclasses.dataclass
 class Tally:
-    """Counter values (summed over CPUs) at one moment."""
+    """Counter values (summed over CPUs) at one moment, or the difference of two."""
 
-    verdicts: np.ndarray  # frames per slot 0..PA_CTR_SLOTS-1
+    counters: np.ndarray  # one per counter slot of record.h
+
+    def _group(self, first: int) -> np.ndarray:
+        return self.counters[first:first + const("CTR_GROUP")]
+
     @property
-    def frames(self) -> int:
-        return int(self.verdicts[: const("PA_CTR_INVALID") + 1].sum())
+    def injected(self) -> dict[Verdict, int]:
+        """Frames pktassert sent, by the action the kernel took."""
+        return Verdict.fold(self._group(const("CTR_TAGGED")))
+
     @property
-    def untagged(self) -> int:
-        return int(self.verdicts[const("PA_CTR_UNTAGGED")])
+    def stray(self) -> dict[Verdict, int]:
+        """Frames pktassert did not send (the stacks' own traffic), by action."""
+        return Verdict.fold(self._group(const("CTR_STRAY")))
+
+    @property
+    def completed(self) -> int:
+        """Injected frames the filter returned a verdict for."""
+        return int(self._group(const("CTR_TAGGED")).sum())
+
+    @property
+    def entered(self) -> int:
+        """Injected frames handed to the filter (more than completed: some left by a tail call)."""
+        return int(self.counters[const("CTR_ENTERED")])
+
+    @property
+    def stray_total(self) -> int:
+        return int(self._group(const("CTR_STRAY")).sum())
+
     @property
     def lost(self) -> int:
-        return int(self.verdicts[const("PA_CTR_LOST")])
-    @property
-    def tagged(self) -> int:
-        return self.frames - self.untagged
+        return int(self.counters[const("CTR_LOST")])
+
+    def __sub__(self, other: "Tally") -> "Tally":
+        return Tally(self.counters - other.counters)
+
+
+def settled(delta: Tally, expected: int, still_for: float, quiet_s: float) -> bool:
+    """Whether waiting for ``expected`` injected frames is over: all have a verdict, or all entered
+    the filter and the rest stopped (left through a tail call), or nothing moved for ``quiet_s``."""
+    if delta.completed >= expected:
+        return True
+    if delta.entered >= expected and still_for > GRACE_S:
+        return True
+    return still_for > quiet_s
 
 
 @dataclasses.dataclass
@@ -37,14 +72,12 @@ class Collected:
 
     records: np.ndarray   # one per tag; rows with have[i] False are zero
     have: np.ndarray      # bool per tag
-    seen: int             # tagged frames the inspector counted (exact, from the counters)
-    lost: int             # records the ring buffer had no room for
+    delta: Tally          # what the counters counted meanwhile
     undelivered: np.ndarray  # bool per tag: the veth refused the frame (ENOBUFS), the filter never ran
-    stray: int            # untagged frames seen meanwhile
 
 
 class Collector:
-    """Drains the inspector's ring buffer into numpy records; one per loaded program."""
+    """Counters of one loaded program, and its ring buffer drained into numpy records."""
 
     def __init__(self, loaded: LoadedProgram) -> None:
         self.loaded = loaded
@@ -52,9 +85,8 @@ class Collector:
         self._size = self.dtype.itemsize
         self._buf = np.zeros(1 << 12, self.dtype)
         self._n = 0
-        self._counters = loaded.bpf[b"pa_counters"]
-        self._tag_at = self.dtype.fields["tag"][1]
-        loaded.bpf[b"pa_events"].open_ring_buffer(self._on_record)
+        self._counters = loaded.bpf[b"pktassert_counters"]
+        loaded.bpf[b"pktassert_events"].open_ring_buffer(self._on_record)
 
     def _on_record(self, _ctx: object, data: int, size: int) -> int:
         if self._n == len(self._buf):
@@ -64,7 +96,7 @@ class Collector:
         return 0
 
     def tally(self) -> Tally:
-        slots = [sum(self._counters[ctypes.c_int(i)]) for i in range(const("PA_CTR_SLOTS"))]
+        slots = [sum(self._counters[ctypes.c_int(i)]) for i in range(const("CTR_SLOTS"))]
         return Tally(np.array(slots, dtype=np.int64))
 
     def discard(self) -> None:
@@ -79,32 +111,32 @@ class Collector:
     def collect(self, first_tag: int, out: np.ndarray, before: Tally, undelivered: np.ndarray | None = None,
                 quiet_s: float = 1.0) -> Collected:
         """Wait until every delivered tag in [first_tag, first_tag+len(out)) has its record in
-        ``out``, or the counters show it never will (lost in the ring), or nothing new arrives
-        for ``quiet_s``."""
+        ``out``, or the counters show it never will, or nothing moves for ``quiet_s``."""
         bpf = self.loaded.bpf
         count = len(out)
         out[:] = 0
         have = np.zeros(count, bool)
         skip = np.zeros(count, bool) if undelivered is None else undelivered
         delivered = count - int(skip.sum())
-        stray = 0
-        last_progress = time.monotonic()
+        state, moved = None, time.monotonic()
         while True:
             bpf.ring_buffer_poll(50)  # epoll: returns as soon as records arrive
             if self._n:
                 recs = self._buf[: self._n]
                 idx = recs["tag"].astype(np.int64) - first_tag
                 mine = (idx >= 0) & (idx < count)
-                stray += int((recs["tag"] == const("PA_UNTAGGED")).sum())
                 out[idx[mine]] = recs[mine]
                 have[idx[mine]] = True
                 self._n = 0
-                last_progress = time.monotonic()
-            now = self.tally()
-            seen, lost = now.tagged - before.tagged, now.lost - before.lost
-            got = int(have.sum())
-            if (have | skip).all() or (seen >= delivered and got + lost >= delivered):
+            delta = self.tally() - before
+            if (have | skip).all():
                 break
-            if time.monotonic() - last_progress > quiet_s:
+            now = (int(have.sum()), delta.entered, delta.completed, delta.lost)
+            if now != state:
+                state, moved = now, time.monotonic()
+            recorded = int(have.sum()) + delta.lost >= delta.completed  # the ring has handed over what it got
+            if recorded and settled(delta, delivered, time.monotonic() - moved, quiet_s):
                 break
-        return Collected(out, have, seen, lost, skip, stray)
+            if time.monotonic() - moved > quiet_s:
+                break
+        return Collected(out, have, delta, skip)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 from scapy.layers.l2 import Ether
 
-from pktassert.bpf.program import LoadedProgram, Program
+from pktassert.bpf.program import RESERVED, LoadedProgram, Program
 from pktassert.bpf.test_run import TestRunner
 from pktassert.collect import Collector, Tally
 from pktassert.errors import PktassertError
 from pktassert.frames import to_frames
 from pktassert.state_map import StateMap
-from pktassert.netns import UNIT_DUT, UNIT_PEER, Endpoint, Topology
+from pktassert.netns import UNIT_DUT, UNIT_PEER, Endpoint, Namespace, Topology
+from pktassert.record import const
 from pktassert.unit_path import UnitPath
 from pktassert.verdict import Verdict
 from pktassert.wire import Wire
@@ -27,6 +29,7 @@ class XdpUnderTest:
 
     def __init__(self, loaded: LoadedProgram, collector: Collector, topology: Topology | None = None) -> None:
         self.loaded, self.collector, self._topology = loaded, collector, topology
+        self._map_ns: Namespace | None = None  # unit tier: where map writes resolve interface indexes
         loaded.reset()
         collector.discard()
         if topology is not None:
@@ -84,23 +87,64 @@ class XdpUnderTest:
     @property
     def maps(self) -> dict[str, StateMap]:
         """The filter's state maps by name (emptied before each test), to read or seed."""
-        return {name: StateMap(name, table) for name, table in self.loaded.state_maps().items()}
+        return {name: self._state_map(name, table) for name, table in self.loaded.state_maps().items()}
 
     def map(self, name: str) -> StateMap:
-        """One of the filter's maps by name (any type): ``xdp.map("blocked_ports")[8080] = 1``."""
+        """One of the filter's maps by name (any type): ``xdp.map("blocked_ports")[8080] = 1``.
+        A program array takes function names of the same source: ``xdp.map("jmp")[0] = "parse_tcp"``."""
+        if name.startswith(RESERVED):
+            raise KeyError(f"{name!r} is pktassert's own map, not the filter's")
         try:
-            return StateMap(name, self.loaded.bpf[name.encode()])
+            table = self.loaded.bpf[name.encode()]
         except KeyError:
             known = ", ".join(self.loaded.state_maps()) or "none"
             raise KeyError(f"{self.program.name} has no map {name!r}; its maps: {known}") from None
+        return self._state_map(name, table)
+
+    def _state_map(self, name: str, table: Any) -> StateMap:
+        return StateMap(name, table, self._writing, self.loaded.program_fd)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Map writes run inside the DUT's namespace: the kernel resolves the interface indexes in
+        devmap entries in the writer's namespace, and the root namespace's must never be bound."""
+        if self._topology is not None:
+            ns = self._topology.dut.ns
+        else:
+            if self._map_ns is None:  # the unit tier has no DUT namespace: a throwaway one
+                self._map_ns = Namespace("pktassert unit-tier map writes")
+            ns = self._map_ns
+        assert ns is not None
+        with ns.entered():
+            yield
+
+    def close(self) -> None:
+        if self._map_ns is not None:
+            self._map_ns.close()
+            self._map_ns = None
 
     def tally(self) -> Tally:
         return self.collector.tally()
 
     def counts(self) -> dict[Verdict, int]:
-        """Exact frames per verdict since the test started (from the per-CPU counter map)."""
-        now = self.collector.tally().verdicts - self._start.verdicts
-        return {v: int(now[v]) for v in Verdict}
+        """Exact frames pktassert injected, per verdict, since the test started (per-CPU counters)."""
+        return (self.collector.tally() - self._start).injected
+
+    def stray_counts(self) -> dict[Verdict, int]:
+        """Frames the filter judged that pktassert did not send (the stacks' own traffic: replies,
+        RSTs), per verdict, since the test started. Never part of counts() or a Capture."""
+        return (self.collector.tally() - self._start).stray
+
+    def link_mtu(self) -> int:
+        """The DUT link's MTU now (a test may change it)."""
+        dut = self.topology.dut
+        assert dut.ns is not None
+        return int(dut.ns.ipr.get_links(dut.ifindex)[0].get_attr("IFLA_MTU"))
+
+    def frame_limit(self) -> int:
+        """The longest frame as crafted that the DUT's veth lets through now: MTU plus Ethernet
+        header plus one VLAN tag (the kernel's is_skb_forwardable), less pktassert's trailer."""
+        return self.link_mtu() + 14 + 4 - const("TRAILER_LEN")
 
     def run(self, packet: Any) -> "Run":
         """Run the program once on ``packet`` in the kernel (BPF_PROG_TEST_RUN), in either tier,
@@ -108,9 +152,10 @@ class XdpUnderTest:
         frames = to_frames(packet, self.peer, self.dut)
         if len(frames) != 1:
             raise ValueError(f"run() takes one packet; got {len(frames)}. Fix: inject() takes many.")
-        part = self._unit.send(Wire.build(frames, self._unit.magic, 0), 0, 1, stride=TestRunner.MAX_FRAME)
+        wire = Wire.build(frames, self._unit.magic, self.loaded.take_tags(1))
+        part = self._unit.send(wire, 0, 1, stride=TestRunner.MAX_FRAME)
         assert part.outputs is not None
-        return Run(int(part.records["verdict"][0]), part.outputs[0])
+        return Run(int(part.records["ret"][0]), part.outputs[0])
 
     def cost(self, packet: Any, repeat: int = 100_000) -> "Cost":
         """In-kernel nanoseconds per run of the filter alone (without our inspector) on ``packet``,
@@ -127,8 +172,9 @@ class XdpUnderTest:
 class Run:
     """One BPF_PROG_TEST_RUN: the verdict, and the packet as the program left it."""
 
-    def __init__(self, retval: int, data: bytes) -> None:
-        self.verdict: Verdict | int = Verdict(retval) if retval in Verdict._value2member_map_ else retval
+    def __init__(self, ret: int, data: bytes) -> None:
+        self.verdict = Verdict.of(ret)  # the action the kernel takes
+        self.ret = ret                  # what the filter returned
         self.data = data
 
     @property
@@ -136,7 +182,7 @@ class Run:
         return Ether(self.data)
 
     def __repr__(self) -> str:
-        return f"<Run {Verdict.name_of(int(self.verdict))}: {self.packet.summary()}>"
+        return f"<Run {Verdict.name_of(self.ret)}: {self.packet.summary()}>"
 
 
 class Cost:

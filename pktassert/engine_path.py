@@ -6,11 +6,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from pyroute2.ethtool.ioctl import IoctlEthtool
 
+from pktassert.accounting import Shortfall
 from pktassert.bpf.sender import FRAMES, Sender
-from pktassert.collect import Tally
+from pktassert.collect import Tally, settled
 from pktassert.dut import XdpUnderTest
-from pktassert.errors import AccountingError
+from pktassert.netns import Endpoint
 from pktassert.path import Part
 from pktassert.record import const
 from pktassert.wire import Wire
@@ -18,49 +20,66 @@ from pktassert.wire import Wire
 QUIET_S = 1.0  # give up waiting for the DUT once its counters stop moving for this long
 
 
+def xmit_errors(peer: Endpoint) -> int:
+    """XDP frames the peer's veth could not hand to the DUT end (too long for it, or its ring full)."""
+    assert peer.ns is not None
+    with peer.ns.entered():
+        stats = dict(IoctlEthtool(peer.ifname).get_statistics())
+    return sum(v for k, v in stats.items() if k.endswith("_xdp_xmit_errors"))
+
+
 class EnginePath:
     tier = "live"
-    magic = const("PA_UNIT_MAGIC")  # records to the slots, read in bulk
-    chunk = min(FRAMES, const("PA_UNIT_SLOTS"))
+    magic = const("MAGIC_ENGINE")  # records to the slots, read in bulk
+    chunk = min(FRAMES, const("SLOTS"))
 
     def __init__(self, xdp: XdpUnderTest, sender: Sender) -> None:
         self.xdp, self.sender = xdp, sender
 
     def send(self, wire: Wire, start: int, total: int, records: np.ndarray) -> Part:
         peer, collector = self.xdp.peer, self.xdp.collector
-        before = collector.tally()
-        sent = refused = 0
-        done = 0
-        while done < len(wire):  # the arena may take fewer frames than a chunk (long frames)
-            placed = self.sender.place(wire.data, wire.offsets[done:], wire.lengths[done:])
+        before, errors_before = collector.tally(), xmit_errors(peer)
+        limit = self.xdp.frame_limit()
+        # A veth drops a frame longer than its MTU allows, and on the XDP path every frame queued
+        # behind it in the same bulk too: such frames are held back, and reported by number.
+        fits = wire.lengths - const("TRAILER_LEN") <= limit
+        offsets, lengths = wire.offsets[fits], wire.lengths[fits]
+        sent = refused = done = 0
+        while done < len(offsets):  # the arena may take fewer frames than a chunk (long frames)
+            placed = self.sender.place(wire.data, offsets[done:], lengths[done:])
             s, r = self.sender.send(placed, peer.ns, peer.ifindex)
             sent, refused, done = sent + s, refused + r, done + placed
-        seen = self._await(before, sent)
+        delta = self._await(before, sent)
         self.xdp.loaded.read_slots(int(wire.tags[0]), records)
-        have = records["tag"] == wire.tags
+        own = records["tag"] == wire.tags                     # written for this very frame
+        tail = own & (records["verdict"] == const("PENDING"))  # entered, never returned to us
+        have = own & ~tail
         if not have.all():
-            missing = int((~have).sum())
-            first = start + int(np.flatnonzero(~have)[0])
-            raise AccountingError(
-                f"{missing} of {total} injected packets have no verdict (first: packet #{first}). "
-                f"{len(wire) - sent} never left the peer ({refused} refused by the engine), "
-                f"{sent - seen} were sent but never reached the filter (the veth's XDP queue was full), "
-                f"{max(0, seen - int(have.sum()))} reached it but their records were lost.")
-        return Part(records, seen)
+            entered = delta.entered
+            raise Shortfall(
+                total, np.flatnonzero(~have) + start,
+                never_left=int(fits.sum()) - sent, never_left_why=f"{refused} refused by the engine",
+                too_long=np.flatnonzero(~fits) + start, mtu=self.xdp.link_mtu(), limit=limit,
+                too_long_note=" (the engine holds them back: on a veth's XDP path one also drops the frames "
+                              "queued behind it)",
+                veth_dropped=max(0, sent - entered),
+                veth_why=f"the engine sent {sent}, the filter was handed {entered}; the peer veth counted "
+                         f"{xmit_errors(peer) - errors_before} XDP frames it could not pass on",
+                tail_calls=int(tail.sum()), stray=delta.stray_total).error()
+        return Part(records, int(have.sum()), delta.stray_total)
 
-    def _await(self, before: Tally, sent: int) -> int:
-        """Wait until the DUT's counters have seen ``sent`` more tagged frames (its NAPI may still be
-        working when the send returns), or stop moving."""
+    def _await(self, before: Tally, sent: int) -> Tally:
+        """Wait until the DUT's counters have seen ``sent`` more injected frames (its NAPI may still be
+        working when the send returns), or stop moving; the counters' difference."""
         collector = self.xdp.collector
-        last, moved = -1, time.monotonic()
+        state, moved = None, time.monotonic()
         while True:
-            seen = collector.tally().tagged - before.tagged
-            if seen >= sent:
-                return seen
-            if seen != last:
-                last, moved = seen, time.monotonic()
-            elif time.monotonic() - moved > QUIET_S:
-                return seen
+            delta = collector.tally() - before
+            now = (delta.entered, delta.completed)
+            if now != state:
+                state, moved = now, time.monotonic()
+            if settled(delta, sent, time.monotonic() - moved, QUIET_S):
+                return delta
             time.sleep(0.0005)  # the counters are a map: nothing to block on; a short, bounded poll
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from pktassert.live_path import LivePath
 from pktassert.outputs import Outputs
 from pktassert.path import Part, Path
 from pktassert.unit_path import UnitPath
+from pktassert.verdict import Verdict
 from pktassert.wire import Wire
 
 MTU = 1500
@@ -116,9 +117,8 @@ class Injector:
         step = -(-n // keep)  # 1 unless the flood is larger than what we keep records of
         records = np.empty(-(-n // step), self.xdp.collector.dtype)
         parts: list[Part] = []
-        before = self.xdp.collector.tally()
-        first_tag = self._tag
-        self._tag += n
+        exact = np.zeros(len(Verdict), np.int64)  # every packet's verdict counted, sampled or not
+        first_tag = self.xdp.loaded.take_tags(n)
 
         def wire_at(start: int) -> Wire:
             stop = min(n, start + path.chunk)
@@ -131,7 +131,7 @@ class Injector:
             schedule = schedule + time.monotonic() + 0.001  # from now: the first chunk is built
         starts = range(0, n, path.chunk)
         if len(starts) == 1:
-            parts.append(self._run(path, wire_at(0), 0, n, n, step, records, schedule))
+            parts.append(self._run(path, wire_at(0), 0, n, n, step, records, exact, schedule))
         else:  # the next chunk is built on another thread while this one is in the kernel (GIL released)
             with ThreadPoolExecutor(1) as builder:
                 ahead = builder.submit(wire_at, 0)
@@ -139,28 +139,28 @@ class Injector:
                     wire = ahead.result()
                     if start + path.chunk < n:
                         ahead = builder.submit(wire_at, start + path.chunk)
-                    parts.append(self._run(path, wire, start, start + len(wire), n, step, records, schedule))
+                    parts.append(self._run(path, wire, start, start + len(wire), n, step, records, exact, schedule))
         accounted = sum(p.accounted for p in parts)
         frame = frames.frame if isinstance(frames, Flood) else frames.__getitem__
         outputs = None
         if parts[0].outputs is not None:
             outputs = Outputs.join([p.outputs for p in parts if p.outputs is not None], frame)
-        exact = None
-        if step > 1:
-            exact = self.xdp.collector.tally().verdicts - before.verdicts
         return Capture(records, frame, index=np.arange(0, n, step), sent=n, accounted=accounted, outputs=outputs,
-                       tier=path.tier, step=step, exact=exact)
+                       tier=path.tier, step=step, exact=exact if step > 1 else None,
+                       stray=sum(p.stray for p in parts))
 
     @staticmethod
     def _run(path: Path, wire: Wire, start: int, stop: int, n: int, step: int, records: np.ndarray,
-             schedule: np.ndarray | None) -> Part:
+             exact: np.ndarray, schedule: np.ndarray | None) -> Part:
         paced = {} if schedule is None else {"at": schedule[start:stop]}
         if step == 1:
-            return path.send(wire, start, n, records[start:stop], **paced)
-        full = path.send(wire, start, n, np.empty(stop - start, records.dtype), **paced)
-        first = -start % step  # the sample is every packet whose position is a multiple of step
-        records[-(-start // step):-(-stop // step)] = full.records[first::step]
-        return Part(records[:0], full.accounted, None)
+            part = path.send(wire, start, n, records[start:stop], **paced)
+        else:
+            part = path.send(wire, start, n, np.empty(stop - start, records.dtype), **paced)
+            first = -start % step  # the sample is every packet whose position is a multiple of step
+            records[-(-start // step):-(-stop // step)] = part.records[first::step]
+        exact += np.bincount(part.records["verdict"], minlength=len(Verdict))[:len(Verdict)]
+        return Part(records[:0], part.accounted, part.stray, part.outputs if step == 1 else None)
 
     def close(self) -> None:
         self.path.close()

@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 
+from pktassert.accounting import Shortfall
 from pktassert.collect import Collected
 from pktassert.dut import XdpUnderTest
-from pktassert.errors import AccountingError
 from pktassert.path import Part
 from pktassert.record import const
 from pktassert.wire import Wire
@@ -20,7 +20,7 @@ RETRIES = 50  # per refused frame, each after a 1 ms wait on the ring buffer
 
 class LivePath:
     tier = "live"
-    magic = const("PA_TAG_MAGIC")  # records through the ring buffer
+    magic = const("MAGIC_RING")  # records through the ring buffer
     chunk = 65536  # frames per send-then-collect round: well inside the ring buffer's room
 
     def __init__(self, xdp: XdpUnderTest) -> None:
@@ -38,8 +38,8 @@ class LivePath:
         undelivered = self._send_all(wire, at)
         got = collector.collect(int(wire.tags[0]), records, before, undelivered)
         if not got.have.all():
-            self._fail(total, start, got, self._veth_dropped() - dropped_before)
-        return Part(got.records, got.seen)
+            raise self._shortfall(wire, total, start, got, self._veth_dropped() - dropped_before).error()
+        return Part(got.records, len(wire), got.delta.stray_total)
 
     def _veth_dropped(self) -> int:
         """Frames the peer's veth accepted from the socket and dropped (its tx_dropped counter)."""
@@ -72,21 +72,20 @@ class LivePath:
                 retries = 0  # the link is not draining: don't wait again for every frame
         return refused
 
-    @staticmethod
-    def _fail(n: int, start: int, got: Collected, dropped: int) -> None:
-        missing = int((~got.have).sum())
-        first_missing = start + int(np.flatnonzero(~got.have)[0])
+    def _shortfall(self, wire: Wire, n: int, start: int, got: Collected, dropped: int) -> Shortfall:
+        missing = ~got.have
         refused = int(got.undelivered.sum())
-        dropped = min(dropped, missing - refused)
-        lost, stray = got.lost, got.stray
-        vanished = max(0, missing - refused - dropped - lost)
-        raise AccountingError(
-            f"{missing} of {n} injected packets have no verdict (first: packet #{first_missing}). "
-            f"{refused + dropped} never reached the filter ({refused} refused by the veth's queue, {dropped} "
-            f"dropped by the veth: queue full or DUT link down), "
-            f"{lost} reached it but their records were lost (ring buffer full), "
-            f"{vanished} vanished between the socket and the filter; "
-            f"{stray} frames not injected by pktassert were seen meanwhile.")
+        delta = got.delta
+        tail_calls = max(0, delta.entered - delta.completed)
+        limit = self.xdp.frame_limit()
+        long = missing & ~got.undelivered & (wire.lengths > limit + const("TRAILER_LEN"))
+        return Shortfall(
+            n, np.flatnonzero(missing) + start,
+            never_left=refused, never_left_why="the veth's queue refused them (ENOBUFS)",
+            veth_dropped=max(0, min(dropped, int(missing.sum()) - refused) - int(long.sum())),
+            veth_why="counted in the peer veth's tx_dropped: queue full, DUT link down or frame too long",
+            too_long=np.flatnonzero(long) + start, mtu=self.xdp.link_mtu(), limit=limit,
+            tail_calls=tail_calls, lost=delta.lost, stray=delta.stray_total)
 
     def close(self) -> None:
         self.sock.close()

@@ -16,7 +16,8 @@ class Part:
     """One batch's result: a record per frame in send order."""
 
     records: np.ndarray
-    accounted: int                  # frames the inspector counted
+    accounted: int                  # frames with a verdict of their own
+    stray: int = 0                  # frames pktassert did not send, judged by the filter meanwhile
     outputs: Outputs | None = None  # unit tier: the frames as the filter left them
 
 

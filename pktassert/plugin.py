@@ -164,7 +164,7 @@ def topology(pktassert_ready: None, request: pytest.FixtureRequest) -> Iterator[
     """A DUT and a peer namespace joined by a veth pair, for this test only."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     with Topology(label=f"{worker} {request.node.name}",
-                  mtu=MTU + const("PA_TRAILER_LEN")) as topo:
+                  mtu=MTU + const("TRAILER_LEN")) as topo:
         yield topo
 
 
@@ -177,6 +177,7 @@ def xdp(tier: str, xdp_program: Program, pktassert_programs: ProgramCache,
     topo = request.getfixturevalue("topology") if tier == "live" else None
     dut = XdpUnderTest(loaded, collector, topo)
     yield dut
+    dut.close()
     counts = {v.name: n for v, n in dut.counts().items() if n}
     where = xdp_program.name
     if xdp_program.is_file:

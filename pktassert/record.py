@@ -1,7 +1,7 @@
 """The one place the Python side reads the inspector's contract (bpf/record.h).
 
 Constants come from the header's #defines; the record's layout comes from the compiled program
-(bcc's own description of struct pa_record), so no field offset is written down twice.
+(bcc's own description of struct pktassert_record), so no field offset is written down twice.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from pktassert.bpf.program import HERE
 @functools.cache
 def constants() -> dict[str, int]:
     text = (HERE / "record.h").read_text()
-    return {m[1]: int(m[2], 0) for m in re.finditer(r"^#define\s+(PA_\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", text, re.M)}
+    return {m[1]: int(m[2], 0) for m in re.finditer(r"^#define\s+(PKTASSERT_\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", text, re.M)}
 
 
 def const(name: str) -> int:
-    return constants()[name]
+    """A #define of record.h by its name without the PKTASSERT_ prefix."""
+    return constants()["PKTASSERT_" + name]
 
 
 def dtype_of(record_type: type[ctypes.Structure]) -> np.dtype:
-    """numpy's view of struct pa_record, from the ctypes type bcc built for the compiled program."""
+    """numpy's view of struct pktassert_record, from the ctypes type bcc built for the compiled program."""
     return np.dtype(record_type)

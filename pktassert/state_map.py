@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-from typing import Any, Iterator
+from typing import Any, Callable, ContextManager, Iterator
+
+PROG_ARRAY = 3  # BPF_MAP_TYPE_PROG_ARRAY: values are programs, given by function name
 
 
 def _to(ctype: type, value: Any) -> Any:
@@ -28,17 +31,25 @@ class StateMap:
     Keys and values may be what bcc takes (ctypes) or plain ints, bytes, or tuples of struct fields.
     """
 
-    def __init__(self, name: str, table: Any) -> None:
+    def __init__(self, name: str, table: Any, writing: Callable[[], ContextManager[None]] = contextlib.nullcontext,
+                 program_fd: Callable[[str], int] | None = None) -> None:
         self.name, self.table = name, table
+        self._writing, self._program_fd = writing, program_fd
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self.table[_to(self.table.Key, key)] = _to(self.table.Leaf, value)
+        if isinstance(value, str) and self.table.ttype == PROG_ARRAY and self._program_fd is not None:
+            value = self._program_fd(value)
+        k, v = _to(self.table.Key, key), _to(self.table.Leaf, value)
+        with self._writing():  # where interface indexes in the value are resolved
+            self.table[k] = v
 
     def __getitem__(self, key: Any) -> Any:
         return _from(self.table[_to(self.table.Key, key)])
 
     def __delitem__(self, key: Any) -> None:
-        del self.table[_to(self.table.Key, key)]
+        k = _to(self.table.Key, key)
+        with self._writing():
+            del self.table[k]
 
     def __contains__(self, key: Any) -> bool:
         try:

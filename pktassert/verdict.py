@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Sequence
 
 
 class Verdict(enum.IntEnum):
@@ -19,8 +20,18 @@ class Verdict(enum.IntEnum):
 
     @classmethod
     def name_of(cls, value: int) -> str:
-        """A name for any return value, including ones that are not XDP actions."""
-        try:
-            return cls(value).name
-        except ValueError:
-            return f"INVALID({value})"
+        """A name for any return value: an action's, or ABORTED(value) for one that is not an action."""
+        return cls(value).name if 0 <= value <= cls.REDIRECT else f"ABORTED({value}: not an XDP action)"
+
+    @classmethod
+    def of(cls, ret: int) -> "Verdict":
+        """The action the kernel takes for a return value: anything that is not an XDP action is
+        dropped as an exception, as ABORTED is."""
+        return cls(ret) if 0 <= ret <= cls.REDIRECT else cls.ABORTED
+
+    @classmethod
+    def fold(cls, counts: "Sequence[int]") -> dict["Verdict", int]:
+        """Counter slots (one per action, then one for values that are not actions) by action."""
+        out = {v: int(counts[v]) for v in cls}
+        out[cls.ABORTED] += int(counts[len(cls)])
+        return out
