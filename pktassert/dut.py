@@ -10,7 +10,7 @@ from scapy.layers.l2 import Ether
 from pktassert.bpf.program import RESERVED, LoadedProgram, Program
 from pktassert.bpf.test_run import TestRunner
 from pktassert.collect import Collector, Tally
-from pktassert.errors import PktassertError
+from pktassert.errors import InjectError, PktassertError
 from pktassert.frames import to_frames
 from pktassert.state_map import StateMap
 from pktassert.netns import UNIT_DUT, UNIT_PEER, Endpoint, Namespace, Topology
@@ -151,7 +151,7 @@ class XdpUnderTest:
         without traffic: its verdict and the whole frame as the program left it."""
         frames = to_frames(packet, self.peer, self.dut)
         if len(frames) != 1:
-            raise ValueError(f"run() takes one packet; got {len(frames)}. Fix: inject() takes many.")
+            raise InjectError(f"run() takes one packet; got {len(frames)}. Fix: inject() takes many.")
         wire = Wire.build(frames, self._unit.magic, self.loaded.take_tags(1))
         part = self._unit.send(wire, 0, 1, stride=TestRunner.MAX_FRAME)
         assert part.outputs is not None
@@ -161,8 +161,12 @@ class XdpUnderTest:
         """In-kernel nanoseconds per run of the filter alone (without our inspector) on ``packet``,
         from the kernel's own timing over ``repeat`` runs. The runs change the filter's state
         as that many packets would."""
-        frame = to_frames(packet, self.peer, self.dut)[0]
-        out = self.loaded.bare_runner.run(frame, repeat=repeat)
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+            raise InjectError(f"cost(repeat={repeat!r}): give how many runs to time, a whole number from 1.")
+        frames = to_frames(packet, self.peer, self.dut)
+        if len(frames) != 1:
+            raise InjectError(f"cost() times one packet; got {len(frames)}.")
+        out = self.loaded.bare_runner.run(frames[0], repeat=repeat)
         return Cost(out.duration_ns, repeat)
 
     def __repr__(self) -> str:

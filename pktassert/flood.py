@@ -1,13 +1,19 @@
 """Floods: ``count`` copies of one frame with fields varied, built in numpy, checksums recomputed.
 
 No scapy object per packet: scapy builds the template once and tells where each layer starts.
+Field names: a bare one (``src``) is the outermost layer's that has it, ``IP.src`` the outermost
+IP's, ``IP#2.src`` the second IP's from the outside (a tunnel's inner header).
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-from typing import Any, Mapping
+import operator
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -15,37 +21,78 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
 
+from pktassert.checksums import Checksums, layers, on_purpose
 from pktassert.errors import InjectError
 
-# (offset within the layer, width in bytes) of the fields vary= can set.
-FIELDS: dict[type[Packet], dict[str, tuple[int, int]]] = {
-    IP: {"src": (12, 4), "dst": (16, 4), "ttl": (8, 1), "id": (4, 2), "tos": (1, 1)},
-    IPv6: {"src": (8, 16), "dst": (24, 16), "hlim": (7, 1)},
-    TCP: {"sport": (0, 2), "dport": (2, 2), "seq": (4, 4), "ack": (8, 4), "window": (14, 2)},
-    UDP: {"sport": (0, 2), "dport": (2, 2)},
-    ICMP: {"id": (4, 2), "seq": (6, 2)},
-    Ether: {"src": (6, 6), "dst": (0, 6)},
+# (offset within the layer, width in bytes, kind) of the fields vary= can set.
+FIELDS: dict[type[Packet], dict[str, tuple[int, int, str]]] = {
+    IP: {"src": (12, 4, "ipv4"), "dst": (16, 4, "ipv4"), "ttl": (8, 1, "int"), "id": (4, 2, "int"),
+         "tos": (1, 1, "int")},
+    IPv6: {"src": (8, 16, "ipv6"), "dst": (24, 16, "ipv6"), "hlim": (7, 1, "int")},
+    TCP: {"sport": (0, 2, "int"), "dport": (2, 2, "int"), "seq": (4, 4, "int"), "ack": (8, 4, "int"),
+          "window": (14, 2, "int")},
+    UDP: {"sport": (0, 2, "int"), "dport": (2, 2, "int")},
+    ICMP: {"id": (4, 2, "int"), "seq": (6, 2, "int")},
+    Ether: {"src": (6, 6, "mac"), "dst": (0, 6, "mac")},
 }
-_SEARCH = (TCP, UDP, ICMP, IP, IPv6, Ether)  # "src" means the IP source, not the MAC
+# Which layer a bare field name means: the first group that has it ("src" is the IP source, not the
+# MAC; "seq" TCP's or ICMP's), and in that group the outermost layer (a tunnel's outer header).
+GROUPS = ((TCP, UDP, ICMP), (IP, IPv6), (Ether,))
+# What each kind of field is, and values it takes, for the messages.
+KINDS = {
+    "ipv4": ("an IPv4 address field", ["'198.51.100.0/24'", "'198.51.100.7'", "('198.51.100.1', '198.51.100.9')"]),
+    "ipv6": ("an IPv6 address field", ["'2001:db8::/120'", "'2001:db8::7'", "('2001:db8::1', '2001:db8::9')"]),
+    "mac": ("a MAC address field", ["'02:00:5e:00:53:01'", "['02:00:5e:00:53:01', '02:00:5e:00:53:02']"]),
+    "int": ("{a} {bits}-bit field (0..{top})", ["(1, {top})", "[1, 2, 3]"]),
+    "size": ("the frame length in bytes (Ethernet header included)", ["(64, 1514)", "[64, 512, 1514]"]),
+}
+FAMILY = {4: "ipv4", 6: "ipv6"}
+MAC = re.compile(r"[0-9a-fA-F]{2}([:-]?)[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")
+LENGTHS = {IP: (2, 0), IPv6: (4, 40), UDP: (4, 0)}  # length fields that follow the frame size: (offset, minus)
 
 
-def _offset(pkt: Packet, layer: type[Packet]) -> int:
-    return len(pkt) - len(pkt[layer])
+@dataclass(frozen=True)
+class Field:
+    """A field vary= sets: ``label`` as the user can write it, where it is in the frame, its kind."""
+
+    label: str
+    at: int
+    width: int
+    kind: str
+
+    def describe(self) -> tuple[str, list[str]]:
+        """(what the field is, values it takes)."""
+        what, examples = KINDS[self.kind]
+        bits, top = 8 * self.width, 2 ** (8 * self.width) - 1
+        return what.format(a="an" if bits == 8 else "a", bits=bits, top=top), [e.format(top=top) for e in examples]
 
 
-def _resolve(pkt: Packet, name: str) -> tuple[int, int, type[Packet]]:
+SIZE = Field("size", 0, 2, "size")
+
+
+def _resolve(built: Packet, name: str) -> Field:
+    """The field ``name`` of the template (built, dissected), or an error listing the ones it has."""
+    found = [(layer, at, key) for layer, at, key in layers(built) if key[0] in FIELDS]
     if "." in name:
-        lname, fname = name.split(".", 1)
-        layers = [c for c in _SEARCH if c.__name__ == lname]
+        lname, fname = name.rsplit(".", 1)
+        cname, _, nth = lname.partition("#")
+        matches = [f for f in found if f[2][0].__name__ == cname and str(f[2][1]) == (nth or "1")]
     else:
-        layers, fname = list(_SEARCH), name
-    for layer in layers:
-        if layer in pkt and fname in FIELDS[layer]:
-            off, width = FIELDS[layer][fname]
-            return _offset(pkt, layer) + off, width, layer
-    known = sorted({f"{c.__name__}.{f}" for c in _SEARCH if c in pkt for f in FIELDS[c]})
+        fname = name
+        matches = sorted(found, key=lambda f: (next(g for g, cs in enumerate(GROUPS) if f[2][0] in cs), f[1]))
+    for _, at, (cls, n) in matches:
+        if fname in FIELDS[cls]:
+            off, width, kind = FIELDS[cls][fname]
+            return Field(_label(cls, n, fname), at + off, width, kind)
+    known = [_label(cls, n, f) for _, _, (cls, n) in found for f in FIELDS[cls]]
     raise InjectError(f"vary={{{name!r}: ...}}: the packet has no field {name!r} that can be varied. "
-                      f"Fields of this packet: {', '.join(known)}.")
+                      f"Fix: one of this packet's fields: {', '.join(known)}. A bare name, or LAYER.field, is "
+                      f"the outermost such layer's; LAYER#n.field the n-th from the outside (e.g. IP#2.src, "
+                      f"a tunnel's inner IP source).")
+
+
+def _label(cls: type[Packet], n: int, fname: str) -> str:
+    return f"{cls.__name__}{'' if n == 1 else f'#{n}'}.{fname}"
 
 
 def _mix(i: np.ndarray, seed: int, name: str) -> np.ndarray:
@@ -57,58 +104,96 @@ def _mix(i: np.ndarray, seed: int, name: str) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def _values(spec: Any, count: int, width: int, name: str, start: int = 0, seed: int | None = None) -> np.ndarray:
+def _values(spec: Any, count: int, f: Field, name: str, start: int = 0, seed: int | None = None) -> np.ndarray:
     """Values as numpy: uint64 for width <= 8, (count, 16) bytes for IPv6 addresses."""
     i = np.arange(start, start + count, dtype=np.uint64)
     if seed is not None:  # each value drawn at random (with repeats) instead of in turn
         i = _mix(i, seed, name) >> np.uint64(1)  # 63 bits: the modulo arithmetic below stays in range
     if isinstance(spec, str) and "/" in spec:
-        net = ipaddress.ip_network(spec, strict=False)
-        base, n = int(net.network_address), net.num_addresses
-        if width == 16:
-            low = np.uint64(base & (2**64 - 1)) + i % np.uint64(min(n, 2**63))
-            hi = np.frombuffer((base >> 64).to_bytes(8, "big"), np.uint8)
-            return np.hstack([np.tile(hi, (count, 1)), low.astype(">u8").view(np.uint8).reshape(count, 8)])
-        return _fits(np.uint64(base) + i % np.uint64(n), width, name, spec)
-    if isinstance(spec, tuple) and len(spec) == 2 and width <= 8:
-        lo, hi = (_scalar(v, width, name) for v in spec)
+        return _nth(*_prefix(spec, f, name), i, f)
+    if isinstance(spec, tuple) and len(spec) == 2:
+        lo, hi = (_scalar(v, f, name, spec) for v in spec)
         if hi < lo:
-            raise InjectError(f"vary={{{name!r}: {spec}}}: the range is empty. Fix: (low, high), both included.")
-        _fits(np.array([hi], np.uint64), width, name, spec)
-        return _fits(np.uint64(lo) + i % np.uint64(hi - lo + 1), width, name, spec)
+            raise InjectError(f"vary={{{name!r}: {spec!r}}}: the range of {f.label} is empty. "
+                              f"Fix: (low, high), both included, e.g. {_example(f, name)}.")
+        return _nth(lo, hi - lo + 1, i, f)
     if isinstance(spec, (list, tuple, range)):
-        vals = [_scalar(v, width, name) for v in spec]
+        vals = [_scalar(v, f, name, spec) for v in spec]
         if not vals:
-            raise InjectError(f"vary={{{name!r}: {spec!r}}}: no values. Fix: give at least one.")
+            raise InjectError(f"vary={{{name!r}: {spec!r}}}: no values for {f.label}. "
+                              f"Fix: give at least one, e.g. {_example(f, name)}.")
         pick = (i % np.uint64(len(vals))).astype(np.int64)
-        if width <= 8:
-            return _fits(np.array(vals, dtype=np.uint64)[pick], width, name, spec)
-        return np.array([list(v) for v in vals], np.uint8)[pick]
-    one = _scalar(spec, width, name)
-    if width <= 8:
-        return _fits(np.full(count, one, np.uint64), width, name, spec)
-    return np.tile(np.frombuffer(one, np.uint8), (count, 1))
+        if f.width <= 8:
+            return np.array(vals, dtype=np.uint64)[pick]
+        return np.array([list(v.to_bytes(f.width, "big")) for v in vals], np.uint8)[pick]
+    return _nth(_scalar(spec, f, name, spec), 1, i, f)
 
 
-def _fits(vals: np.ndarray, width: int, name: str, spec: Any) -> np.ndarray:
-    if width < 8 and len(vals) and int(vals.max()) >> (8 * width):
-        raise InjectError(f"vary={{{name!r}: {spec!r}}}: {int(vals.max())} does not fit the {8 * width}-bit "
-                          f"field. Fix: keep values within 0..{2 ** (8 * width) - 1}.")
-    return vals
+def _nth(base: int, n: int, i: np.ndarray, f: Field) -> np.ndarray:
+    """base + i % n in each row: uint64, or (count, 16) bytes for IPv6 (128-bit, with the carry)."""
+    off = i % np.uint64(min(n, 2**63))
+    if f.width <= 8:
+        return np.uint64(base) + off  # fits: base + n - 1 was checked against the width
+    low = np.uint64(base & (2**64 - 1)) + off  # wraps around 2**64 ...
+    high = np.uint64(base >> 64) + (low < np.uint64(base & (2**64 - 1))).astype(np.uint64)  # ... and carries
+    return np.hstack([high.astype(">u8").view(np.uint8).reshape(-1, 8), low.astype(">u8").view(np.uint8).reshape(-1, 8)])
 
 
-def _scalar(v: Any, width: int, name: str) -> Any:
+def _refuse(name: str, spec: Any, f: Field, why: str) -> InjectError:
+    what, _ = f.describe()
+    return InjectError(f"vary={{{name!r}: {spec!r}}}: {why} {f.label}, {what}. Fix: e.g. {_example(f, name)}.")
+
+
+def _example(f: Field, name: str) -> str:
+    return " or ".join(f"{{{name!r}: {v}}}" for v in f.describe()[1])
+
+
+def _prefix(spec: str, f: Field, name: str) -> tuple[int, int]:
+    """(first address, how many) of an address prefix, for an address field of its family."""
     try:
-        if isinstance(v, str):
-            if ":" in v and width == 6:
-                return int(v.replace(":", ""), 16)
-            addr = ipaddress.ip_address(v)
-            if len(addr.packed) != min(width, 16) and width in (4, 16):
-                raise ValueError(f"an IPv{addr.version} address for a {width}-byte field")
-            return addr.packed if width == 16 else int(addr)
+        net = ipaddress.ip_network(spec, strict=False)
+    except ValueError as e:
+        raise _refuse(name, spec, f, f"{spec!r} is not an address prefix ({e}), so not a value for") from None
+    if f.kind not in FAMILY.values():
+        raise _refuse(name, spec, f, f"{spec!r} is an address prefix, not a value for")
+    if FAMILY[net.version] != f.kind:
+        raise _refuse(name, spec, f, f"{spec!r} is an IPv{net.version} prefix, not a value for")
+    return int(net.network_address), net.num_addresses
+
+
+def _scalar(v: Any, f: Field, name: str, spec: Any) -> int:
+    """One value as an int, checked against the field: its family, its width, never negative."""
+    if isinstance(v, str):
+        n = _parse(v, f, name, spec)
+    else:
+        try:
+            n = operator.index(v)  # ints and numpy ints; not floats, which would be cut (1.5 -> 1)
+        except TypeError:
+            raise _refuse(name, spec, f, f"{v!r} is not a value for") from None
+    if n < 0:
+        raise _refuse(name, spec, f, f"{v!r} is not a value for")
+    if n >> (8 * f.width):
+        raise _refuse(name, spec, f, f"{v!r} does not fit")
+    return n
+
+
+def _parse(v: str, f: Field, name: str, spec: Any) -> int:
+    if "/" in v:
+        raise _refuse(name, spec, f, f"{v!r} is an address prefix (in a list or a pair, give addresses), "
+                                     f"not a value for")
+    if f.kind == "mac" and MAC.fullmatch(v):
+        return int(re.sub("[:-]", "", v), 16)
+    if f.kind == "int" and v.isascii() and v.isdigit():
         return int(v)
-    except (TypeError, ValueError) as e:
-        raise InjectError(f"vary={{{name!r}: ...}}: {v!r} is not a value for this field ({e}).") from None
+    if f.kind in FAMILY.values():
+        try:
+            addr = ipaddress.ip_address(v)
+        except ValueError:
+            raise _refuse(name, spec, f, f"{v!r} is not a value for") from None
+        if FAMILY[addr.version] != f.kind:
+            raise _refuse(name, spec, f, f"{v!r} is an IPv{addr.version} address, not a value for")
+        return int(addr)
+    raise _refuse(name, spec, f, f"{v!r} is not a value for")
 
 
 def _put(frames: np.ndarray, at: int, width: int, vals: np.ndarray) -> None:
@@ -122,71 +207,26 @@ def _put(frames: np.ndarray, at: int, width: int, vals: np.ndarray) -> None:
         frames[:, at + k] = (vals >> np.uint64(8 * (width - 1 - k))) & np.uint64(0xFF)
 
 
-def _sum16(cols: np.ndarray) -> np.ndarray:
-    """Sum of each row's 16-bit big-endian words (an odd last byte padded with zero)."""
-    odd = cols.shape[1] % 2
-    words = cols[:, :cols.shape[1] - odd].view(">u2")  # rows are contiguous: no copy
-    s = words.sum(axis=1, dtype=np.uint64)
-    if odd:
-        s += cols[:, -1].astype(np.uint64) << np.uint64(8)
-    return s
+def _fields(built: Packet, vary: Mapping[str, Any] | None) -> list[tuple[str, Field, Any]]:
+    return [(name, _resolve(built, name), spec) for name, spec in (vary or {}).items()]
 
 
-def _fold(s: np.ndarray) -> np.ndarray:
-    while (s >> np.uint64(16)).any():
-        s = (s & np.uint64(0xFFFF)) + (s >> np.uint64(16))
-    return (~s) & np.uint64(0xFFFF)
-
-
-def fix_checksums(frames: np.ndarray, pkt: Packet, ends: np.ndarray | None = None) -> None:
-    """Recompute IPv4 header and TCP/UDP/ICMP checksums of every row, in place. ``ends``: each
-    row's frame length, when they differ (the bytes after it are zero, so they add nothing)."""
-    l4 = next((c for c in (TCP, UDP, ICMP) if c in pkt), None)
-    if IP in pkt:
-        ip = _offset(pkt, IP)
-        ihl = (pkt[IP].ihl or 5) * 4
-        frames[:, ip + 10:ip + 12] = 0
-        _put(frames, ip + 10, 2, _fold(_sum16(frames[:, ip:ip + ihl])))
-        end = ip + pkt[IP].len if pkt[IP].len else len(frames[0])
-        if ends is not None:
-            end = ends.astype(np.uint64)
-        pseudo = _sum16(frames[:, ip + 12:ip + 20])
-    elif IPv6 in pkt:
-        ip = _offset(pkt, IPv6)
-        end = ip + 40 + pkt[IPv6].plen if ends is None else ends.astype(np.uint64)
-        pseudo = _sum16(frames[:, ip + 8:ip + 40])
-        if l4 is None:
-            l4 = type(pkt[IPv6].payload) if pkt[IPv6].nh == 58 else None
-    else:
-        return
-    if l4 is None:
-        return
-    at = _offset(pkt, l4)
-    proto = {TCP: 6, UDP: 17}.get(l4, 58 if IPv6 in pkt else 1)
-    field = at + {6: 16, 17: 6}.get(proto, 2)
-    frames[:, field:field + 2] = 0
-    s = _sum16(frames[:, at:end] if ends is None else frames[:, at:])
-    if proto != 1:  # ICMPv4 has no pseudo-header
-        s = s + pseudo + np.uint64(proto) + (end - np.uint64(at))
-    csum = _fold(s)
-    if proto == 17:
-        csum[csum == 0] = 0xFFFF
-    _put(frames, field, 2, csum)
+def _fill(frames: np.ndarray, fields: list[tuple[str, Field, Any]], start: int, seed: int | None) -> None:
+    for name, f, spec in fields:
+        _put(frames, f.at, f.width, _values(spec, len(frames), f, name, start, seed))
 
 
 def build(pkt: Packet, count: int, vary: Mapping[str, Any] | None, start: int = 0,
           seed: int | None = None) -> np.ndarray:
     """``count`` rows of the frame ``pkt`` (an Ether packet) with ``vary`` applied: rows
-    ``start``...``start + count`` of the flood (any part of a flood can be built on its own)."""
-    template = np.frombuffer(bytes(pkt), np.uint8)
-    frames = np.tile(template, (count, 1))
+    ``start``...``start + count`` of the flood (any part of a flood can be built on its own).
+    Checksums ``pkt`` set on purpose stay as given; the others are recomputed."""
+    frames = np.tile(np.frombuffer(bytes(pkt), np.uint8), (count, 1))
     if not vary:
         return frames
     built = pkt.__class__(bytes(pkt))  # lengths and checksums filled in, as sent
-    for name, spec in vary.items():
-        at, width, _ = _resolve(built, name)
-        _put(frames, at, width, _values(spec, count, width, name, start, seed))
-    fix_checksums(frames, built)
+    _fill(frames, _fields(built, vary), start, seed)
+    Checksums(built, on_purpose(pkt)).apply(frames)
     return frames
 
 
@@ -194,7 +234,8 @@ class Flood:
     """A flood not yet built: rows are made per chunk, and any one again on demand.
 
     ``vary={"size": ...}`` varies the frame length (bytes, Ethernet header included): the template's
-    payload is replaced by zeros up to each row's size, and IP/UDP lengths follow.
+    payload is replaced by zeros up to each row's size, and IP/IPv6/UDP lengths follow (every one in
+    the stack: a tunnel's inner headers too).
     """
 
     def __init__(self, pkt: Packet, count: int, vary: Mapping[str, Any] | None, seed: int | None = None) -> None:
@@ -202,6 +243,7 @@ class Flood:
         vary = dict(vary or {})
         self.size = vary.pop("size", None)
         self.vary = vary or None
+        kept = on_purpose(pkt)  # decided on the template as given, before its payload is replaced
         self.pkt = pkt
         if self.size is not None:
             head = pkt.copy()
@@ -212,12 +254,18 @@ class Flood:
             spec = self.size
             every = list(spec) if isinstance(spec, (list, range)) else \
                 [spec[0], spec[1]] if isinstance(spec, tuple) and len(spec) == 2 else [spec]
-            sizes = _values(every, len(every), 2, "size")  # checks them, too
+            sizes = _values(every, len(every), SIZE, "size")  # checks them, too
             lo, hi = int(sizes.min()), int(sizes.max())
             if lo < self.least:
                 raise InjectError(f"vary={{'size': {self.size!r}}}: {lo} bytes is shorter than the headers "
                                   f"({self.least} bytes). Fix: sizes from {self.least}.")
             self.pkt = head / Raw(bytes(hi - self.least))
+        self.template = np.frombuffer(bytes(self.pkt), np.uint8)
+        built = self.pkt.__class__(bytes(self.pkt))
+        self.fields = _fields(built, self.vary)
+        self.sums = Checksums(built, kept)
+        self.lengths = [(at + LENGTHS[key[0]][0], at + LENGTHS[key[0]][1])
+                        for _, at, key in layers(built) if key[0] in LENGTHS]
         self.first = self.rows(0, 1)[0]  # checks vary= before anything is sent
 
     def __len__(self) -> int:
@@ -225,17 +273,16 @@ class Flood:
 
     def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Rows start..stop, and each one's length when sizes vary (the bytes after it are zero)."""
-        rows = build(self.pkt, stop - start, self.vary, start, self.seed)
-        if self.size is None:
-            return rows, None
-        lengths = _values(self.size, stop - start, 2, "size", start, self.seed).astype(np.int64)
-        rows[np.arange(rows.shape[1]) >= lengths[:, None]] = 0
-        built = self.pkt.__class__(bytes(self.pkt))
-        for layer, field, minus in ((IP, 2, 0), (IPv6, 4, 40), (UDP, 4, 0)):
-            if layer in built:
-                at = _offset(built, layer)
-                _put(rows, at + field, 2, (lengths - at - minus).astype(np.uint64))
-        fix_checksums(rows, built, lengths)
+        rows = np.tile(self.template, (stop - start, 1))
+        _fill(rows, self.fields, start, self.seed)
+        lengths = None
+        if self.size is not None:
+            lengths = _values(self.size, stop - start, SIZE, "size", start, self.seed).astype(np.int64)
+            rows[np.arange(rows.shape[1]) >= lengths[:, None]] = 0
+            for at, minus in self.lengths:
+                _put(rows, at, 2, (lengths - minus).astype(np.uint64))
+        if self.fields or lengths is not None:
+            self.sums.apply(rows, lengths)
         return rows, lengths
 
     def frame(self, i: int) -> bytes:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-
 from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Ether
+from scapy.layers.l2 import Dot3, Ether
 from scapy.packet import Packet
 
 from pktassert.errors import InjectError
 from pktassert.netns import Endpoint
 
 ETH_HLEN = 14
+VLAN_HLEN = 4
+VLAN_TPIDS = (0x8100, 0x88A8)  # 802.1Q and 802.1ad tags: the ones the kernel (eth_type_vlan) and the inspector know
+FRAMINGS = (Ether, Dot3)  # bottom layers that are Ethernet frames already (Dot3: 802.3 with a length field)
 
 
 def to_frames(what: Any, src: Endpoint, dst: Endpoint) -> list[bytes]:
@@ -47,11 +50,17 @@ def complete(pkt: Packet, src: Endpoint, dst: Endpoint) -> Packet:
     Without this scapy would take addresses and MACs from the namespace it was imported in.
     """
     pkt = pkt.copy()
-    if not isinstance(pkt, Ether):
+    if not isinstance(pkt, FRAMINGS):
         pkt = Ether() / pkt
-    eth = pkt[Ether]
-    eth.src = eth.fields.get("src", src.mac)
-    eth.dst = eth.fields.get("dst", dst.mac)
+        if pkt.type == Ether().type:  # scapy's Ether binds no EtherType to it: it would go out as 0x9000
+            name = type(pkt.payload).__name__
+            raise InjectError(f"inject() got a {name} packet ({pkt.payload.summary()}): it is not an Ethernet "
+                              f"frame, and scapy's Ether carries no {name} (it would send it with EtherType "
+                              f"0x{Ether().type:04x}, a loopback test frame). Fix: put Ether()/ at the bottom "
+                              f"(Ether()/IP()/..., Ether(type=...)/... for another EtherType), or start at a "
+                              f"layer Ether carries, such as IP, IPv6, ARP or Dot1Q; or pass the frame as bytes.")
+    pkt.src = pkt.fields.get("src", src.mac)
+    pkt.dst = pkt.fields.get("dst", dst.mac)
     if IP in pkt and "src" not in pkt[IP].fields:
         pkt[IP].src = src.ip
     if IPv6 in pkt and "src" not in pkt[IPv6].fields:
@@ -60,10 +69,30 @@ def complete(pkt: Packet, src: Endpoint, dst: Endpoint) -> Packet:
 
 
 def check_size(frames: Sequence[bytes] | np.ndarray, mtu: int) -> None:
-    limit = mtu + ETH_HLEN
-    if isinstance(frames, np.ndarray):  # a flood: every row has the template's length
+    """Refuse frames the DUT link would drop: the MTU limits the packet after the Ethernet header and
+    any VLAN tags, and the veth takes frames up to mtu + 14 + 4 (the kernel's is_skb_forwardable)."""
+    if isinstance(frames, np.ndarray):  # a flood: every row has the template's length (varied sizes are checked apart)
         frames = frames[:1]
     for i, f in enumerate(frames):
-        if len(f) > limit:
-            raise InjectError(f"packet {i} is a {len(f)}-byte frame; the DUT link's MTU is {mtu} "
-                              f"(frames up to {limit} bytes). Fix: shorten the payload.")
+        head, tags = ETH_HLEN, 0
+        while len(f) >= head + VLAN_HLEN and int.from_bytes(bytes(f[head - 2:head]), "big") in VLAN_TPIDS:
+            head, tags = head + VLAN_HLEN, tags + 1
+        payload, most = len(f) - head, mtu + ETH_HLEN + VLAN_HLEN
+        if payload <= mtu and len(f) <= most:
+            continue
+        said = f"packet {i} is a {len(f)}-byte frame; the DUT link's MTU is {mtu}"
+        if payload > mtu:
+            after = "the Ethernet header" + (f" and {tags} VLAN tag{'s' * (tags > 1)}" if tags else "")
+            raise InjectError(f"{said}, and the frame has {payload} bytes after {after}, {_over(payload - mtu)} "
+                              f"the MTU. Fix: shorten the payload by {_count(payload - mtu)}.")
+        raise InjectError(f"{said}, which takes frames up to {most} bytes (the MTU, the 14-byte Ethernet "
+                          f"header and one 4-byte VLAN tag); this one's {tags} VLAN tags make it "
+                          f"{_over(len(f) - most)} that. Fix: fewer VLAN tags, or a shorter payload.")
+
+
+def _over(n: int) -> str:
+    return f"{_count(n)} over"
+
+
+def _count(n: int) -> str:
+    return f"{n} byte{'s' * (n > 1)}"

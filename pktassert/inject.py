@@ -9,13 +9,14 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 from scapy.layers.l2 import Ether
+from scapy.packet import Packet
 
 from pktassert import pcap
 from pktassert.flood import Flood
 from pktassert.capture import Capture
 from pktassert.dut import XdpUnderTest
 from pktassert.errors import InjectError
-from pktassert.frames import check_size, to_frames
+from pktassert.frames import check_size, complete, to_frames
 from pktassert.bpf.sender import Sender
 from pktassert.engine_path import EnginePath
 from pktassert.live_path import LivePath
@@ -28,6 +29,14 @@ from pktassert.wire import Wire
 MTU = 1500
 ENGINE_FROM = 64  # packets per inject() from which the live tier uses the traffic engine
 KEEP = 1_000_000  # per-packet records kept by default (80 bytes each)
+
+
+def _whole(x: object) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
 class Injector:
@@ -60,20 +69,31 @@ class Injector:
         every k-th packet's record is kept (the capture says so) and the verdict counts still
         come exact from the counters."""
         if duration is not None:
+            if not (_number(duration) and duration > 0):
+                raise InjectError(f"duration={duration!r}: give seconds, a number more than 0.")
             if rate is None or count is not None:
                 raise InjectError("duration= goes with rate= (packets per second) and sets the count; "
                                   "give rate= and duration=, or count=.")
             count = max(1, round(rate * duration))
         count = 1 if count is None else count
-        if not isinstance(count, int) or count < 1:
+        if not _whole(count) or count < 1:
             raise InjectError(f"count={count!r}: give a positive whole number of packets.")
-        if rate is not None and not rate > 0:
-            raise InjectError(f"rate={rate!r}: give packets per second, more than 0.")
+        if not _whole(keep) or keep < 1:
+            raise InjectError(f"keep={keep!r}: give how many per-packet records to keep, a whole number from 1 "
+                              f"(above it, every k-th packet's record is kept and counts stay exact).")
+        if rate is not None and not (_number(rate) and rate > 0):
+            raise InjectError(f"rate={rate!r}: give packets per second, a number more than 0.")
+        if seed is not None and not vary:
+            raise InjectError(f"seed={seed!r} draws vary= values at random; without vary= it would do nothing. "
+                              f"Fix: give vary=, or drop seed=.")
         if count > 1 or vary:
             if isinstance(packets, (list, tuple)) and len(packets) != 1:
                 raise InjectError("count= and vary= take one template packet, not a list.")
-            template = to_frames(packets, self.xdp.peer, self.xdp.dut)[0]
-            frames: list[bytes] | Flood = Flood(Ether(template), count, vary, seed)
+            one = packets[0] if isinstance(packets, (list, tuple)) else packets
+            bytes(to_frames(one, self.xdp.peer, self.xdp.dut)[0])  # refuses what is not a packet
+            # The scapy packet itself when there is one: it knows which checksums the test set on purpose.
+            template = complete(one, self.xdp.peer, self.xdp.dut) if isinstance(one, Packet) else Ether(bytes(one))
+            frames: list[bytes] | Flood = Flood(template, count, vary, seed)
             check_size(frames.first, MTU)
         else:
             frames = to_frames(packets, self.xdp.peer, self.xdp.dut)
@@ -87,13 +107,17 @@ class Injector:
              keep: int = KEEP) -> Capture:
         """Replay a capture (pcap or pcapng): ``speed="max"``, or its own timing scaled by ``speed``
         (1.0 = as recorded), or at ``rate`` packets per second. In the unit tier time is not replayed."""
+        if not _whole(keep) or keep < 1:
+            raise InjectError(f"keep={keep!r}: give how many per-packet records to keep, a whole number from 1.")
+        if rate is not None and not (_number(rate) and rate > 0):
+            raise InjectError(f"rate={rate!r}: give packets per second, a number more than 0.")
         frames, times = pcap.read(path)
         check_size(frames, MTU)
         if rate is not None:
             schedule: np.ndarray | None = np.arange(len(frames), dtype=np.float64) / rate
         elif speed == "max":
             schedule = None
-        elif isinstance(speed, (int, float)) and speed > 0:
+        elif _number(speed) and speed > 0:
             schedule = times / speed
         else:
             raise InjectError(f"speed={speed!r}: \"max\", or a positive factor of the recorded timing (1.0 = as recorded).")

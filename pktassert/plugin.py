@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
 from pktassert import assertion, preflight
-from pktassert.bpf.program import LoadedProgram, Program, looks_like_path
+from pktassert.bpf.program import Program, looks_like_path
 from pktassert.bpf.sender import Sender
-from pktassert.collect import Collector
 from pktassert.dut import XdpUnderTest
 from pktassert.errors import ProgramError
 from pktassert.inject import MTU, Injector
 from pktassert.netns import Topology, leftovers
+from pktassert.program_cache import ProgramCache, raise_fd_limit
 from pktassert.record import const
 from pktassert.verdict import Verdict
 
@@ -85,33 +86,6 @@ def tier(request: pytest.FixtureRequest) -> str:
     return value
 
 
-class ProgramCache:
-    """Compiled programs by source, for the session: bcc has no compile cache and takes seconds."""
-
-    def __init__(self) -> None:
-        self._loaded: dict[tuple[str, str, tuple[str, ...]], tuple[LoadedProgram, Collector] | ProgramError] = {}
-
-    def get(self, program: Program) -> tuple[LoadedProgram, Collector]:
-        composed = program.compose()
-        key = (composed, program.func, program.cflags)
-        if key not in self._loaded:
-            try:
-                loaded = program.load(composed)
-                self._loaded[key] = (loaded, Collector(loaded))
-            except ProgramError as e:
-                self._loaded[key] = e
-        hit = self._loaded[key]
-        if isinstance(hit, ProgramError):
-            raise hit
-        return hit
-
-    def close(self) -> None:
-        for hit in self._loaded.values():
-            if not isinstance(hit, ProgramError):
-                hit[0].close()
-        self._loaded.clear()
-
-
 def _resolve(source: str, item: pytest.Item) -> str | Path:
     if not looks_like_path(source):
         return source
@@ -136,6 +110,7 @@ def pktassert_ready(pytestconfig: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def pktassert_programs(pktassert_ready: None) -> Iterator[ProgramCache]:
+    raise_fd_limit()
     cache = ProgramCache()
     yield cache
     cache.close()

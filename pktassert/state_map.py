@@ -6,18 +6,55 @@ import contextlib
 import ctypes
 from typing import Any, Callable, ContextManager, Iterator
 
+from pktassert.errors import PktassertError
+
 PROG_ARRAY = 3  # BPF_MAP_TYPE_PROG_ARRAY: values are programs, given by function name
 
 
-def _to(ctype: type, value: Any) -> Any:
-    """``value`` as ``ctype``: already one, raw bytes, a tuple of struct fields, or a number."""
+class MapValueError(PktassertError, ValueError):
+    """A key or value that does not fit the map's type exactly."""
+
+
+def _describe(ctype: type) -> str:
+    return f"{ctype.__name__} ({ctypes.sizeof(ctype)} bytes)"
+
+
+def _check_int(ctype: type, value: Any, what: str) -> int:
+    """``value`` if it is a whole number that fits ``ctype`` exactly; ctypes would wrap it silently."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MapValueError(f"{what}: {value!r} is not a whole number for {_describe(ctype)}.")
+    bits = 8 * ctypes.sizeof(ctype)
+    signed = getattr(ctype, "_type_", "B").islower()
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if not lo <= value <= hi:
+        raise MapValueError(f"{what}: {value} does not fit {_describe(ctype)}: it takes {lo}..{hi}. "
+                            f"Fix: a value in range (the kernel would see it wrapped).")
+    return value
+
+
+def _to(ctype: type, value: Any, what: str) -> Any:
+    """``value`` as ``ctype``: already one, raw bytes of its exact size, a tuple/list of struct fields
+    or array items, or a number; anything that would not fit exactly is refused."""
     if isinstance(value, ctype):
         return value
     if isinstance(value, (bytes, bytearray)):
+        if len(value) != ctypes.sizeof(ctype):
+            raise MapValueError(f"{what}: {len(value)} bytes for {_describe(ctype)}. Fix: exactly "
+                                f"{ctypes.sizeof(ctype)} bytes, or a number or tuple of fields.")
         return ctype.from_buffer_copy(bytes(value))
-    if isinstance(value, tuple):
-        return ctype(*value)
-    return ctype(value)
+    if issubclass(ctype, ctypes.Structure):
+        fields = [(n, t) for n, t, *_ in ctype._fields_ if not n.startswith("__pad")]  # bcc's alignment padding
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        if len(items) != len(fields):
+            raise MapValueError(f"{what}: {len(items)} values for struct {ctype.__name__} of {len(fields)} fields "
+                                f"({', '.join(n for n, _ in fields)}).")
+        return ctype(**{n: _to(t, v, f"{what}.{n}") for (n, t), v in zip(fields, items)})
+    if issubclass(ctype, ctypes.Array):
+        if not isinstance(value, (tuple, list)) or len(value) != ctype._length_:
+            raise MapValueError(f"{what}: give {ctype._length_} items or {ctypes.sizeof(ctype)} bytes for "
+                                f"{_describe(ctype)}, not {value!r}.")
+        return ctype(*(_to(ctype._type_, v, f"{what}[{i}]") for i, v in enumerate(value)))
+    return ctype(_check_int(ctype, value, what))
 
 
 def _from(value: Any) -> Any:
@@ -39,21 +76,21 @@ class StateMap:
     def __setitem__(self, key: Any, value: Any) -> None:
         if isinstance(value, str) and self.table.ttype == PROG_ARRAY and self._program_fd is not None:
             value = self._program_fd(value)
-        k, v = _to(self.table.Key, key), _to(self.table.Leaf, value)
+        k, v = _to(self.table.Key, key, f"{self.name} key"), _to(self.table.Leaf, value, f"{self.name} value")
         with self._writing():  # where interface indexes in the value are resolved
             self.table[k] = v
 
     def __getitem__(self, key: Any) -> Any:
-        return _from(self.table[_to(self.table.Key, key)])
+        return _from(self.table[_to(self.table.Key, key, f"{self.name} key")])
 
     def __delitem__(self, key: Any) -> None:
-        k = _to(self.table.Key, key)
+        k = _to(self.table.Key, key, f"{self.name} key")
         with self._writing():
             del self.table[k]
 
     def __contains__(self, key: Any) -> bool:
         try:
-            self.table[_to(self.table.Key, key)]
+            self.table[_to(self.table.Key, key, f"{self.name} key")]
         except KeyError:
             return False
         return True

@@ -6,33 +6,43 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
-from scapy.layers.l2 import Ether
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_LSRR
+from scapy.layers.inet6 import (
+    ICMPv6EchoRequest,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+    IPv6ExtHdrSegmentRouting,
+)
+from scapy.layers.l2 import GRE, Ether
+from scapy.layers.vxlan import VXLAN
 
 from pktassert import InjectError
-from pktassert.flood import build
+from pktassert.flood import Flood, build
 
 ETH = Ether(src="02:00:5e:00:53:02", dst="02:00:5e:00:53:01")
 SRC, DST = "192.0.2.2", "192.0.2.1"
 SRC6, DST6 = "2001:db8::2", "2001:db8::1"
 
 
-def rescored(row: np.ndarray) -> bytes:
-    """The row as scapy builds it when every checksum field is left for scapy to compute."""
+def rescored(row: np.ndarray, keep=()) -> bytes:
+    """The row as scapy builds it when every checksum field is left for scapy to compute, except those
+    of the layers in ``keep``: (class, n) for the n-th layer of that class, counting from 1."""
     pkt = Ether(row.tobytes())
-    layer = pkt
+    layer, seen = pkt, {}
     while layer:
+        seen[type(layer)] = seen.get(type(layer), 0) + 1
         for name in ("chksum", "cksum"):
-            if name in layer.fields:
+            if name in layer.fields and (type(layer), seen[type(layer)]) not in keep:
                 delattr(layer, name)
         layer = layer.payload
     return bytes(pkt)
 
 
-def assert_checksums(rows: np.ndarray) -> None:
+def assert_checksums(rows: np.ndarray, keep=()) -> None:
     for i, row in enumerate(rows):
-        assert row.tobytes() == rescored(row), f"row {i}: a checksum differs from scapy's"
+        assert row.tobytes() == rescored(row, keep), f"row {i}: a checksum differs from scapy's"
 
 
 def column(rows: np.ndarray, layer, field: str) -> list:
@@ -182,8 +192,8 @@ def test_address_range_as_a_pair():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ((1, 70000), "70000 does not fit the 16-bit field"),
-    (["not-a-port"], "'not-a-port' is not a value for this field"),
+    ((1, 70000), r"70000 does not fit TCP\.sport, a 16-bit field \(0\.\.65535\)\. Fix: e\.g\. {'sport': \(1, 65535\)}"),
+    (["not-a-port"], r"'not-a-port' is not a value for TCP\.sport, a 16-bit field \(0\.\.65535\)"),
 ])
 def test_values_that_do_not_fit_are_refused(spec, message):
     with pytest.raises(InjectError, match=message):
@@ -191,7 +201,7 @@ def test_values_that_do_not_fit_are_refused(spec, message):
 
 
 def test_ipv6_address_for_an_ipv4_field_is_refused():
-    with pytest.raises(InjectError, match="IPv6 address for a 4-byte field"):
+    with pytest.raises(InjectError, match=r"'2001:db8::5' is an IPv6 address, not a value for IP\.src"):
         build(ETH / IP(src=SRC, dst=DST) / TCP(), 2, {"src": ["2001:db8::5"]})
 
 
@@ -229,3 +239,121 @@ def test_sizes_vary_with_lengths_and_checksums_right():
         assert len(sizes) > 30                                          # drawn at random over the range
     with pytest.raises(InjectError, match="shorter than the headers"):
         Flood(ETH / IP() / TCP(), 10, {"size": (40, 60)})
+
+
+# Checksums the template set on purpose stay exactly as given; the others are scapy's.
+
+A, B = "198.51.100.1", "203.0.113.1"
+ON_PURPOSE = [
+    (ETH / IP(src=SRC, dst=DST, chksum=0x1234) / TCP(dport=80), (IP, 1), 0x1234),
+    (ETH / IP(src=SRC, dst=DST) / TCP(dport=80, chksum=0), (TCP, 1), 0),
+    (ETH / IP(src=SRC, dst=DST) / UDP(dport=53, chksum=0) / b"no checksum", (UDP, 1), 0),
+    (ETH / IPv6(src=SRC6, dst=DST6) / UDP(dport=53, chksum=0xABCD) / b"x", (UDP, 1), 0xABCD),
+    (ETH / IP(src=SRC, dst=DST) / ICMP(chksum=0xBEEF) / b"ping", (ICMP, 1), 0xBEEF),
+    (ETH / IP(src=SRC, dst=DST) / GRE(chksum_present=1, chksum=0x4242) / IP(src=A, dst=B) / UDP(), (GRE, 1), 0x4242),
+    (ETH / IP(src=SRC, dst=DST) / IP(src=A, dst=B, chksum=0x1111) / TCP(), (IP, 2), 0x1111),
+    (ETH / IP(src=SRC, dst=DST) / GRE() / IP(src=A, dst=B) / UDP(chksum=0) / b"x", (UDP, 1), 0),
+]
+
+
+def checksum_of(frame: bytes, layer) -> int:
+    cls, n = layer
+    got = Ether(frame).getlayer(cls, n)
+    return got.cksum if hasattr(got, "cksum") else got.chksum
+
+
+@pytest.mark.parametrize("how", ["build", "flood", "sized", "dissected"])
+@pytest.mark.parametrize("pkt, layer, value", ON_PURPOSE, ids=["IP", "TCP=0", "UDP=0", "IPv6-UDP", "ICMP", "GRE",
+                                                                 "inner-IP", "GRE-inner-UDP=0"])
+def test_checksums_set_on_purpose_are_kept(pkt, layer, value, how):
+    vary = {"src": "192.0.2.0/28", "ttl": (1, 9)} if IP in pkt else {"src": "2001:db8:9::/124", "hlim": (1, 9)}
+    if how == "build":
+        frames = [r.tobytes() for r in build(pkt, 20, vary)]
+    else:
+        template = Ether(bytes(pkt)) if how == "dissected" else pkt   # inject() hands Flood the frame, dissected
+        if how == "sized":
+            vary["size"] = (len(pkt), len(pkt) + 40)
+        flood = Flood(template, 20, vary, seed=1)
+        frames = [flood.frame(i) for i in range(20)]
+    assert {checksum_of(f, layer) for f in frames} == {value}
+    for i, f in enumerate(frames):
+        assert f == rescored(np.frombuffer(f, np.uint8), {layer}), f"packet {i}: a checksum differs from scapy's"
+
+
+def test_checksum_none_is_left_to_scapy():
+    pkt = ETH / IP(src=SRC, dst=DST, chksum=None) / TCP(dport=80, chksum=None)
+    assert_checksums(build(pkt, 20, {"src": "198.51.100.0/28", "sport": (1, 20)}))
+
+
+def test_dissected_template_with_right_checksums_recomputes_them():
+    # What inject() passes: the template as frame bytes. Its checksums were scapy's, so every row's are too.
+    pkt = ETH / IP(src=SRC, dst=DST) / UDP(dport=53) / b"q"
+    flood = Flood(Ether(bytes(pkt)), 30, {"src": "198.51.100.0/24", "sport": (1, 30)})
+    assert_checksums(flood.rows(0, 30)[0])
+
+
+# Tunnels and extension headers: the L4 pseudo-header is the innermost IP header's, with the final
+# destination of a routing header; every IPv4 header checksum and a GRE checksum are recomputed.
+
+TUNNELS = {
+    "IPIP": (ETH / IP(src=SRC, dst=DST) / IP(src=A, dst=B) / TCP(dport=80),
+             {"src": "192.0.2.0/28", "IP#2.src": "198.51.100.0/28", "IP#2.ttl": (1, 9), "sport": (1000, 1020)}),
+    "GRE": (ETH / IP(src=SRC, dst=DST) / GRE() / IP(src=A, dst=B) / UDP(dport=53) / b"query",
+            {"src": "192.0.2.0/28", "IP#2.dst": "203.0.113.0/29", "sport": (1, 7)}),
+    "GRE-checksum": (ETH / IP(src=SRC, dst=DST) / GRE(chksum_present=1) / IP(src=A, dst=B) / UDP(dport=53) / b"q",
+                     {"src": "192.0.2.0/28", "IP#2.src": "198.51.100.0/29", "dport": (1, 7)}),
+    "6in4": (ETH / IP(src=SRC, dst=DST) / IPv6(src=SRC6, dst=DST6) / TCP(dport=80),
+             {"src": "192.0.2.0/28", "IPv6.src": "2001:db8:7::/124", "dport": (1, 30)}),
+    "4in6": (ETH / IPv6(src=SRC6, dst=DST6) / IP(src=A, dst=B) / UDP(dport=53) / b"q",
+             {"src": "2001:db8:7::/124", "IP.src": "198.51.100.0/28", "IP.id": (1, 99), "sport": (1, 30)}),
+    "routing": (ETH / IPv6(src=SRC6, dst=DST6) / IPv6ExtHdrRouting(addresses=["2001:db8:a::1", "2001:db8:b::1"])
+                / TCP(dport=80), {"src": "2001:db8:7::/124", "dst": "2001:db8:8::/124", "sport": (1, 30)}),
+    "segment-routing": (ETH / IPv6(src=SRC6, dst=DST6)
+                        / IPv6ExtHdrSegmentRouting(addresses=["2001:db8:a::1", "2001:db8:b::1"]) / UDP(dport=53) / b"q",
+                        {"src": "2001:db8:7::/124", "dst": "2001:db8:8::/124", "sport": (1, 30)}),
+    "hop-by-hop-icmpv6": (ETH / IPv6(src=SRC6, dst=DST6) / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt()
+                          / ICMPv6EchoRequest(data=b"ping"), {"src": "2001:db8:7::/124", "hlim": (1, 5)}),
+    "ipv4-source-route": (ETH / IP(src=SRC, dst=DST, options=[IPOption_LSRR(routers=[A, B])]) / TCP(dport=80),
+                          {"src": "192.0.2.0/28", "dst": "198.51.100.0/28", "sport": (1, 30)}),
+    "vxlan": (ETH / IP(src=SRC, dst=DST) / UDP(sport=4789, dport=4789) / VXLAN(vni=7) / ETH / IP(src=A, dst=B)
+              / TCP(dport=80), {"src": "192.0.2.0/28", "IP#2.src": "198.51.100.0/28", "TCP.sport": (1, 30)}),
+}
+
+
+@pytest.mark.parametrize("name", TUNNELS)
+def test_tunnel_checksums_match_scapy(name):
+    pkt, vary = TUNNELS[name]
+    assert_checksums(build(pkt, 40, vary))
+    assert_checksums(build(pkt, 40, vary, seed=5))
+
+
+@pytest.mark.parametrize("name", TUNNELS)
+def test_tunnel_lengths_and_checksums_follow_sizes(name):
+    pkt, vary = TUNNELS[name]
+    flood = Flood(pkt, 40, {**vary, "size": (len(pkt), len(pkt) + 300)}, seed=2)
+    for i in range(40):
+        frame = flood.frame(i)
+        assert frame == rescored(np.frombuffer(frame, np.uint8)), f"packet {i}: a length or checksum differs"
+
+
+def test_tunnel_fields_are_chosen_by_position():
+    ipip = ETH / IP(src=SRC, dst=DST) / IP(src=A, dst=B) / TCP(dport=80)
+    for vary, outer, inner in (({"src": "198.51.100.77"}, "198.51.100.77", A),
+                               ({"IP.src": "198.51.100.77"}, "198.51.100.77", A),
+                               ({"IP#1.src": "198.51.100.77"}, "198.51.100.77", A),
+                               ({"IP#2.src": "198.51.100.77"}, SRC, "198.51.100.77")):
+        got = Ether(build(ipip, 1, vary)[0].tobytes())
+        assert (got[IP].src, got.getlayer(IP, 2).src) == (outer, inner), vary
+    with pytest.raises(InjectError, match=r"'IP#3\.src'.*IP#2\.src.*LAYER#n\.field"):
+        build(ipip, 1, {"IP#3.src": A})
+    # A bare name is the outermost layer's: in 4in6, the IPv6 header's source.
+    four_in_six = ETH / IPv6(src=SRC6, dst=DST6) / IP(src=A, dst=B) / TCP()
+    got = Ether(build(four_in_six, 1, {"src": "2001:db8::77"})[0].tobytes())
+    assert (got[IPv6].src, got[IP].src) == ("2001:db8::77", A)
+
+
+def test_ipv6_address_range_as_a_pair():
+    rows = build(ETH / IPv6(src=SRC6, dst=DST6) / TCP(), 6, {"src": ("2001:db8::fffe", "2001:db8::1:2")})
+    assert column(rows, IPv6, "src") == ["2001:db8::fffe", "2001:db8::ffff", "2001:db8::1:0", "2001:db8::1:1",
+                                         "2001:db8::1:2", "2001:db8::fffe"]
+    assert_checksums(rows)
