@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import time
+from typing import Self
 
 from . import owner
 from .namespace import Namespace
@@ -12,6 +14,12 @@ from .namespace import Namespace
 DUT_IP, PEER_IP, PREFIX = "192.0.2.1", "192.0.2.2", 24
 DUT_IP6, PEER_IP6, PREFIX6 = "2001:db8::1", "2001:db8::2", 64
 DUT_MAC, PEER_MAC = "02:00:5e:00:53:01", "02:00:5e:00:53:02"
+# The honeypot link (hp0 in the DUT namespace, hp1 in the honeypot's). Narrow prefixes at the top of
+# the ranges, because tests spoof sources all over them: the DUT's replies to those must not
+# start going to the honeypot once it exists.
+HP_DUT_IP, HP_IP, HP_PREFIX = "203.0.113.253", "203.0.113.254", 30
+HP_DUT_IP6, HP_IP6, HP_PREFIX6 = "2001:db8:ffff:ffff::1", "2001:db8:ffff:ffff::2", 126
+HP_DUT_MAC, HP_MAC = "02:00:5e:00:53:03", "02:00:5e:00:53:04"
 
 # IPv6 would otherwise send DAD probes, router solicitations and MLD reports into the
 # inspector: a 5,000-frame run was once seen as 5,004 frames.
@@ -43,6 +51,9 @@ class Topology:
 
     Nothing is created in the root namespace. Closing drops the namespaces, and the kernel
     removes the veth pair (and any XDP program on it) with them.
+
+    ``honeypot`` adds, the first time it is asked for, a third namespace where frames the DUT
+    redirects can land (see the property).
     """
 
     def __init__(self, label: str = "", mtu: int = 1500) -> None:
@@ -50,6 +61,8 @@ class Topology:
         # The label goes on both veth ends (ifalias): what the cleanup command recognises as ours.
         self.label = f"{owner.PREFIX} {owner.mark()} #{n} {label}"[:250]
         self._namespaces: list[Namespace] = []
+        self._mtu = mtu
+        self._honeypot: tuple[Endpoint, Endpoint] | None = None
         try:
             dut_ns = self._namespace("dut")
             peer_ns = self._namespace("peer")
@@ -59,10 +72,74 @@ class Topology:
             )
             self.dut = self._configure(dut_ns, "dut0", DUT_MAC, DUT_IP, DUT_IP6, PEER_MAC, PEER_IP, PEER_IP6)
             self.peer = self._configure(peer_ns, "peer0", PEER_MAC, PEER_IP, PEER_IP6, DUT_MAC, DUT_IP, DUT_IP6)
-            self.peer.ns.ipr.link("set", index=self.peer.ifindex, ifalias=self.label)
+            peer_ns.ipr.link("set", index=self.peer.ifindex, ifalias=self.label)
+            self._await_activation(dut_ns, self.dut.ifindex)
         except BaseException:
             self.close()
             raise
+
+    @property
+    def honeypot(self) -> Endpoint:
+        """hp1, the far end of a veth pair whose other end, ``honeypot_port`` (hp0), is in the DUT
+        namespace: a DUT-side devmap holding hp0's ifindex (written from inside the DUT namespace)
+        redirects frames here. Made on first use, closed with the topology. Its ifindex differs
+        from the peer's, so a program attached to both can tell them apart by ingress ifindex."""
+        return self._honeypot_link()[1]
+
+    @property
+    def honeypot_port(self) -> Endpoint:
+        """hp0: the honeypot link's end in the DUT namespace, where the DUT redirects to."""
+        return self._honeypot_link()[0]
+
+    def _honeypot_link(self) -> tuple[Endpoint, Endpoint]:
+        if self._honeypot is None:
+            if not self._namespaces:
+                raise RuntimeError("this topology is closed")
+            hp_ns = self._namespace("honeypot")
+            try:
+                self._honeypot = self._make_honeypot(hp_ns)
+            except BaseException:
+                # Dropping the namespace removes hp1, and with it hp0: a later call starts afresh.
+                self._namespaces.remove(hp_ns)
+                hp_ns.close()
+                raise
+        return self._honeypot
+
+    def _make_honeypot(self, hp_ns: Namespace) -> tuple[Endpoint, Endpoint]:
+        dut_ns = self.dut.ns
+        assert dut_ns is not None  # only the unit tier's endpoints have none
+        # Made from the honeypot side, so hp1's ifindex can be chosen (pyroute2 cannot set the
+        # veth peer's): both namespaces are fresh, so it would otherwise equal peer0's.
+        hp_ns.ipr.link(
+            "add", ifname="hp1", index=self.peer.ifindex + 1, kind="veth", address=HP_MAC,
+            mtu=self._mtu, ifalias=self.label,
+            peer={"ifname": "hp0", "net_ns_fd": dut_ns.fd, "address": HP_DUT_MAC, "mtu": self._mtu},
+        )
+        port = self._configure(dut_ns, "hp0", HP_DUT_MAC, HP_DUT_IP, HP_DUT_IP6, HP_MAC, HP_IP, HP_IP6,
+                               HP_PREFIX, HP_PREFIX6)
+        dut_ns.ipr.link("set", index=port.ifindex, ifalias=self.label)
+        far = self._configure(hp_ns, "hp1", HP_MAC, HP_IP, HP_IP6, HP_DUT_MAC, HP_DUT_IP, HP_DUT_IP6,
+                              HP_PREFIX, HP_PREFIX6)
+        self._await_activation(dut_ns, port.ifindex)
+        return port, far
+
+    @staticmethod
+    def _await_activation(ns: Namespace, ifindex: int) -> None:
+        """Wait (bounded) until the veth end that came up first has been activated.
+
+        It came up while its peer was down, without carrier, so the kernel activated its queue
+        later, from the linkwatch work the peer's carrier event queued: until then the stack's
+        frames sent out of it are dropped (tx_dropped). Measured: ~1 in 10 UDP datagrams sent
+        from the DUT's stack right after construction were lost; linkwatch sets the operstate
+        to UP as it activates the queue, within ~1-8 ms here. The other end was activated
+        when it came up (its operstate says DOWN for another second: not an urgent event).
+        """
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            link = ns.ipr.get_links(index=ifindex)[0]
+            if link.get_attr("IFLA_OPERSTATE") == "UP":
+                return
+            time.sleep(0.0005)
 
     def _namespace(self, role: str) -> Namespace:
         ns = Namespace(f"{self.label} {role}")
@@ -77,24 +154,26 @@ class Topology:
 
     @staticmethod
     def _configure(ns: Namespace, ifname: str, mac: str, ip: str, ip6: str,
-                   other_mac: str, other_ip: str, other_ip6: str) -> Endpoint:
+                   other_mac: str, other_ip: str, other_ip6: str,
+                   prefix: int = PREFIX, prefix6: int = PREFIX6) -> Endpoint:
         ipr = ns.ipr
         idx = ipr.link_lookup(ifname=ifname)[0]
         # NOARP: no solicited-node multicast join (so no MLD report) and no ARP/ND probes;
         # the static neighbours below are all the stack needs.
         ipr.link("set", index=idx, arp=False)
-        ipr.addr("add", index=idx, address=ip, prefixlen=PREFIX)
-        ipr.addr("add", index=idx, address=ip6, prefixlen=PREFIX6, flags=0x02)  # IFA_F_NODAD
+        ipr.addr("add", index=idx, address=ip, prefixlen=prefix)
+        ipr.addr("add", index=idx, address=ip6, prefixlen=prefix6, flags=0x02)  # IFA_F_NODAD
         ipr.neigh("add", dst=other_ip, lladdr=other_mac, ifindex=idx, state="permanent")
         ipr.neigh("add", dst=other_ip6, lladdr=other_mac, ifindex=idx, state="permanent", family=10)
         ipr.link("set", index=idx, state="up")
         return Endpoint(ns, ifname, idx, mac, ip, ip6)
 
     def close(self) -> None:
+        self._honeypot = None
         while self._namespaces:
             self._namespaces.pop().close()
 
-    def __enter__(self) -> "Topology":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

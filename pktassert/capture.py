@@ -12,6 +12,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet
 
 from pktassert.errors import PktassertError
+from pktassert.live_outputs import LiveOutputs
 from pktassert.outputs import Outputs
 from pktassert.record import const
 from pktassert.verdict import Verdict
@@ -78,8 +79,15 @@ class Outcome:
 
     @property
     def output(self) -> Ether:
-        """The frame as the filter left it (unit tier)."""
+        """The frame as the filter left it (unit tier), or as it arrived after leaving the DUT (live
+        tier: TX'd to the peer, redirected to the honeypot)."""
         return self.capture.output_at(self.pos)
+
+    @property
+    def landed(self) -> str | None:
+        """Live tier: where this packet's frame arrived after leaving the DUT ("peer", "honeypot"), or None."""
+        outs = self.capture._outputs
+        return outs.where(int(self.capture.index[self.pos])) if isinstance(outs, LiveOutputs) else None
 
     def __repr__(self) -> str:
         return f"{Verdict.name_of(self.ret)} for {self.capture.summary(self.pos)}"
@@ -92,7 +100,7 @@ class Capture:
     """
 
     def __init__(self, records: np.ndarray, frame: Callable[[int], bytes], index: np.ndarray | None = None,
-                 sent: int | None = None, accounted: int | None = None, outputs: Outputs | None = None,
+                 sent: int | None = None, accounted: int | None = None, outputs: Outputs | LiveOutputs | None = None,
                  tier: str = "live", step: int = 1, exact: np.ndarray | None = None, stray: int = 0) -> None:
         self.records = records
         self._frame = frame
@@ -175,18 +183,21 @@ class Capture:
 
     @property
     def outputs(self) -> list[Ether]:
-        """Every packet as the filter left it, in send order (unit tier)."""
+        """Unit tier: every packet as the filter left it, in send order. Live tier: the frames that
+        left the DUT (TX, REDIRECT) and arrived where pktassert listens, in send order."""
+        if isinstance(self._outputs, LiveOutputs):
+            came = set(self._outputs.positions())
+            return [self.output_at(i) for i, p in enumerate(self.index.tolist()) if p in came]
         return [self.output_at(i) for i in range(len(self))]
 
     def output_at(self, pos: int) -> Ether:
         if self._outputs is None:
-            raise PktassertError("output packets exist in the unit tier only: in the live tier the frame goes on "
-                                 "into the kernel. Fix: run this test with tier \"unit\" (see README), or "
-                                 "use xdp.run(packet).")
+            raise PktassertError("no output frames were kept for this capture: a flood sampled above keep= "
+                                 "keeps records only. Fix: a smaller count or a larger keep=, or xdp.run(packet).")
         return Ether(self._outputs[int(self.index[pos])])
 
     def rewritten(self) -> "Capture":
-        """The packets the filter changed (unit tier)."""
+        """The packets the filter changed (unit tier), or whose frame left the DUT changed (live tier)."""
         if self._outputs is None:
             self.output_at(0)  # raises the explanation
         return self._subset(np.isin(self.index, self._outputs.changed))

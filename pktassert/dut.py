@@ -8,6 +8,7 @@ from typing import Any, Iterator
 from scapy.layers.l2 import Ether
 
 from pktassert.bpf.program import RESERVED, LoadedProgram, Program
+from pktassert.bpf.receiver import Receiver
 from pktassert.bpf.test_run import TestRunner
 from pktassert.collect import Collector, Tally
 from pktassert.errors import InjectError, PktassertError
@@ -27,14 +28,22 @@ class XdpUnderTest:
     it is only run by the kernel on frames handed to it.
     """
 
-    def __init__(self, loaded: LoadedProgram, collector: Collector, topology: Topology | None = None) -> None:
+    def __init__(self, loaded: LoadedProgram, collector: Collector, topology: Topology | None = None,
+                 receiver: Receiver | None = None) -> None:
         self.loaded, self.collector, self._topology = loaded, collector, topology
+        # Live tier: pktassert's receiver on the peer's end (and the honeypot's, once made), so that
+        # frames the filter sends out arrive as on a real link and are captured.
+        self.receiver = receiver if topology is not None else None
         self._map_ns: Namespace | None = None  # unit tier: where map writes resolve interface indexes
+        self._honeypot: Honeypot | None = None
         loaded.reset()
         collector.discard()
         if topology is not None:
             dut = topology.dut
             dut.ns.ipr.link("set", index=dut.ifindex, xdp_fd=loaded.fd)  # native XDP, inside the DUT netns
+            if self.receiver is not None:
+                self.receiver.clear()
+                self.receiver.attach(topology.peer.ns, topology.peer.ifindex)
         self._start = collector.tally()
         self._unit = UnitPath(loaded)
 
@@ -118,7 +127,35 @@ class XdpUnderTest:
         with ns.entered():
             yield
 
+    @property
+    def honeypot(self) -> "Honeypot":
+        """A third namespace the filter can redirect to (live tier), made on first use: put
+        ``xdp.honeypot.ifindex`` (its port in the DUT namespace) in a devmap; read what arrived
+        with ``xdp.honeypot.received()``."""
+        topo = self.topology
+        if self._honeypot is None:
+            far = topo.honeypot
+            assert far.ns is not None and self.receiver is not None
+            self.receiver.attach(far.ns, far.ifindex)
+            self._honeypot = Honeypot(topo.honeypot_port.ifindex, far, self.receiver)
+        return self._honeypot
+
+    def landings(self) -> dict[int, str]:
+        """The receiver's interfaces by ifindex (each in its own namespace): where output frames land."""
+        places = {self.topology.peer.ifindex: "peer"}
+        if self._honeypot is not None:
+            places[self._honeypot.endpoint.ifindex] = "honeypot"
+        return places
+
+    def received_by_peer(self) -> list[Ether]:
+        """Every frame that arrived at the peer since the test started (TX'd by the filter, or sent
+        by the DUT's stack), in arrival order (the first frames whose bytes the receiver keeps)."""
+        assert self.receiver is not None, "the live tier only"
+        return [Ether(f.data[:f.length]) for f in self.receiver.frames(self.topology.peer.ifindex)]
+
     def close(self) -> None:
+        if self.receiver is not None:
+            self.receiver.detach()
         if self._map_ns is not None:
             self._map_ns.close()
             self._map_ns = None
@@ -171,6 +208,21 @@ class XdpUnderTest:
 
     def __repr__(self) -> str:
         return f"<xdp {self.program.func}() from {self.program.name} on {self.ifname} {self.ip}>"
+
+
+class Honeypot:
+    """Where a filter can redirect frames for further analysis: a veth whose port in the DUT
+    namespace has ``ifindex`` and whose far end, ``endpoint``, is in a namespace of its own."""
+
+    def __init__(self, ifindex: int, endpoint: Endpoint, receiver: Receiver) -> None:
+        self.ifindex, self.endpoint, self._receiver = ifindex, endpoint, receiver
+
+    def received(self) -> list[Ether]:
+        """The frames that arrived, in arrival order."""
+        return [Ether(f.data[:f.length]) for f in self._receiver.frames(self.endpoint.ifindex)]
+
+    def __repr__(self) -> str:
+        return f"<honeypot: ifindex {self.ifindex} in the DUT namespace>"
 
 
 class Run:

@@ -20,6 +20,8 @@ from pktassert.frames import check_size, complete, to_frames
 from pktassert.bpf.sender import Sender
 from pktassert.engine_path import EnginePath
 from pktassert.live_path import LivePath
+from pktassert import live_outputs
+from pktassert.live_outputs import LiveOutputs
 from pktassert.outputs import Outputs
 from pktassert.path import Part, Path
 from pktassert.unit_path import UnitPath
@@ -166,9 +168,12 @@ class Injector:
                     parts.append(self._run(path, wire, start, start + len(wire), n, step, records, exact, schedule))
         accounted = sum(p.accounted for p in parts)
         frame = frames.frame if isinstance(frames, Flood) else frames.__getitem__
-        outputs = None
+        outputs: Outputs | LiveOutputs | None = None
         if parts[0].outputs is not None:
             outputs = Outputs.join([p.outputs for p in parts if p.outputs is not None], frame)
+        elif path.tier == "live" and step == 1 and self.xdp.receiver is not None:
+            outputs = live_outputs.collect(self.xdp.receiver, records, np.arange(n), first_tag, frame,
+                                           self.xdp.landings())
         return Capture(records, frame, index=np.arange(0, n, step), sent=n, accounted=accounted, outputs=outputs,
                        tier=path.tier, step=step, exact=exact if step > 1 else None,
                        stray=sum(p.stray for p in parts))

@@ -11,6 +11,7 @@ import pytest
 
 from pktassert import assertion, preflight
 from pktassert.bpf.program import Program, looks_like_path
+from pktassert.bpf.receiver import Receiver
 from pktassert.bpf.sender import Sender
 from pktassert.dut import XdpUnderTest
 from pktassert.errors import ProgramError
@@ -143,6 +144,21 @@ def topology(pktassert_ready: None, request: pytest.FixtureRequest) -> Iterator[
         yield topo
 
 
+@pytest.fixture(scope="session")
+def pktassert_receiver(pktassert_ready: None) -> Iterator[Callable[[], Receiver]]:
+    """pktassert's receiver (bpf/receiver.c), compiled on first use in the session."""
+    made: list[Receiver] = []
+
+    def get() -> Receiver:
+        if not made:
+            made.append(Receiver())
+        return made[0]
+
+    yield get
+    for receiver in made:
+        receiver.close()
+
+
 @pytest.fixture
 def xdp(tier: str, xdp_program: Program, pktassert_programs: ProgramCache,
         request: pytest.FixtureRequest) -> Iterator[XdpUnderTest]:
@@ -150,7 +166,8 @@ def xdp(tier: str, xdp_program: Program, pktassert_programs: ProgramCache,
     the DUT's veth; in the unit tier loaded only, for the kernel's test runs."""
     loaded, collector = pktassert_programs.get(xdp_program)
     topo = request.getfixturevalue("topology") if tier == "live" else None
-    dut = XdpUnderTest(loaded, collector, topo)
+    receiver = request.getfixturevalue("pktassert_receiver")() if tier == "live" else None
+    dut = XdpUnderTest(loaded, collector, topo, receiver)
     yield dut
     dut.close()
     counts = {v.name: n for v, n in dut.counts().items() if n}

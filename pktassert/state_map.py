@@ -78,7 +78,12 @@ class StateMap:
             value = self._program_fd(value)
         k, v = _to(self.table.Key, key, f"{self.name} key"), _to(self.table.Leaf, value, f"{self.name} value")
         with self._writing():  # where interface indexes in the value are resolved
-            self.table[k] = v
+            try:
+                self.table[k] = v
+            except Exception as e:  # noqa: BLE001 -- bcc raises plain Exception with the kernel's errno text
+                raise MapValueError(f"{self.name}: the kernel refused {key!r} -> {value!r}: {e}. For a devmap the "
+                                    f"value is an interface index of the DUT namespace (xdp.ifindex, "
+                                    f"xdp.honeypot.ifindex).") from None
 
     def __getitem__(self, key: Any) -> Any:
         return _from(self.table[_to(self.table.Key, key, f"{self.name} key")])
@@ -96,7 +101,10 @@ class StateMap:
         return True
 
     def __len__(self) -> int:
-        return len(self.table)
+        try:
+            return len(self.table)
+        except NotImplementedError:  # bcc's LPM trie: count its keys
+            return sum(1 for _ in self.table.keys())
 
     def __iter__(self) -> Iterator[Any]:
         return (_from(k) for k in self.table.keys())

@@ -101,11 +101,13 @@ def test_unit_tier_has_no_topology(xdp, inject):
 
 
 @pytest.mark.parametrize("tier", ["live"], indirect=True)
-def test_live_tier_has_no_output_packets(xdp, inject):
-    result = inject(IP(dst=xdp.ip) / UDP(dport=7))
-    assert result.verdict == Verdict.TX
-    with pytest.raises(PktassertError, match="output packets exist in the unit tier only"):
-        result.output
+def test_live_tier_outputs_are_the_frames_that_came_out(xdp, inject):
+    result = inject([Ether(src=A, dst=B) / IP(dst=xdp.ip) / UDP(dport=7), Ether(src=A, dst=B) / IP(dst=xdp.ip) / TCP(dport=7)])
+    assert result.verdicts == [Verdict.TX, Verdict.PASS]
+    assert (result[0].output[Ether].src, result[0].output[Ether].dst) == (B, A)   # as it arrived at the peer
+    assert [o[Ether].dst for o in result.outputs] == [A] and list(result.rewritten().index) == [0]
+    with pytest.raises(PktassertError, match="packet #1 has no output frame in the live tier: its verdict was PASS"):
+        result[1].output
 
 
 TIER_PROBE = f"""
