@@ -45,6 +45,11 @@ class Tally:
         return int(self.counters[const("CTR_ENTERED")])
 
     @property
+    def frames(self) -> int:
+        """Every frame the filter judged, injected or not."""
+        return self.completed + self.stray_total
+
+    @property
     def stray_total(self) -> int:
         return int(self._group(const("CTR_STRAY")).sum())
 

@@ -61,10 +61,11 @@ def complete(pkt: Packet, src: Endpoint, dst: Endpoint) -> Packet:
                               f"layer Ether carries, such as IP, IPv6, ARP or Dot1Q; or pass the frame as bytes.")
     pkt.src = pkt.fields.get("src", src.mac)
     pkt.dst = pkt.fields.get("dst", dst.mac)
-    if IP in pkt and "src" not in pkt[IP].fields:
-        pkt[IP].src = src.ip
-    if IPv6 in pkt and "src" not in pkt[IPv6].fields:
-        pkt[IPv6].src = src.ip6
+    # Every IP header, inner ones in tunnels too: scapy would pick a source from the host's routes.
+    addresses = {IP: src.ip, IPv6: src.ip6}
+    for header in pkt.iterpayloads():
+        if type(header) in addresses and header.fields.get("src") is None:
+            header.src = addresses[type(header)]
     return pkt
 
 

@@ -181,3 +181,17 @@ def test_frame_sizes_refused(ip_len, tags, match):
     frame = frame_of(ip_len, tags)
     refused(match, check_size, [frame_of(100), frame], 1500)
     refused(match, check_size, np.tile(np.frombuffer(frame, np.uint8), (3, 1)), 1500)
+
+
+def test_inner_ip_headers_get_the_peers_source_too():
+    # Left unset, scapy would take an inner header's source from the host's own routes.
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.inet6 import IPv6
+
+    from pktassert.frames import complete
+    from pktassert.netns import UNIT_DUT, UNIT_PEER
+
+    pkt = complete(IP(dst="192.0.2.1") / IP(dst="198.51.100.1") / UDP(), UNIT_PEER, UNIT_DUT)
+    assert [h.src for h in pkt.iterpayloads() if type(h) is IP] == [UNIT_PEER.ip, UNIT_PEER.ip]
+    pkt = complete(IPv6(dst="2001:db8::1") / IP(src="203.0.113.7", dst="198.51.100.1") / UDP(), UNIT_PEER, UNIT_DUT)
+    assert (pkt[IPv6].src, pkt[IP].src) == (UNIT_PEER.ip6, "203.0.113.7")   # a source the test set stays
