@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,22 +24,32 @@ def _span_s(capture) -> float:
     return (int(ts.max()) - int(ts.min())) / 1e9
 
 
+def _last_after_s(capture, start_ns: int) -> float:
+    """When the last frame reached the filter, after start_ns (bpf_ktime_get_ns is CLOCK_MONOTONIC,
+    as time.monotonic_ns is): pacing must never send a frame before its time."""
+    return (int(capture.records["ts_ns"].max()) - start_ns) / 1e9
+
+
 @LIVE
 def test_rate_and_duration_pace_a_flood(xdp, inject):
+    start = time.monotonic_ns()
     r = inject(IP(dst=xdp.ip) / UDP(dport=9), rate=5_000, duration=0.2, vary={"sport": (1, 1000)})
     assert r.sent == r.accounted == 1000
     # The inspector's own clock: 1,000 packets at 5,000/s arrive over ~0.2 s, not in a burst.
-    assert 0.18 < _span_s(r) < 0.3
+    assert _last_after_s(r, start) >= 999 / 5_000 and _span_s(r) < 0.3
 
 
 @LIVE
 def test_capture_replayed_with_its_own_timing(xdp, inject):
     fast = inject.pcap(CAPTURE, speed="max")
+    start = time.monotonic_ns()
     recorded = inject.pcap(CAPTURE, speed=1.0)     # 1,056 frames 100 us apart: 0.1055 s
+    middle = time.monotonic_ns()
     doubled = inject.pcap(CAPTURE, speed=2.0)
     assert fast.sent == recorded.sent == doubled.sent == 1056
     assert _span_s(fast) < 0.05
-    assert 0.1 < _span_s(recorded) < 0.16 and 0.05 < _span_s(doubled) < 0.09
+    assert _last_after_s(recorded, start) >= 0.1055 and _span_s(recorded) < 0.16
+    assert _last_after_s(doubled, middle) >= 0.1055 / 2 and _span_s(doubled) < 0.09
     assert [fast.frame(i) for i in (0, 500, 1055)] == [recorded.frame(i) for i in (0, 500, 1055)]
 
 
