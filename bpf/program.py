@@ -15,14 +15,15 @@ import dataclasses
 import functools
 import mmap
 import os
-import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-
+from pktassert.bpf import compile_check, diagnostics, map_reset, source_check
+from pktassert.bpf.source_check import RESERVED
 from pktassert.bpf.test_run import TestRunner
+
 from pktassert.errors import ProgramError
 
 HERE = Path(__file__).resolve().parent
@@ -45,14 +46,7 @@ static __always_inline int {func}(struct xdp_md *ctx);
 #define PKTASSERT_FILTER {func}
 """
 
-# Names a filter may not use: ours all start with these (maps, functions, macros, types).
-RESERVED = ("pktassert_", "PKTASSERT_")
-_RESERVED_NAME = re.compile(r"\b(?:pktassert_|PKTASSERT_)\w*")
-_COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
-
-# Map types whose contents are test state; emptied between tests. Program arrays, ring
-# buffers and perf arrays are left alone (they hold wiring, not state).
-_STATE_MAPS = {1, 2, 3, 5, 6, 9, 10, 11, 14, 25}  # hash, array, percpu hash/array, lru, lpm, devmaps
+_PROBE = "int stack_probe(struct xdp_md *ctx) { return XDP_PASS; }"  # a filter that takes no stack
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +56,11 @@ class Program:
     source: str | os.PathLike[str]
     func: str
     cflags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        source_check.check_source(self.source)
+        source_check.check_func(self.func)
+        object.__setattr__(self, "cflags", source_check.check_cflags(self.cflags))  # a list too, kept as a tuple
 
     @property
     def is_file(self) -> bool:
@@ -74,25 +73,26 @@ class Program:
 
     def text(self) -> str:
         if not self.is_file:
-            return str(self.source)
+            return source_check.check_text(str(self.source), self.name)
         try:
-            return Path(self.source).read_text()
+            data = Path(self.source).read_bytes()
         except OSError as e:
             raise ProgramError(f"cannot read filter source {self.name}: {e.strerror}. "
                                f"Fix: give a path that exists (relative paths are tried from the "
                                f"test file's folder, then the rootdir).") from None
+        return source_check.decode(data, self.name)
 
     def compose(self) -> str:
         """Our prelude and inspector first, then the filter's source with #line, so that no macro
         of the filter's reaches the inspector and compiler messages point at the user's lines."""
         text = self.text()
-        _check_entry(self, text)
-        _check_reserved(self, text)
+        source_check.check_entry(self.name, self.func, text)
+        source_check.check_reserved(self.name, text, _inspector())
         return (_PRELUDE.format(pages=RING_PAGES, func=self.func)
                 + f'#line 1 "{HERE / "inspector.c"}"\n' + _inspector() + "#undef PKTASSERT_FILTER\n"
                 + f'#line 1 "{self.name}"\n' + text + "\n")
 
-    def load(self, composed: str | None = None) -> "LoadedProgram":
+    def load(self, composed: str | None = None) -> LoadedProgram:
         """Compile and load; ``composed`` is this program's compose() if the caller has it already."""
         return LoadedProgram(self, composed)
 
@@ -107,26 +107,21 @@ def _inspector() -> str:
     return (HERE / "inspector.c").read_text()
 
 
-def _check_reserved(prog: Program, text: str) -> None:
-    used = sorted(set(_RESERVED_NAME.findall(_COMMENT.sub(" ", text))))
-    if prog.func.startswith(RESERVED):
-        used = sorted({prog.func, *used})
-    if used:
-        ours = sorted(n for n in set(_RESERVED_NAME.findall(_inspector())) if n.islower())
-        raise ProgramError(f"{prog.name} uses names reserved for pktassert's inspector: {', '.join(used)}. Every name "
-                           f"starting with {' or '.join(RESERVED)} is reserved (ours include {', '.join(ours)}). "
-                           f"Fix: rename them.")
+def compile_flags(cflags: tuple[str, ...]) -> tuple[str, ...]:
+    """What bcc compiles a composed source with, in the check's child process and here alike.
+    -Werror=undefined-internal: an entry function that a macro names (ENTRY(f) {...}) is found by
+    clang, not by source_check; one that ends up undefined would load as a jump to nowhere."""
+    return (f"-I{HERE}", "-Wno-unused-function", "-Werror=undefined-internal", *cflags)
 
 
-def _check_entry(prog: Program, text: str) -> None:
-    if not re.fullmatch(r"[A-Za-z_]\w*", prog.func):
-        raise ProgramError(f"func={prog.func!r} is not a C identifier. Fix: name the filter's entry function.")
-    if re.search(rf"\b{prog.func}\s*\([^;{{}}]*\)\s*\{{", text):
-        return
-    found = re.findall(r"^[ \t]*(?:static\s+)?(?:__always_inline\s+|inline\s+)*int\s+(\w+)\s*\([^;{}]*\)\s*\{",
-                       text, re.M)
-    raise ProgramError(f"{prog.name} defines no function {prog.func}(). Functions it defines: "
-                       f"{', '.join(found) or 'none'}. Fix: pass func= the name of the XDP entry function.")
+def _stack_share(program: Program, flags: tuple[str, ...]) -> tuple[int | None, bool, int | None, str]:
+    """After a stack overflow: the inspector's stack depth (with a filter that takes none), and
+    whether the filter compiles without the inspector, its depth, and what LLVM said then."""
+    probe = Program(_PROBE, "stack_probe", program.cflags).compose()
+    includes = "".join(ln + "\n" for ln in _PRELUDE.splitlines() if ln.startswith("#include"))
+    alone = includes + f'#line 1 "{program.name}"\n' + program.text() + "\n"
+    inspector, out = compile_check.stack_depths(probe, alone, flags, program.func)
+    return inspector, out.ok, out.depth, out.log
 
 
 @contextlib.contextmanager
@@ -144,60 +139,44 @@ def _stderr_into(sink: list[str]) -> Iterator[None]:
             sink.append(tmp.read().decode(errors="replace"))
 
 
-def _compiler_lines(log: str, func: str) -> str:
-    """clang's errors, each with the source line and caret it prints after it; warnings dropped."""
-    out: list[str] = []
-    lines = log.splitlines()
-    for i, ln in enumerate(lines):
-        if "error:" not in ln or len(out) >= 12:
-            continue
-        out.append(ln)
-        for follow in lines[i + 1:i + 3]:
-            if re.search(r"(error|warning|note):", follow):
-                break
-            out.append(follow)
-    if any(f"conflicting types for '{func}'" in ln for ln in out):
-        out.append(f"hint: the entry function must be `int {func}(struct xdp_md *ctx)`")
-    return "\n".join(out) or log.strip()[-2000:]
-
-
-def _verifier_lines(log: str, context: int = 4) -> str:
-    """The verifier's reason and the last instructions it checked, instead of its whole trace.
-
-    (No source line: bcc's line info for composed sources is off by one, and a wrong line is worse.)
-    """
-    lines = [ln for ln in log.splitlines() if ln.strip() and not ln.startswith(
-        ("bpf: Failed to load program", "processed ", "verification time", "stack depth", ";"))]
-    insn = re.compile(r"^\d+: \(")
-    end = len(lines)
-    start = end
-    while start > 0 and not insn.match(lines[start - 1]) and end - start < 4:
-        start -= 1
-    recent = [ln.split(" ; ")[0].rstrip() for ln in lines[:start] if insn.match(ln)][-context:]
-    return "\n".join([*lines[start:end], "last instructions:", *("  " + ln for ln in recent)])
+def _verifier_lines(log: str) -> str:
+    """The verifier's reason and last instructions, from a log bcc printed."""
+    return diagnostics.verifier_lines(log)
 
 
 class LoadedProgram:
     """The composed program loaded in the kernel, its maps, and the record layout it emits."""
 
     def __init__(self, program: Program, composed: str | None = None) -> None:
-        from bcc import BPF  # imported late: the plugin must load (and skip cleanly) without bcc
+        from bcc import (
+            BPF,  # imported late: the plugin must load (and skip cleanly) without bcc
+        )
 
         self.program = program
         text = composed or program.compose()
+        flags = compile_flags(program.cflags)
+        # In a child process first: LLVM ends the process that compiles a program its backend rejects.
+        checked = compile_check.check(text, flags)
+        if not checked.ok:
+            raise ProgramError(diagnostics.compile_failure(program.name, program.func, checked.log, checked.lines,
+                                                           lambda: _stack_share(program, flags)))
         log: list[str] = []
         try:
             with _stderr_into(log):
-                self.bpf = BPF(text=text.encode(), cflags=[f"-I{HERE}", "-Wno-unused-function", *program.cflags])
-        except Exception:
-            raise ProgramError(f"{program.name} does not compile:\n{_compiler_lines(log[0], program.func)}") from None
+                self.bpf = BPF(text=text.encode(), cflags=list(flags))
+        except Exception:  # noqa: BLE001  (bcc raises plain Exception)
+            raise ProgramError(f"{program.name} does not compile:\n"
+                               f"{diagnostics.compiler_lines(log[0], program.func, {})}") from None
         try:
             with _stderr_into(log):
                 self.fn = self.bpf.load_func(ENTRY.encode(), BPF.XDP)
-        except Exception as e:
+        except Exception:  # noqa: BLE001
+            with _stderr_into(log):
+                why = diagnostics.verifier_log(self.bpf, ENTRY)
             self.bpf.cleanup()
+            sources = {f: "\n".join(lines) for f, _, lines in compile_check.regions(text.splitlines())}
             raise ProgramError(f"the verifier rejected {program.func}() from {program.name}: "
-                               f"{_verifier_lines(log[-1]) or e}") from None
+                               + diagnostics.verifier_message(*why, program.name, checked.lines, sources)) from None
         self.fd: int = self.fn.fd
         leaf = self.bpf[b"pktassert_scratch"].Leaf  # per-CPU: an array of the record, one per CPU
         self.record_type = leaf._type_ if issubclass(leaf, ctypes.Array) else leaf
@@ -242,7 +221,7 @@ class LoadedProgram:
         try:
             with _stderr_into(log):
                 return int(self.bpf.load_func(func.encode(), BPF.XDP).fd)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             raise ProgramError(f"cannot load {func}() of {self.program.name} for a program array: "
                                f"{_verifier_lines(log[-1]) or e}. Fix: name a function `int {func}(struct xdp_md *ctx)` "
                                f"defined (not static) in the filter's source.") from None
@@ -266,21 +245,35 @@ class LoadedProgram:
         del slots  # the mmap must have no views left when the program is closed
         return records
 
-    def state_maps(self) -> dict[str, object]:
-        """The filter's maps that hold state (its own, not the inspector's), by name."""
+    def map_fds(self) -> dict[str, int]:
+        """Every map of the filter's own (not the inspector's), by name: its fd."""
+        return {name: int(self.bpf[name.encode()].map_fd) for name in self._table_names()}
+
+    def _table_names(self) -> list[str]:
         from bcc import libbcc
 
         lib = libbcc.lib
         lib.bpf_num_tables.argtypes, lib.bpf_num_tables.restype = [ctypes.c_void_p], ctypes.c_size_t
         lib.bpf_table_name.argtypes, lib.bpf_table_name.restype = [ctypes.c_void_p, ctypes.c_size_t], ctypes.c_char_p
-        names = [lib.bpf_table_name(self.bpf.module, i) for i in range(lib.bpf_num_tables(self.bpf.module))]
-        return {n.decode(): self.bpf[n] for n in names if not n.startswith(b"pktassert_") and self.bpf[n].ttype in _STATE_MAPS}
+        names = [lib.bpf_table_name(self.bpf.module, i).decode() for i in range(lib.bpf_num_tables(self.bpf.module))]
+        return [n for n in names if not n.startswith(RESERVED)]
+
+    def state_maps(self) -> dict[str, object]:
+        """The filter's own maps (not the inspector's) by name, as bcc tables."""
+        return {n: self.bpf[n.encode()] for n in self._table_names()}
+
+    @functools.cached_property
+    def resettable(self) -> bool:
+        """Whether every map can be emptied between tests (a bloom filter cannot: then the program
+        is loaded afresh for each test)."""
+        return all(map_reset.resettable(fd) for fd in self.map_fds().values())
 
     def reset(self) -> None:
-        """Fresh state for the next test: empty the filter's state maps and our counters."""
-        for table in self.state_maps().values():
-            table.clear()
-        self.bpf[b"pktassert_counters"].clear()
+        """Fresh state for the next test: every map of the filter emptied, whatever its type
+        (pktassert/bpf/map_reset.py), and our counters zeroed."""
+        for fd in self.map_fds().values():
+            map_reset.reset(fd)
+        map_reset.reset(int(self.bpf[b"pktassert_counters"].map_fd))
 
     def close(self) -> None:
         if self._unit_slots is not None:

@@ -1,0 +1,206 @@
+"""What clang, LLVM and the verifier said, cut down to their own words about the user's source,
+with the user's line numbers and, for the common causes, a hint."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+from collections.abc import Callable
+
+STACK_LIMIT = 512  # bytes of stack a BPF program has (the inspector and the inlined filter share it)
+LOG_LEVEL = 1 | 4  # BPF_LOG_LEVEL1 (instructions, with source lines) | BPF_LOG_STATS ("processed ...")
+LOG_SIZE = (16 << 20) - 1  # since 6.4 the kernel keeps the END of a longer log, where the reason is
+
+# LLVM's BPF backend: its message, and what it means for a filter.
+BACKEND_HINTS = [
+    (r"A call to built-in function '(\w+)' is not supported",
+     ("BPF has no {0}(): __builtin_{0} needs a length known when the program is compiled (a constant), "
+      "which LLVM turns into plain loads and stores. Fix: use a constant length, or copy in a loop with a "
+      "constant bound (bpf_xdp_load_bytes() copies from the packet).")),
+    (r"Unsupported dynamic stack allocation",
+     "an array whose size is known only at run time: BPF's stack is fixed. Fix: give the array a constant size."),
+    (r"too many args",
+     "a BPF function takes at most 5 arguments. Fix: pass a pointer to a struct, or make it static __always_inline."),
+    (r"A call to global function '(\w+)' is not supported",
+     "{0}() is not defined in the source (or not inlined). Fix: define it, static __always_inline."),
+]
+# The verifier: its reason, a hint, and whether its count of checked instructions helps.
+VERIFIER_HINTS = [
+    (r"BPF program is too large\. Processed \d+ insn",
+     ("the verifier checks every path through the program, each loop iteration again, and gives up after "
+      "1,000,000 instructions (the program itself may be short). Fix: bound loops by small constants, or run "
+      "the loop's body through bpf_loop()."), True),
+    (r"The sequence of \d+ jumps is too complex",
+     ("more than 8192 branches were waiting to be checked at once (each branch inside a loop adds paths). "
+      "Fix: fewer branches inside loops, or smaller loop bounds."), True),
+    (r"infinite loop detected",
+     ("the verifier found a loop that comes back to the same state, so it may never end. Fix: give the loop "
+      "a bound the verifier can see (a constant limit on a counter)."), True),
+    (r"back-edge from insn|unbounded loop|loop is not bounded",
+     "a loop the verifier cannot bound. Fix: a constant limit on the loop counter.", True),
+    (r"combined stack size of \d+ calls",
+     (f"functions calling each other use more than {STACK_LIMIT} bytes of stack together. Fix: inline them "
+      f"(static __always_inline) or move large locals into a BPF_PERCPU_ARRAY map."), False),
+    (r"invalid access to packet",
+     ("a packet access the verifier cannot prove lies between ctx->data and ctx->data_end. Fix: compare the "
+      "pointer plus the access's length with data_end first (if (p + n > end) return XDP_PASS;)."), False),
+    (r"invalid mem access '(?:map_value_or_null|ptr_or_null_|\w+_or_null)",
+     "a map lookup's result used without checking it for NULL. Fix: if (!value) return ...; before using it.",
+     False),
+]
+
+_INSN = re.compile(r"^\d+: \(")
+_LINFO = re.compile(r"^; (.*?)(?: @ (.+):(\d+))?$")
+_STATS = ("processed ", "verification time", "stack depth", "max_states_per_insn")
+_NOISE = re.compile(r"^(?:;|\d+: |from \d+ to \d+:|(?:cur|old) state:|func#\d+|Validating |last_idx|regs=|parent |"
+                    r"mark_precise|bpf: |Func#|propagating |Live regs)")
+
+
+def split_log(log: str) -> tuple[list[str], list[str]]:
+    """The lines before and after bcc's rewritten source (in the log when it compiled with
+    DEBUG_PREPROCESSOR), without it and bcc's chatter. Messages after it count rewritten lines."""
+    lines = [ln for ln in log.splitlines() if not ln.startswith(("Running from kernel directory", "clang -cc1 "))]
+    try:
+        start = lines.index("#if defined(BPF_LICENSE)")
+        end = len(lines) - 1 - lines[::-1].index("#include <bcc/footer.h>")
+    except ValueError:
+        return lines, []
+    return lines[:start], lines[end + 1:]
+
+
+def user_line(maps: dict[str, list[int]], file: str, line: int) -> tuple[str, int] | None:
+    """The file (as composed) and the line the user wrote, for a line number that counts bcc's
+    rewritten lines; None when it is not certain (then no line is better than a wrong one)."""
+    names = [n for n in maps if n == file or os.path.basename(n) == file]  # the verifier gives the base name
+    if len(names) != 1:
+        return None
+    where = maps[names[0]]
+    return (names[0], where[line - 1]) if 0 < line <= len(where) and where[line - 1] else None
+
+
+def compile_failure(name: str, func: str, log: str, maps: dict[str, list[int]],
+                    stack: Callable[[], tuple[int | None, bool, int | None, str]]) -> str:
+    """The message for a source that does not compile; ``stack()`` (only called for a stack overflow)
+    measures: the inspector's stack depth, whether the filter compiles alone, its depth, and the log."""
+    before, after = split_log(log)
+    if any(f"function '{func}' has internal linkage but is not defined" in ln for ln in before):
+        return (f"{name} defines no function {func}() once its macros are expanded (clang: function '{func}' "
+                f"has internal linkage but is not defined). Fix: pass func= the name the entry function has "
+                f"after macro expansion, or define `int {func}(struct xdp_md *ctx)`.")
+    if any("BPF stack limit of" in ln for ln in after or before):
+        return stack_message(name, func, *stack())
+    return f"{name} does not compile:\n{compiler_lines(log, func, maps)}"
+
+
+def compiler_lines(log: str, func: str, maps: dict[str, list[int]]) -> str:
+    """clang's and LLVM's errors, each with the source line and caret clang prints after it, in the
+    user's line numbers; warnings dropped; a hint for the causes we know."""
+    before, after = split_log(log)
+    lines = before + [_relocate(ln, maps) for ln in after]
+    out: list[str] = []
+    for i, ln in enumerate(lines):
+        if "error:" not in ln or len(out) >= 12:
+            continue
+        out.append(re.sub(r"in function (pktassert_\w+) i32 \(%struct\.xdp_md\*\)",
+                          rf"in \1, pktassert's entry with {func}() inlined", ln))
+        for follow in lines[i + 1:i + 3]:
+            if not follow.strip() or re.search(r"(error|warning|note):", follow):
+                break
+            out.append(follow)
+    text = "\n".join(out)
+    if f"conflicting types for '{func}'" in text:
+        out.append(f"hint: the entry function must be `int {func}(struct xdp_md *ctx)`")
+    for pattern, hint in BACKEND_HINTS:
+        m = re.search(pattern, text)
+        if m:
+            out.append("hint: " + hint.format(*m.groups()))
+    return "\n".join(out) or "\n".join(lines).strip()[-2000:]
+
+
+def _relocate(line: str, maps: dict[str, list[int]]) -> str:
+    """``file:L:C`` in rewritten lines -> the user's line, or just ``file`` when it cannot be known."""
+    for file in maps:
+        def fix(m: re.Match[str], file: str = file) -> str:
+            found = user_line(maps, file, int(m.group(1)))
+            return f"{file}:{found[1]}:{m.group(2)}" if found else file
+        line = re.sub(re.escape(file) + r":(\d+):(\d+)", fix, line)
+    return line
+
+
+def stack_message(name: str, func: str, inspector: int | None, alone_ok: bool, alone: int | None,
+                  alone_log: str) -> str:
+    """A stack overflow, saying whose share is too big: the inspector's or the filter's own."""
+    left = STACK_LIMIT - inspector if inspector else None
+    share = (f"The inspector takes {inspector} bytes, which leaves {left} for the filter" if inspector
+             else "The inspector takes some of it")
+    if alone_ok:
+        uses = f"{func}() alone uses {alone} bytes" if alone else f"{func}() compiles alone"
+        why = f"{share}; {uses}: it would fit on its own, so the inspector's share is what does not fit."
+        over = alone - left if alone and left else 0
+    elif "BPF stack limit of" in alone_log:
+        why = (f"{func}() does not fit even on its own (compiled without the inspector, LLVM says the same). "
+               f"{share}.")
+        over = 0
+    else:
+        why, over = f"{share}.", 0
+    return (f"{name} does not compile: {func}() and pktassert's inspector share BPF's {STACK_LIMIT}-byte stack, "
+            f"and together they need more (LLVM: \"Looks like the BPF stack limit of {STACK_LIMIT} bytes is "
+            f"exceeded\").\n{why}\nFix: move large local variables (arrays, big structs) into a one-slot per-CPU "
+            f"array map: BPF_PERCPU_ARRAY(scratch, struct big, 1); then `__u32 zero = 0; struct big *b = "
+            f"scratch.lookup(&zero); if (!b) return XDP_ABORTED;`" + (f", or make them {over} bytes smaller." if
+                                                                     over > 0 else "."))
+
+
+def verifier_log(bpf: object, func: str) -> tuple[str, int]:
+    """Load ``func`` again with the verifier's log on: bcc's own load logs nothing for E2BIG and only
+    prints its hint ("Program too large (N insns), at most 4096 insns"), which misleads."""
+    from bcc import BPF, lib
+
+    m, name = bpf.module, func.encode()  # type: ignore[attr-defined]
+    args = (m, BPF.XDP, name, lib.bpf_function_start(m, name), lib.bpf_function_size(m, name),
+            lib.bpf_module_license(m), lib.bpf_module_kern_version(m))
+    log, err = "", 0
+    for level in (LOG_LEVEL, 4):  # then the reason alone, if an older kernel kept the start of a long log
+        buf = ctypes.create_string_buffer(LOG_SIZE + 1)
+        fd = lib.bcc_func_load(*args, level, buf, LOG_SIZE, None, -1)
+        err = ctypes.get_errno()
+        if fd >= 0:
+            os.close(fd)
+        log = buf.value.decode(errors="replace")
+        if "processed " in log or fd >= 0:
+            break
+    return log, err
+
+
+def verifier_message(log: str, err: int, name: str, maps: dict[str, list[int]], sources: dict[str, str]) -> str:
+    """The verifier's reason, the user's line it was checking, a hint, and its last instructions.
+    ``sources``: the text of each file as composed (for the line as the user wrote it)."""
+    lines = [ln for ln in log.splitlines() if ln.strip()]
+    stats = [ln for ln in lines if ln.startswith(_STATS)]
+    body = [ln for ln in lines if not ln.startswith(_STATS)]
+    last = max((i for i, ln in enumerate(body) if _INSN.match(ln)), default=-1)
+    reason = ([ln for ln in body[last + 1:] if not _NOISE.match(ln)][:4]
+              or [f"{os.strerror(err) if err else 'no reason given'} (the verifier's log is empty)"])
+    out = list(reason)
+    at = next((m for m in map(_LINFO.match, reversed(body[:last + 1])) if m and m.group(2)), None)
+    found = at and user_line(maps, at.group(2), int(at.group(3)))
+    if found:
+        file, n = found
+        text = sources.get(file, "").splitlines()
+        shown = text[n - 1].strip() if n <= len(text) else ""
+        out.append(f"at {file}:{n}: {shown}" if file == name else f"at pktassert's {os.path.basename(file)}:{n}: {shown}")
+    for pattern, hint, counts in VERIFIER_HINTS:
+        if re.search(pattern, "\n".join(reason)):
+            out.append("hint: " + hint)
+            out += [f"verifier: {ln.split(' max_states')[0]}" for ln in stats if counts and ln.startswith("processed ")]
+            break
+    recent = [ln.split(" ; ")[0].rstrip() for ln in body[:last + 1] if _INSN.match(ln)][-4:]
+    if recent:
+        out += ["last instructions:", *("  " + ln for ln in recent)]
+    return "\n".join(out)
+
+
+def verifier_lines(log: str) -> str:
+    """The reason and the last instructions from a log bcc printed (no line: no map for it here)."""
+    return verifier_message(log, 0, "", {}, {}) if log.strip() else ""
