@@ -125,14 +125,21 @@ def xdp_program(request: pytest.FixtureRequest) -> Program:
         raise ProgramError("no filter chosen for this test. Fix: mark it @pytest.mark.xdp(\"filter.c\", "
                            "func=\"entry\") or override the xdp_program fixture to return pktassert.Program(...).")
     args, kwargs = list(mark.args), dict(mark.kwargs)
-    source = kwargs.pop("source", None) or (args.pop(0) if args else None)
-    func = kwargs.pop("func", None) or (args.pop(0) if args else None)
-    if source is None or func is None:
-        raise ProgramError("@pytest.mark.xdp needs the source and the entry function: "
-                           "@pytest.mark.xdp(\"filter.c\", func=\"entry\").")
+    source = kwargs.pop("source") if "source" in kwargs else (args.pop(0) if args else None)
     if isinstance(source, Program):
         return source
-    return Program(_resolve(str(source), request.node), func, tuple(kwargs.pop("cflags", ())))
+    func = kwargs.pop("func") if "func" in kwargs else (args.pop(0) if args else None)
+    cflags = kwargs.pop("cflags", ())
+    if source is None or func is None or args or kwargs:
+        extra = [repr(a) for a in args] + list(kwargs)
+        raise ProgramError("@pytest.mark.xdp takes the source, the entry function and cflags: "
+                           "@pytest.mark.xdp(\"filter.c\", func=\"entry\", cflags=(\"-DX=1\",))"
+                           + (f"; it also got {', '.join(extra)}" if extra else "") + ".")
+    if not isinstance(source, (str, os.PathLike)):
+        raise ProgramError(f"@pytest.mark.xdp: the source {source!r} is a {type(source).__name__}. Fix: a path to "
+                           f"the filter's C file, or its C text.")
+    # func and cflags go to Program as given: it checks them, and says what is wrong.
+    return Program(_resolve(str(source), request.node), func, cflags)
 
 
 @pytest.fixture
