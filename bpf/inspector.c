@@ -5,8 +5,10 @@
 
 BPF_RINGBUF_OUTPUT(pktassert_events, PKTASSERT_RING_PAGES);
 BPF_PERCPU_ARRAY(pktassert_counters, __u64, PKTASSERT_CTR_SLOTS);
-/* Per-CPU scratch record: keeps our 80 bytes off the 512-byte stack the filter shares with us. */
-BPF_PERCPU_ARRAY(pktassert_scratch, struct pktassert_record, 1);
+/* Per-CPU scratch: the record being built and what the inspector needs after the filter returns,
+ * kept here rather than on the 512-byte stack, which is the filter's. */
+struct pktassert_scratch_value { struct pktassert_record r; __u32 magic; };
+BPF_PERCPU_ARRAY(pktassert_scratch, struct pktassert_scratch_value, 1);
 BPF_F_TABLE("array", __u32, struct pktassert_record, pktassert_slots, PKTASSERT_SLOTS, BPF_F_MMAPABLE);
 
 /* BPF here is little-endian like its host (bcc compiles for the host). */
@@ -14,31 +16,33 @@ BPF_F_TABLE("array", __u32, struct pktassert_record, pktassert_slots, PKTASSERT_
 
 struct pktassert_vlan { __be16 tci; __be16 proto; };
 
-static __always_inline void pktassert_count(__u32 slot)
+/* *key is the one map key the inspector keeps on the stack. */
+static __always_inline void pktassert_count(__u32 *key, __u32 slot)
 {
-	__u64 *c = pktassert_counters.lookup(&slot);
+	*key = slot;
+	__u64 *c = pktassert_counters.lookup(key);
 	if (c)
 		*c += 1;
 }
 
-/* The tag, or PKTASSERT_UNTAGGED; *magic is set to the trailer's magic. */
-static __always_inline __u32 pktassert_take_tag(struct xdp_md *ctx, __u32 *magic)
+/* The tag, or PKTASSERT_UNTAGGED; s->magic is set to the trailer's magic. */
+static __always_inline __u32 pktassert_take_tag(struct xdp_md *ctx, struct pktassert_scratch_value *s)
 {
 	/* Through the helpers, not packet pointers: in a unit run a frame over a page ends in a
-	 * fragment, where the trailer is beyond data_end. One u64 of stack: the rest is the filter's. */
+	 * fragment, where the trailer is beyond data_end. Read into the scratch record, not the stack. */
 	__u64 len = bpf_xdp_get_buff_len(ctx);
-	__u64 t;
 
-	if (len < PKTASSERT_TRAILER_LEN || bpf_xdp_load_bytes(ctx, len - PKTASSERT_TRAILER_LEN, &t, PKTASSERT_TRAILER_LEN))
+	s->magic = 0;
+	if (len < PKTASSERT_TRAILER_LEN || bpf_xdp_load_bytes(ctx, len - PKTASSERT_TRAILER_LEN, s->r.src, PKTASSERT_TRAILER_LEN))
 		return PKTASSERT_UNTAGGED;
-	t = __builtin_bswap64(t);
-	__u32 m = t >> 32, tag = (__u32)t;
+	__u32 m = (__u32)s->r.src[0] << 24 | (__u32)s->r.src[1] << 16 | (__u32)s->r.src[2] << 8 | s->r.src[3];
+	__u32 tag = (__u32)s->r.src[4] << 24 | (__u32)s->r.src[5] << 16 | (__u32)s->r.src[6] << 8 | s->r.src[7];
 	if ((m != PKTASSERT_MAGIC_RING && m != PKTASSERT_MAGIC_UNIT && m != PKTASSERT_MAGIC_ENGINE)
 	    || tag == PKTASSERT_UNTAGGED)
 		return PKTASSERT_UNTAGGED;
 	if (bpf_xdp_adjust_tail(ctx, -PKTASSERT_TRAILER_LEN))
 		return PKTASSERT_UNTAGGED;
-	*magic = m;
+	s->magic = m;
 	return tag;
 }
 
@@ -190,12 +194,13 @@ static __always_inline void pktassert_tag_out(struct xdp_md *ctx, struct pktasse
 
 int pktassert_xdp(struct xdp_md *ctx)
 {
-	__u32 zero = 0, magic = 0;
-	__u32 tag = pktassert_take_tag(ctx, &magic);
-	struct pktassert_record *r = pktassert_scratch.lookup(&zero);
+	__u32 key = 0;
+	struct pktassert_scratch_value *s = pktassert_scratch.lookup(&key);
 
-	if (!r)
+	if (!s)
 		return XDP_ABORTED; /* cannot happen: a one-slot per-CPU array always has slot 0 */
+	__u32 tag = pktassert_take_tag(ctx, s);
+	struct pktassert_record *r = &s->r;
 	__builtin_memset(r, 0, sizeof(*r));
 	r->ts_ns = bpf_ktime_get_ns();
 	r->tag = tag;
@@ -204,34 +209,43 @@ int pktassert_xdp(struct xdp_md *ctx)
 
 	/* Slot records are written before the filter runs: one that leaves through a tail call
 	 * keeps PENDING there, and the test run's return value tells its verdict (unit tier). */
-	struct pktassert_record *slot = 0;
-	if (magic == PKTASSERT_MAGIC_UNIT || magic == PKTASSERT_MAGIC_ENGINE) {
-		__u32 at = tag % PKTASSERT_SLOTS;
-		slot = pktassert_slots.lookup(&at);
+	if (s->magic == PKTASSERT_MAGIC_UNIT || s->magic == PKTASSERT_MAGIC_ENGINE) {
+		key = tag % PKTASSERT_SLOTS;
+		struct pktassert_record *slot = pktassert_slots.lookup(&key);
 		if (slot)
 			__builtin_memcpy(slot, r, sizeof(*r));
 	}
 	if (tag != PKTASSERT_UNTAGGED)
-		pktassert_count(PKTASSERT_CTR_ENTERED);
+		pktassert_count(&key, PKTASSERT_CTR_ENTERED);
 
 	int ret = PKTASSERT_FILTER(ctx);
 
+	/* Everything else comes back from the scratch: nothing of ours stays on the stack meanwhile. */
+	key = 0;
+	s = pktassert_scratch.lookup(&key);
+	if (!s)
+		return ret;
+	r = &s->r;
 	/* What the kernel does with a value that is not an XDP action: drops the frame as an exception. */
 	__u32 action = (__u32)ret <= XDP_REDIRECT ? (__u32)ret : XDP_ABORTED;
 	r->ret = ret;
 	r->verdict = action;
-	if ((action == XDP_TX || action == XDP_REDIRECT) && magic != PKTASSERT_MAGIC_UNIT && tag != PKTASSERT_UNTAGGED)
+	if ((action == XDP_TX || action == XDP_REDIRECT) && s->magic != PKTASSERT_MAGIC_UNIT && r->tag != PKTASSERT_UNTAGGED)
 		pktassert_tag_out(ctx, r);
 	/* The record first, then the count: a reader that sees the count finds the record. */
-	if (slot) {
-		slot->ret = ret;
-		slot->note = r->note;
-		slot->verdict = action;
-	} else if (tag != PKTASSERT_UNTAGGED && pktassert_events.ringbuf_output(r, sizeof(*r), 0)) {
-		pktassert_count(PKTASSERT_CTR_LOST);
+	if (s->magic == PKTASSERT_MAGIC_UNIT || s->magic == PKTASSERT_MAGIC_ENGINE) {
+		key = r->tag % PKTASSERT_SLOTS;
+		struct pktassert_record *slot = pktassert_slots.lookup(&key);
+		if (slot) {
+			slot->ret = ret;
+			slot->note = r->note;
+			slot->verdict = action;
+		}
+	} else if (r->tag != PKTASSERT_UNTAGGED && pktassert_events.ringbuf_output(r, sizeof(*r), 0)) {
+		pktassert_count(&key, PKTASSERT_CTR_LOST);
 	}
-	__u32 group = tag == PKTASSERT_UNTAGGED ? PKTASSERT_CTR_STRAY : PKTASSERT_CTR_TAGGED;
-	pktassert_count(group + ((__u32)ret <= XDP_REDIRECT ? (__u32)ret : PKTASSERT_CTR_INVALID));
+	__u32 group = r->tag == PKTASSERT_UNTAGGED ? PKTASSERT_CTR_STRAY : PKTASSERT_CTR_TAGGED;
+	pktassert_count(&key, group + ((__u32)ret <= XDP_REDIRECT ? (__u32)ret : PKTASSERT_CTR_INVALID));
 	return ret;
 }
 

@@ -178,7 +178,7 @@ class LoadedProgram:
             raise ProgramError(f"the verifier rejected {program.func}() from {program.name}: "
                                + diagnostics.verifier_message(*why, program.name, checked.lines, sources)) from None
         self.fd: int = self.fn.fd
-        leaf = self.bpf[b"pktassert_scratch"].Leaf  # per-CPU: an array of the record, one per CPU
+        leaf = self.bpf[b"pktassert_slots"].Leaf  # struct pktassert_record as bcc describes it
         self.record_type = leaf._type_ if issubclass(leaf, ctypes.Array) else leaf
         self._unit_slots: mmap.mmap | None = None
         self._next_tag = 0
