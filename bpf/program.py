@@ -29,7 +29,7 @@ from pktassert.errors import ProgramError
 HERE = Path(__file__).resolve().parent
 ENTRY = "pktassert_xdp"
 BARE_ENTRY = "pktassert_bare"  # the filter alone, same maps (inspector.c)
-RING_PAGES = 4096  # 16 MiB: room for ~200,000 records between drains
+RING_PAGES = 1024  # 4 MiB: ~47,000 records (88 bytes each in the ring), room for one socket-path chunk and more
 
 _PRELUDE = """\
 #include <uapi/linux/bpf.h>

@@ -21,7 +21,7 @@ RETRIES = 50  # per refused frame, each after a 1 ms wait on the ring buffer
 class LivePath:
     tier = "live"
     magic = const("MAGIC_RING")  # records through the ring buffer
-    chunk = 65536  # frames per send-then-collect round: well inside the ring buffer's room
+    chunk = 16384  # frames per send-then-collect round: well inside the ring buffer's room (bpf/program.py)
 
     def __init__(self, xdp: XdpUnderTest) -> None:
         self.xdp = xdp
