@@ -18,19 +18,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from pktassert.bpf.program import Program
+from pktassert.bpf.sender import Sender
+from pktassert.netns import Topology
+from report import show  # benchmarks/report.py (scripts run from this folder)
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
-from pktassert.bpf.program import Program
-from pktassert.bpf.sender import Sender
 from pktassert.collect import Collector
 from pktassert.dut import XdpUnderTest
 from pktassert.flood import build
 from pktassert.inject import MTU, Injector
-from pktassert.netns import Topology
 from pktassert.record import const
-from report import show  # benchmarks/report.py (scripts run from this folder)
 
 SYN_GUARD = Program(Path(__file__).resolve().parent.parent / "examples" / "syn_guard.c", "syn_guard")
 VARY = {"src": "198.51.100.0/24", "sport": (1024, 65535), "seq": (0, 2**32 - 1)}
@@ -127,8 +127,9 @@ def main() -> None:
             return seconds, capture.sent
 
         results["pktassert"] = {}
-        for name, run in (("pktassert", ours), ("raw_socket", lambda: raw_socket(topo, frames[:args.peer_packets])),
-                          ("tcpreplay", lambda: tcpreplay(topo, pcap)[:2]), ("scapy", lambda: scapy_sendp(topo, args.scapy_packets))):
+        peers = (("pktassert", ours), ("raw_socket", lambda: raw_socket(topo, frames[:args.peer_packets])),
+                 ("tcpreplay", lambda: tcpreplay(topo, pcap)[:2]), ("scapy", lambda: scapy_sendp(topo, args.scapy_packets)))
+        for name, run in peers:
             seconds, sent, seen = counted(xdp, run)
             results.setdefault(name, {}).update(pps=round(sent / seconds), sent=sent, accounted=seen,
                                                 seconds=round(seconds, 3))

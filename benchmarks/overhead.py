@@ -13,15 +13,15 @@ import statistics
 import time
 from pathlib import Path
 
+from pktassert.bpf.program import Program
+from pktassert.netns import Topology
+from report import show  # benchmarks/report.py (scripts run from this folder)
 from scapy.layers.inet import IP, TCP
 
-from pktassert.bpf.program import Program
 from pktassert.collect import Collector
 from pktassert.dut import XdpUnderTest
 from pktassert.inject import MTU, Injector
-from pktassert.netns import Topology
 from pktassert.record import const
-from report import show  # benchmarks/report.py (scripts run from this folder)
 
 SYN_GUARD = Program(Path(__file__).resolve().parent.parent / "examples" / "syn_guard.c", "syn_guard")
 

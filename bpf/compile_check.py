@@ -81,6 +81,7 @@ def _start(request: dict) -> subprocess.Popen:
     """The checker, started on ``request`` (given whole now, so that two can compile at once)."""
     child = subprocess.Popen([sys.executable, "-P", str(Path(__file__).resolve())], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdin is not None
     with contextlib.suppress(BrokenPipeError):  # it died first: _finish() reports what it said
         child.stdin.write(json.dumps(request).encode())
     with contextlib.suppress(BrokenPipeError):

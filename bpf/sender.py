@@ -14,10 +14,10 @@ import mmap
 from pathlib import Path
 
 import numpy as np
-
 from pktassert.bpf.test_run import _libbpf, _Opts
-from pktassert.errors import ProgramError
 from pktassert.netns import Namespace
+
+from pktassert.errors import ProgramError
 
 HERE = Path(__file__).resolve().parent
 ARENA_BYTES = 1 << 22
@@ -47,7 +47,7 @@ class Sender:
             self.bpf = BPF(src_file=str(HERE / "sender.c").encode(),
                            cflags=[f"-DPA_TX_ARENAS={ARENAS}", f"-DPA_TX_FRAMES={FRAMES}"])
             self.fd = self.bpf.load_func(b"pktassert_send", BPF.XDP).fd
-        except Exception as e:  # ours, not the user's: a kernel without live frames or store_bytes
+        except Exception as e:  # noqa: BLE001 -- ours, not the user's: a kernel without live frames or store_bytes
             raise ProgramError(f"pktassert's traffic engine (bpf/sender.c) does not load here: {e}") from None
         self._maps = [_map(self.bpf[b"pa_tx_arena"], ARENAS * ARENA_BYTES),
                       _map(self.bpf[b"pa_tx_index"], FRAMES * 8), _map(self.bpf[b"pa_tx_state"], 32)]

@@ -61,7 +61,7 @@ def check_cflags(cflags: object) -> tuple[str, ...]:
         m = _MACRO_FLAG.fullmatch(flag.split("=")[0]) if flag.startswith(("-D", "-U")) else None
         name = m and (m.group(2) or (cflags[i + 1].split("=")[0] if i + 1 < len(cflags) else ""))
         if name and name.startswith(RESERVED) and name not in SETTABLE:
-            shown = flag if m.group(2) else f"{flag} {cflags[i + 1]}"
+            shown = flag if m and m.group(2) else f"{flag} {cflags[i + 1]}"
             raise ProgramError(f"cflags {shown!r} sets {name}, a reserved name: every name starting with "
                                f"{' or '.join(RESERVED)} is pktassert's own (the one meant to be set is "
                                f"{', '.join(sorted(SETTABLE))}). Fix: use a name of your own.")
@@ -133,8 +133,9 @@ def check_reserved(name: str, text: str, inspector: str) -> None:
 
 
 def _where(data: bytes | str, at: int) -> str:
-    nl = "\n" if isinstance(data, str) else b"\n"
-    return f"line {data.count(nl, 0, at) + 1}, column {at - (data.rfind(nl, 0, at) + 1) + 1}"
+    text = data if isinstance(data, bytes) else data.encode(errors="surrogateescape")
+    line, start = text.count(b"\n", 0, at) + 1, text.rfind(b"\n", 0, at) + 1
+    return f"line {line}, column {at - start + 1}"
 
 
 def _a(value: object) -> str:

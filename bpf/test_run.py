@@ -12,6 +12,7 @@ import errno
 import functools
 import itertools
 import os
+from collections.abc import Callable
 
 import numpy as np
 
@@ -41,7 +42,7 @@ def _libbpf() -> ctypes.CDLL:
 
 
 @functools.cache
-def _test_run_by_address() -> ctypes._CFuncPtr:
+def _test_run_by_address() -> Callable[[int, int], int]:
     """bpf_prog_test_run_opts taking the options' address as a plain int: no ctypes object per call."""
     fn = _libbpf()["bpf_prog_test_run_opts"]  # a second handle, so the typed one above is unchanged
     fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_void_p], ctypes.c_int
@@ -133,7 +134,7 @@ class TestRunner:
                          np.int64, n)
         return Batch(-rc, opts["retval"].copy(), opts["data_size_out"].astype(np.int64), out)
 
-    @functools.cache
+    @functools.cache  # noqa: B019 -- one runner per loaded program, kept as long as it is
     def max_len(self) -> int:
         """The largest frame the kernel takes for this program, found by trying: page size minus
         XDP headroom and tailroom, unless the program handles multi-buffer frames."""

@@ -3,4 +3,4 @@
 from .namespace import Namespace
 from .topology import UNIT_DUT, UNIT_PEER, Endpoint, Topology
 
-__all__ = ["Endpoint", "Namespace", "Topology", "UNIT_DUT", "UNIT_PEER"]
+__all__ = ["UNIT_DUT", "UNIT_PEER", "Endpoint", "Namespace", "Topology"]

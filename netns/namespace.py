@@ -8,7 +8,8 @@ import os
 import signal
 import socket
 import subprocess
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from pyroute2 import IPRoute, netns
 
@@ -89,7 +90,7 @@ class Namespace:
         os.close(self.fd)
         self.fd = -1
 
-    def __enter__(self) -> "Namespace":
+    def __enter__(self) -> Namespace:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -57,7 +57,7 @@ def differences(before: dict[str, object], after: dict[str, object]) -> list[str
     out = []
     for key in before:
         a, b = before[key], after[key]
-        if key == "sysctls":
+        if isinstance(a, dict) and isinstance(b, dict):  # the sysctls
             out += [f"sysctl {k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         elif a != b:
             out.append(f"{key}: {a!r} -> {b!r}")

@@ -47,7 +47,7 @@ class Shortfall:
         if long:
             parts.append(f"{long} are longer than the DUT link's MTU ({self.mtu}) lets through (frames up to "
                          f"{self.limit} bytes as crafted), which a veth drops before the filter{self.too_long_note}: "
-                         f"packets {_numbers(self.too_long)}")
+                         f"packets {_numbers(self.too_long if self.too_long is not None else np.empty(0))}")
         if self.veth_dropped:
             parts.append(f"{self.veth_dropped} were dropped by the DUT's veth before the filter"
                          + (f" ({self.veth_why})" if self.veth_why else ""))

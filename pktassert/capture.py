@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -40,10 +41,10 @@ def _tcp_flags(text: str) -> int:
 class Count(int):
     """An int that remembers which packets it counted, so a failed assert can show them."""
 
-    capture: "Capture"
+    capture: Capture
     verdict: Verdict | None
 
-    def __new__(cls, value: int, capture: "Capture", verdict: Verdict | None) -> "Count":
+    def __new__(cls, value: int, capture: Capture, verdict: Verdict | None) -> Count:
         self = super().__new__(cls, value)
         self.capture, self.verdict = capture, verdict
         return self
@@ -52,7 +53,7 @@ class Count(int):
 class Outcome:
     """One packet's verdict; compares equal to a Verdict, and shows its packet when it doesn't."""
 
-    def __init__(self, capture: "Capture", pos: int) -> None:
+    def __init__(self, capture: Capture, pos: int) -> None:
         self.capture, self.pos = capture, pos
         self.value = int(capture.records["verdict"][pos])  # the action the kernel took
 
@@ -113,7 +114,7 @@ class Capture:
         self._exact = exact   # then the whole flood's verdict counts, from every packet's record
         self.stray = stray    # frames pktassert did not send that the filter judged meanwhile (not counted here)
 
-    def _subset(self, mask: np.ndarray) -> "Capture":
+    def _subset(self, mask: np.ndarray) -> Capture:
         return Capture(self.records[mask], self._frame, self.index[mask], self.sent, self.accounted,
                        self._outputs, self.tier, self.step, stray=self.stray)
 
@@ -162,7 +163,7 @@ class Capture:
         vals, n = np.unique(self.records["verdict"], return_counts=True)
         return {Verdict.name_of(int(v)): int(c) for v, c in zip(vals, n)}
 
-    def where(self, *layers: type[Packet], **fields: Any) -> "Capture":
+    def where(self, *layers: type[Packet], **fields: Any) -> Capture:
         """The packets that have every layer given and whose parsed fields match.
 
         A field's value may be one value or a collection (range, set, list) of allowed values;
@@ -196,10 +197,11 @@ class Capture:
                                  "keeps records only. Fix: a smaller count or a larger keep=, or xdp.run(packet).")
         return Ether(self._outputs[int(self.index[pos])])
 
-    def rewritten(self) -> "Capture":
+    def rewritten(self) -> Capture:
         """The packets the filter changed (unit tier), or whose frame left the DUT changed (live tier)."""
         if self._outputs is None:
             self.output_at(0)  # raises the explanation
+        assert self._outputs is not None
         return self._subset(np.isin(self.index, self._outputs.changed))
 
     def _has(self, layer: type[Packet]) -> np.ndarray:

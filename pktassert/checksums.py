@@ -32,17 +32,19 @@ CHECKSUMS: dict[type, tuple[str, int, int | None]] = {
     GRE: ("chksum", 4, PLAIN),
     _ICMPv6: ("cksum", 2, 58),  # every ICMPv6 message class
 }
-ONLY_IF = {GRE: "chksum_present"}  # the field scapy checks before it computes the checksum
+ONLY_IF: dict[type, str] = {GRE: "chksum_present"}  # the field scapy checks before it computes the checksum
 UDP_ZERO = 17  # a computed UDP checksum of 0 is sent as 0xFFFF (0 means "none")
 # Routing headers whose address is the final destination in the pseudo-header while segments are
 # left (scapy's in6_pseudoheader): which address, and where the addresses start in the header.
-FINAL_DST6 = {IPv6ExtHdrRouting: (-1, 8), IPv6ExtHdrSegmentRouting: (0, 8)}
+FINAL_DST6: dict[type, tuple[int, int]] = {IPv6ExtHdrRouting: (-1, 8), IPv6ExtHdrSegmentRouting: (0, 8)}
 SOURCE_ROUTES = (IPOption_LSRR, IPOption_SSRR)  # IPv4: the last router is the final destination
 
 
 def layers(pkt: Packet) -> list[tuple[Packet, int, Key]]:
     """Each layer of ``pkt`` (a built, dissected packet) with its offset and key, outermost first."""
-    out, seen, total, layer = [], {}, len(pkt), pkt
+    out: list[tuple[Packet, int, Key]] = []
+    seen: dict[type, int] = {}
+    total, layer = len(pkt), pkt
     while not isinstance(layer, NoPayload):
         seen[type(layer)] = n = seen.get(type(layer), 0) + 1
         out.append((layer, total - len(layer), (type(layer), n)))
@@ -67,7 +69,7 @@ class Job:
         if ends is not None and self.to_row_end:  # the bytes after each row's end are zero: they add nothing
             stop, s = ends.astype(np.uint64), _sum16(rows[:, self.start:])
         else:
-            stop, s = np.uint64(self.end), _sum16(rows[:, self.start:self.end])
+            stop, s = np.full(len(rows), self.end, np.uint64), _sum16(rows[:, self.start:self.end])
         if self.proto is not PLAIN:
             for at, width in self.addrs:
                 s = s + _sum16(rows[:, at:at + width])

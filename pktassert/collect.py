@@ -57,7 +57,7 @@ class Tally:
     def lost(self) -> int:
         return int(self.counters[const("CTR_LOST")])
 
-    def __sub__(self, other: "Tally") -> "Tally":
+    def __sub__(self, other: Tally) -> Tally:
         return Tally(self.counters - other.counters)
 
 

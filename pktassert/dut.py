@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from scapy.layers.l2 import Ether
 
@@ -13,9 +14,9 @@ from pktassert.bpf.test_run import TestRunner
 from pktassert.collect import Collector, Tally
 from pktassert.errors import InjectError, PktassertError
 from pktassert.frames import to_frames
-from pktassert.state_map import StateMap
 from pktassert.netns import UNIT_DUT, UNIT_PEER, Endpoint, Namespace, Topology
 from pktassert.record import const
+from pktassert.state_map import StateMap
 from pktassert.unit_path import UnitPath
 from pktassert.verdict import Verdict
 from pktassert.wire import Wire
@@ -128,7 +129,7 @@ class XdpUnderTest:
             yield
 
     @property
-    def honeypot(self) -> "Honeypot":
+    def honeypot(self) -> Honeypot:
         """A third namespace the filter can redirect to (live tier), made on first use: put
         ``xdp.honeypot.ifindex`` (its port in the DUT namespace) in a devmap; read what arrived
         with ``xdp.honeypot.received()``."""
@@ -183,7 +184,7 @@ class XdpUnderTest:
         header plus one VLAN tag (the kernel's is_skb_forwardable), less pktassert's trailer."""
         return self.link_mtu() + 14 + 4 - const("TRAILER_LEN")
 
-    def run(self, packet: Any) -> "Run":
+    def run(self, packet: Any) -> Run:
         """Run the program once on ``packet`` in the kernel (BPF_PROG_TEST_RUN), in either tier,
         without traffic: its verdict and the whole frame as the program left it."""
         frames = to_frames(packet, self.peer, self.dut)
@@ -194,7 +195,7 @@ class XdpUnderTest:
         assert part.outputs is not None
         return Run(int(part.records["ret"][0]), part.outputs[0])
 
-    def cost(self, packet: Any, repeat: int = 100_000) -> "Cost":
+    def cost(self, packet: Any, repeat: int = 100_000) -> Cost:
         """In-kernel nanoseconds per run of the filter alone (without our inspector) on ``packet``,
         from the kernel's own timing over ``repeat`` runs. The runs change the filter's state
         as that many packets would."""

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
-from pktassert import pcap
-from pktassert.flood import Flood
+from pktassert import live_outputs, pcap
+from pktassert.bpf.sender import Sender
 from pktassert.capture import Capture
 from pktassert.dut import XdpUnderTest
-from pktassert.errors import InjectError
-from pktassert.frames import check_size, complete, to_frames
-from pktassert.bpf.sender import Sender
 from pktassert.engine_path import EnginePath
-from pktassert.live_path import LivePath
-from pktassert import live_outputs
+from pktassert.errors import InjectError
+from pktassert.flood import Flood
+from pktassert.frames import check_size, complete, to_frames
 from pktassert.live_outputs import LiveOutputs
+from pktassert.live_path import LivePath
 from pktassert.outputs import Outputs
 from pktassert.path import Part, Path
 from pktassert.unit_path import UnitPath
@@ -95,8 +95,9 @@ class Injector:
             bytes(to_frames(one, self.xdp.peer, self.xdp.dut)[0])  # refuses what is not a packet
             # The scapy packet itself when there is one: it knows which checksums the test set on purpose.
             template = complete(one, self.xdp.peer, self.xdp.dut) if isinstance(one, Packet) else Ether(bytes(one))
-            frames: list[bytes] | Flood = Flood(template, count, vary, seed)
-            check_size(frames.first, MTU)
+            flood = Flood(template, count, vary, seed)
+            check_size(flood.first, MTU)
+            frames: list[bytes] | Flood = flood
         else:
             frames = to_frames(packets, self.xdp.peer, self.xdp.dut)
             check_size(frames, MTU)
@@ -119,7 +120,7 @@ class Injector:
             schedule: np.ndarray | None = np.arange(len(frames), dtype=np.float64) / rate
         elif speed == "max":
             schedule = None
-        elif _number(speed) and speed > 0:
+        elif isinstance(speed, (int, float)) and _number(speed) and speed > 0:
             schedule = times / speed
         else:
             raise InjectError(f"speed={speed!r}: \"max\", or a positive factor of the recorded timing (1.0 = as recorded).")

@@ -5,7 +5,7 @@ the packets they came from by the tag the inspector put in their XDP metadata.""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -40,7 +40,8 @@ class LiveOutputs:
         hit = self._frames.get(pos)
         if hit is None:
             verdict = self._verdicts.get(pos)
-            why = (f"its verdict was {verdict.name}: it did not leave the DUT" if verdict not in (Verdict.TX, Verdict.REDIRECT)
+            why = (f"its verdict was {verdict.name}: it did not leave the DUT"
+                   if verdict is not None and verdict not in (Verdict.TX, Verdict.REDIRECT)
                    else "it was redirected somewhere pktassert does not listen (the peer and the honeypot only), "
                         "or it arrived after the first frames whose bytes the receiver keeps per test")
             raise PktassertError(f"packet #{pos} has no output frame in the live tier: {why}. The live tier "

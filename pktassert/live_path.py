@@ -50,7 +50,7 @@ class LivePath:
         """Send every frame (each at its time, if given); True where the veth refused one."""
         refused = np.zeros(len(wire), bool)
         retries = RETRIES
-        send, data = self.sock.send, memoryview(wire.data)
+        send, data = self.sock.send, wire.data.data
         times = when.tolist() if when is not None else None
         for i, (at, length) in enumerate(zip(wire.offsets.tolist(), wire.lengths.tolist())):
             if times is not None:

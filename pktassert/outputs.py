@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -24,7 +24,7 @@ class Outputs:
         self.truncated = truncated    # send positions whose output outgrew the room kept for it
 
     @classmethod
-    def from_batch(cls, wire: Wire, batch: Batch, start: int) -> "Outputs":
+    def from_batch(cls, wire: Wire, batch: Batch, start: int) -> Outputs:
         """The outputs of one batch whose first frame was send position ``start``."""
         stride = batch.out.shape[1]
         rows = wire.rows()
@@ -46,7 +46,7 @@ class Outputs:
         return cls(sent, idx + start, data, offsets, kept, np.flatnonzero(batch.size_out > stride) + start)
 
     @classmethod
-    def join(cls, parts: list["Outputs"], sent: Callable[[int], bytes]) -> "Outputs":
+    def join(cls, parts: list[Outputs], sent: Callable[[int], bytes]) -> Outputs:
         """One Outputs for consecutive batches; ``sent`` gives an input frame by send position."""
         shifts = np.cumsum([0] + [len(p._data) for p in parts[:-1]])
         return cls(sent, np.concatenate([p.changed for p in parts]),

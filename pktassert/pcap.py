@@ -30,7 +30,8 @@ def read(path: str | os.PathLike[str]) -> tuple[list[bytes], np.ndarray]:
     except (OSError, EOFError, struct.error, Scapy_Exception) as e:  # Scapy_Exception: not a capture
         why = "it starts as one, but is cut short inside its file header" if _starts_like_capture(path) else e
         raise InjectError(f"cannot read capture {path}: {why}. Fix: a pcap or pcapng file of Ethernet frames.") from None
-    frames, times = [], []
+    frames: list[bytes] = []
+    times: list[float] = []
     with reader:
         _check_whole(path)
         linktype = getattr(reader, "linktype", ETHERNET)
@@ -49,7 +50,8 @@ def read(path: str | os.PathLike[str]) -> tuple[list[bytes], np.ndarray]:
                                   f"({ETH_HLEN}). Fix: leave it out of the capture (tshark -r {path} -Y "
                                   f"'frame.len >= 14' -w out.pcap).")
             if hasattr(meta, "tsresol"):
-                times.append(((meta.tshigh << 32) | meta.tslow) / meta.tsresol)
+                high, low, resol = (getattr(meta, f) for f in ("tshigh", "tslow", "tsresol"))  # pcapng's
+                times.append(((high << 32) | low) / resol)
             else:
                 times.append(meta.sec + meta.usec / (1e9 if getattr(reader, "nano", False) else 1e6))
             frames.append(bytes(data))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +214,8 @@ def pytest_assertrepr_compare(op: str, left: Any, right: Any) -> list[str] | Non
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     # A filter that does not compile or load is the test's subject failing, not a broken fixture.
     if call.when == "setup" and call.excinfo is not None and call.excinfo.errisinstance(ProgramError):
@@ -233,7 +234,7 @@ class VerdictSummary:
         if report.when != "teardown":
             return
         for key, value in report.user_properties:
-            if key == "pktassert":
+            if key == "pktassert" and isinstance(value, dict):
                 entry = self.filters.setdefault(value["filter"], {"tests": 0, "counts": {}})
                 entry["tests"] += 1
                 for name, n in value["counts"].items():

@@ -18,7 +18,7 @@ from pktassert.bpf.program import HERE
 @functools.cache
 def constants() -> dict[str, int]:
     text = (HERE / "record.h").read_text()
-    return {m[1]: int(m[2], 0) for m in re.finditer(r"^#define\s+(PKTASSERT_\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", text, re.M)}
+    return {m[1]: int(m[2], 0) for m in re.finditer(r"^#define\s+(PKTASSERT_\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", text, re.MULTILINE)}
 
 
 def const(name: str) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-from typing import Any, Callable, ContextManager, Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
+from typing import Any
 
 from pktassert.errors import PktassertError
 
@@ -32,7 +34,7 @@ def _check_int(ctype: type, value: Any, what: str) -> int:
     return value
 
 
-def _to(ctype: type, value: Any, what: str) -> Any:
+def _to(ctype: Any, value: Any, what: str) -> Any:
     """``value`` as ``ctype``: already one, raw bytes of its exact size, a tuple/list of struct fields
     or array items, or a number; anything that would not fit exactly is refused."""
     if isinstance(value, ctype):
@@ -113,11 +115,11 @@ class StateMap:
         return [(_from(k), _from(v)) for k, v in self.table.items()]
 
     @property
-    def Key(self) -> type:  # noqa: N802 (bcc's name)
+    def Key(self) -> type:
         return self.table.Key
 
     @property
-    def Leaf(self) -> type:  # noqa: N802
+    def Leaf(self) -> type:
         return self.table.Leaf
 
     def __repr__(self) -> str:

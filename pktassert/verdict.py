@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
-from typing import Sequence
+from collections.abc import Sequence
+
+import numpy as np
 
 
 class Verdict(enum.IntEnum):
@@ -24,13 +26,13 @@ class Verdict(enum.IntEnum):
         return cls(value).name if 0 <= value <= cls.REDIRECT else f"ABORTED({value}: not an XDP action)"
 
     @classmethod
-    def of(cls, ret: int) -> "Verdict":
+    def of(cls, ret: int) -> Verdict:
         """The action the kernel takes for a return value: anything that is not an XDP action is
         dropped as an exception, as ABORTED is."""
         return cls(ret) if 0 <= ret <= cls.REDIRECT else cls.ABORTED
 
     @classmethod
-    def fold(cls, counts: "Sequence[int]") -> dict["Verdict", int]:
+    def fold(cls, counts: Sequence[int] | np.ndarray) -> dict[Verdict, int]:
         """Counter slots (one per action, then one for values that are not actions) by action."""
         out = {v: int(counts[v]) for v in cls}
         out[cls.ABORTED] += int(counts[len(cls)])

@@ -20,7 +20,7 @@ class Wire:
 
     @classmethod
     def build(cls, frames: list[bytes] | np.ndarray, magic: int, first_tag: int,
-              lengths: np.ndarray | None = None) -> "Wire":
+              lengths: np.ndarray | None = None) -> Wire:
         """``frames``: a list of frames, or a flood's (n, length) rows (each ``lengths[i]`` long, if given)."""
         n = len(frames)
         tags = (first_tag + np.arange(n, dtype=np.uint64)).astype(np.uint32)
@@ -55,7 +55,7 @@ class Wire:
 
     def frame(self, i: int) -> memoryview:
         start = int(self.offsets[i])
-        return memoryview(self.data)[start:start + int(self.lengths[i])]
+        return self.data.data[start:start + int(self.lengths[i])]
 
 
 def _starts(sizes: np.ndarray) -> np.ndarray:

@@ -37,7 +37,8 @@ def test_examples_agree_packet_for_packet(pytester: pytest.Pytester) -> None:
     shutil.copytree(EXAMPLES / "captures", pytester.path / "captures")
     recorder = Recorder()
     # In-process (the recorder reads live objects); importlib mode, as the examples may be imported already.
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--import-mode=importlib", "--pktassert-tier=both", plugins=[recorder])
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--import-mode=importlib", "--pktassert-tier=both",
+                                          plugins=[recorder])
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()[-3000:]
     tests = {base for base, _ in recorder.runs}

@@ -174,7 +174,8 @@ def test_frame_sizes_the_link_takes(ip_len, tags):
 
 @pytest.mark.parametrize("ip_len, tags, match", [
     (1501, (), r"1515-byte frame; the DUT link's MTU is 1500.*1501 bytes after the Ethernet header.* 1 byte over"),
-    (1501, (Dot1Q(vlan=5),), r"1519-byte frame; the DUT link's MTU is 1500.*1501 bytes after the Ethernet header and 1 VLAN tag.* 1 byte over"),
+    (1501, (Dot1Q(vlan=5),),
+     r"1519-byte frame; the DUT link's MTU is 1500.*1501 bytes after the Ethernet header and 1 VLAN tag.* 1 byte over"),
     (1500, (Dot1AD(vlan=5), Dot1Q(vlan=6)), r"1522-byte frame; .*frames up to 1518 bytes.* 4 bytes over"),
 ])
 def test_frame_sizes_refused(ip_len, tags, match):
@@ -185,11 +186,11 @@ def test_frame_sizes_refused(ip_len, tags, match):
 
 def test_inner_ip_headers_get_the_peers_source_too():
     # Left unset, scapy would take an inner header's source from the host's own routes.
+    from pktassert.netns import UNIT_DUT, UNIT_PEER
     from scapy.layers.inet import IP, UDP
     from scapy.layers.inet6 import IPv6
 
     from pktassert.frames import complete
-    from pktassert.netns import UNIT_DUT, UNIT_PEER
 
     pkt = complete(IP(dst="192.0.2.1") / IP(dst="198.51.100.1") / UDP(), UNIT_PEER, UNIT_DUT)
     assert [h.src for h in pkt.iterpayloads() if type(h) is IP] == [UNIT_PEER.ip, UNIT_PEER.ip]

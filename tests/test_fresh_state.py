@@ -1,7 +1,6 @@
 """Fresh state: every map of the filter is empty at the start of each test, whatever its type, so a
 verdict never depends on which test ran before. Two tests in one session share the loaded program."""
 
-import pytest
 
 FILTER = r"""
 struct lpm_key { __u32 prefixlen; __u32 addr; };

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from pktassert.netns import leftovers
 from pktassert.netns.snapshot import differences, snapshot
 
@@ -126,7 +125,7 @@ def test_sigkill_mid_test_then_next_run_leaves_nothing(pytester, pktassert_ready
 
     # The next run frees it (only it: its owner is dead) and runs normally.
     res = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "n-2 or 2", "-p", "no:randomly")
-    res.stdout.fnmatch_lines(["*pktassert: freed a namespace left by a crashed run*owner pid %d dead*" % proc.pid])
+    res.stdout.fnmatch_lines([f"*pktassert: freed a namespace left by a crashed run*owner pid {proc.pid} dead*"])
     _wait_gone([careless])
     assert _ours(proc.pid) == []
     assert differences(before, snapshot()) == []

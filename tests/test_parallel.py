@@ -31,12 +31,12 @@ def _suite(path: Path) -> None:
 
 def _command(*args: str) -> list[str]:
     # The million-packet examples are left out: five runs of them would say nothing more here.
-    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-q", "-k", "not million and not full_port and not replay",
-            *args]
+    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-q",
+            "-k", "not million and not full_port and not replay", *args]
 
 
 def _results(out: str) -> dict[str, str]:
-    return dict((m.group(2), m.group(1)) for m in re.finditer(r"^(PASSED|FAILED|ERROR|SKIPPED) (\S+)", out, re.M))
+    return dict((m.group(2), m.group(1)) for m in re.finditer(r"^(PASSED|FAILED|ERROR|SKIPPED) (\S+)", out, re.MULTILINE))
 
 
 def test_same_results_with_0_2_and_4_workers_and_two_runs_at_once(pytester, pktassert_ready):

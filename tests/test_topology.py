@@ -4,7 +4,6 @@ import socket
 import subprocess
 
 import pytest
-
 from pktassert.netns import Topology
 from pktassert.netns.snapshot import snapshot
 

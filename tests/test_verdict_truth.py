@@ -151,7 +151,8 @@ def test_tail_calls_wired_by_function_name(xdp, inject):
         assert r.verdicts == [Verdict.DROP, Verdict.DROP]
         assert r[0].tail_call and not r[1].tail_call
         return
-    with pytest.raises(AccountingError, match=r"1 of 1 .*left the filter through a tail call.*does not observe .*live tier.*unit tier"):
+    with pytest.raises(AccountingError,
+                       match=r"1 of 1 .*left the filter through a tail call.*does not observe .*live tier.*unit tier"):
         inject(IP(dst=xdp.ip) / TCP(dport=80))
 
 
