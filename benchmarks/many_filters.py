@@ -29,7 +29,7 @@ from pktassert import Verdict
 @pytest.mark.parametrize("n", range({filters}))
 def test_distinct_filter(request, n):
     # A different program text per test: a distinct compile and load each time.
-    source = f"int f(struct xdp_md *ctx) {{{{ return ctx->data_end - ctx->data == {{n}} ? XDP_DROP : XDP_PASS; }}}}"
+    source = f"int f(struct xdp_md *ctx) {{{{ return ctx->data_end - ctx->data == {{n}} + 10000 ? XDP_DROP : XDP_PASS; }}}}"
     request.node.add_marker(pytest.mark.xdp(source, func="f"))
     xdp, inject = request.getfixturevalue("xdp"), request.getfixturevalue("inject")
     assert inject(IP(dst=xdp.ip) / UDP(dport=9)).verdict == Verdict.PASS
