@@ -173,8 +173,7 @@ class Injector:
         if parts[0].outputs is not None:
             outputs = Outputs.join([p.outputs for p in parts if p.outputs is not None], frame)
         elif path.tier == "live" and step == 1 and self.xdp.receiver is not None:
-            outputs = live_outputs.collect(self.xdp.receiver, records, np.arange(n), first_tag, frame,
-                                           self.xdp.landings())
+            outputs = live_outputs.collect(self.xdp.receiver, records, first_tag, frame, self.xdp.landings())
         return Capture(records, frame, index=np.arange(0, n, step), sent=n, accounted=accounted, outputs=outputs,
                        tier=path.tier, step=step, exact=exact if step > 1 else None,
                        stray=sum(p.stray for p in parts))

@@ -22,8 +22,8 @@ class LiveOutputs:
     """Output frame by send position, for the packets whose frame came out where pktassert listens."""
 
     def __init__(self, sent: Callable[[int], bytes], frames: dict[int, tuple[bytes, str]],
-                 verdicts: dict[int, Verdict]) -> None:
-        self._sent, self._frames, self._verdicts = sent, frames, verdicts
+                 verdicts: np.ndarray) -> None:
+        self._sent, self._frames, self._verdicts = sent, frames, verdicts  # verdicts by send position
         self.changed = np.array(sorted(p for p, (data, _) in frames.items() if data != sent(p)), np.int64)
         self.truncated = np.empty(0, np.int64)
 
@@ -39,9 +39,9 @@ class LiveOutputs:
     def __getitem__(self, pos: int) -> bytes:
         hit = self._frames.get(pos)
         if hit is None:
-            verdict = self._verdicts.get(pos)
+            verdict = Verdict(int(self._verdicts[pos]))
             why = (f"its verdict was {verdict.name}: it did not leave the DUT"
-                   if verdict is not None and verdict not in (Verdict.TX, Verdict.REDIRECT)
+                   if verdict not in (Verdict.TX, Verdict.REDIRECT)
                    else "it was redirected somewhere pktassert does not listen (the peer and the honeypot only), "
                         "or it arrived after the first frames whose bytes the receiver keeps per test")
             raise PktassertError(f"packet #{pos} has no output frame in the live tier: {why}. The live tier "
@@ -50,10 +50,10 @@ class LiveOutputs:
         return hit[0]
 
 
-def collect(receiver: Receiver, records: np.ndarray, positions: np.ndarray, first_tag: int,
-            sent: Callable[[int], bytes], places: dict[int, str]) -> LiveOutputs:
-    """Wait for the frames these records say were sent out, and match them to their packets.
-    ``places``: the receiver's ifindex -> a name for where frames land."""
+def collect(receiver: Receiver, records: np.ndarray, first_tag: int, sent: Callable[[int], bytes],
+            places: dict[int, str]) -> LiveOutputs:
+    """Wait for the frames these records (one per packet, in send order) say were sent out, and
+    match them to their packets. ``places``: the receiver's ifindex -> a name for where frames land."""
     verdicts = records["verdict"]
     out = np.isin(verdicts, [Verdict.TX, Verdict.REDIRECT]) & ((records["note"] & const("N_OUT_UNTAGGED")) == 0)
     want = set(records["tag"][out].tolist())
@@ -69,4 +69,4 @@ def collect(receiver: Receiver, records: np.ndarray, positions: np.ndarray, firs
             got = {f.tag - first_tag: (bytes(f.data[:f.length]), places[f.ifindex]) for f in frames}
             break
         time.sleep(0.001)  # the receiver's ring is drained by polling; bounded by the deadline
-    return LiveOutputs(sent, got, {int(p): Verdict(int(v)) for p, v in zip(positions, verdicts)})
+    return LiveOutputs(sent, got, verdicts)
