@@ -181,10 +181,11 @@ class LoadedProgram:
         leaf = self.bpf[b"pktassert_slots"].Leaf  # struct pktassert_record as bcc describes it
         self.record_type = leaf._type_ if issubclass(leaf, ctypes.Array) else leaf
         self._unit_slots: mmap.mmap | None = None
-        self._next_tag = 0
+        self._next_tag = 1  # never 0: a slot no frame has written reads as tag 0
 
     # Tags are unique for the life of the loaded program, so a record left in a slot by an earlier
-    # frame (another test's) can never pass for a later frame's.
+    # frame (another test's) can never pass for a later frame's; and never 0, so a slot that no frame
+    # has written (all zeros) cannot pass for one.
     TAG_LIMIT = 0xFFFFFFFF  # PKTASSERT_UNTAGGED
 
     def take_tags(self, n: int) -> int:
@@ -194,7 +195,7 @@ class LoadedProgram:
             slots = np.frombuffer(self.unit_slots(), np.uint8)
             slots[:] = 0
             del slots
-            self._next_tag = 0
+            self._next_tag = 1
         first = self._next_tag
         self._next_tag += n
         return first

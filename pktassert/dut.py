@@ -165,7 +165,7 @@ class XdpUnderTest:
         return self.collector.tally()
 
     def counts(self) -> dict[Verdict, int]:
-        """Exact frames pktassert injected, per verdict, since the test started (per-CPU counters)."""
+        """Exact frames pktassert gave the filter (inject() and run()), per verdict, since the test started."""
         return (self.collector.tally() - self._start).injected
 
     def stray_counts(self) -> dict[Verdict, int]:

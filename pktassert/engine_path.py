@@ -24,7 +24,11 @@ def xmit_errors(peer: Endpoint) -> int:
     """XDP frames the peer's veth could not hand to the DUT end (too long for it, or its ring full)."""
     assert peer.ns is not None
     with peer.ns.entered():
-        stats = dict(IoctlEthtool(peer.ifname).get_statistics())
+        ethtool = IoctlEthtool(peer.ifname)
+        try:
+            stats = dict(ethtool.get_statistics())
+        finally:
+            ethtool.close()
     return sum(v for k, v in stats.items() if k.endswith("_xdp_xmit_errors"))
 
 

@@ -56,7 +56,6 @@ class Injector:
         self._engine: Path | None = None
         self._sender = sender
         self.captures: list[Capture] = []  # every Capture this injector returned, in order
-        self._tag = 0
 
     @property
     def tier(self) -> str:
@@ -73,9 +72,10 @@ class Injector:
         if duration is not None:
             if not (_number(duration) and duration > 0):
                 raise InjectError(f"duration={duration!r}: give seconds, a number more than 0.")
-            if rate is None or count is not None:
-                raise InjectError("duration= goes with rate= (packets per second) and sets the count; "
-                                  "give rate= and duration=, or count=.")
+            if rate is None or count is not None or isinstance(packets, (list, tuple)):
+                raise InjectError("duration= goes with rate= (packets per second) and sets how many copies of one "
+                                  "template packet are sent; give one packet with rate= and duration=, or count=; "
+                                  "a list is sent once, paced by rate= alone.")
             count = max(1, round(rate * duration))
         count = 1 if count is None else count
         if not _whole(count) or count < 1:
@@ -101,7 +101,7 @@ class Injector:
         else:
             frames = to_frames(packets, self.xdp.peer, self.xdp.dut)
             check_size(frames, MTU)
-        schedule = None if rate is None else np.arange(count, dtype=np.float64) / rate
+        schedule = None if rate is None else np.arange(len(frames), dtype=np.float64) / rate
         capture = self._send(frames, keep, schedule)
         self.captures.append(capture)
         return capture

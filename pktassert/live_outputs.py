@@ -56,17 +56,21 @@ def collect(receiver: Receiver, records: np.ndarray, first_tag: int, sent: Calla
     match them to their packets. ``places``: the receiver's ifindex -> a name for where frames land."""
     verdicts = records["verdict"]
     out = np.isin(verdicts, [Verdict.TX, Verdict.REDIRECT]) & ((records["note"] & const("N_OUT_UNTAGGED")) == 0)
-    want = set(records["tag"][out].tolist())
-    tx = set(records["tag"][out & (verdicts == Verdict.TX)].tolist())
+    want = records["tag"][out]
+    tx = records["tag"][out & (verdicts == Verdict.TX)]
     got: dict[int, tuple[bytes, str]] = {}
     deadline, moved, count = time.monotonic() + WAIT_S, time.monotonic(), -1
-    while want:
-        frames = [f for f in receiver.frames() if f.tag in want and f.ifindex in places]
-        if len(frames) != count:
-            count, moved = len(frames), time.monotonic()
-        have = {f.tag for f in frames}
-        if have >= want or (have >= tx and time.monotonic() - moved > SETTLE_S) or time.monotonic() > deadline:
-            got = {f.tag - first_tag: (bytes(f.data[:f.length]), places[f.ifindex]) for f in frames}
+    while len(want):
+        # Every frame that arrives has a summary (its tag); the first frames of a test also keep bytes.
+        s = receiver.summaries()
+        arrived = s["tag"][s["tagged"] & np.isin(s["ifindex"], list(places))]
+        have_all, have_tx = np.isin(want, arrived).all(), np.isin(tx, arrived).all()
+        if len(arrived) != count:
+            count, moved = len(arrived), time.monotonic()
+        if have_all or (have_tx and time.monotonic() - moved > SETTLE_S) or time.monotonic() > deadline:
+            wanted = set(want.tolist())
+            got = {f.tag - first_tag: (bytes(f.data[:f.length]), places[f.ifindex])
+                   for f in receiver.frames() if f.tag in wanted and f.ifindex in places}
             break
         time.sleep(0.001)  # the receiver's ring is drained by polling; bounded by the deadline
     return LiveOutputs(sent, got, verdicts)

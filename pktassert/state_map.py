@@ -11,6 +11,11 @@ from typing import Any
 from pktassert.errors import PktassertError
 
 PROG_ARRAY = 3  # BPF_MAP_TYPE_PROG_ARRAY: values are programs, given by function name
+_DEVMAP_HINT = (" A devmap's value is an interface index of the test's own namespace: the DUT's in the live tier "
+                "(xdp.ifindex, xdp.honeypot.ifindex), a throwaway namespace with only lo (1) in the unit tier.")
+# What the kernel's refusal most likely means, by map type (BPF_MAP_TYPE_*).
+_HINTS = {14: _DEVMAP_HINT, 25: _DEVMAP_HINT,
+          PROG_ARRAY: " A program array takes a function name of the filter's source."}
 
 
 class MapValueError(PktassertError, ValueError):
@@ -83,9 +88,8 @@ class StateMap:
             try:
                 self.table[k] = v
             except Exception as e:  # noqa: BLE001 -- bcc raises plain Exception with the kernel's errno text
-                raise MapValueError(f"{self.name}: the kernel refused {key!r} -> {value!r}: {e}. For a devmap the "
-                                    f"value is an interface index of the DUT namespace (xdp.ifindex, "
-                                    f"xdp.honeypot.ifindex).") from None
+                hint = _HINTS.get(self.table.ttype, "")
+                raise MapValueError(f"{self.name}: the kernel refused {key!r} -> {value!r}: {e}.{hint}") from None
 
     def __getitem__(self, key: Any) -> Any:
         return _from(self.table[_to(self.table.Key, key, f"{self.name} key")])

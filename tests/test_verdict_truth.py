@@ -204,3 +204,20 @@ def test_reserved_names_are_refused_with_the_list(request):
 
     with pytest.raises(ProgramError, match=r"reserved.*pktassert_"):
         request.getfixturevalue("xdp")
+
+
+@LIVE
+@pytest.mark.xdp("int fresh_first(struct xdp_md *ctx) { return XDP_PASS; /* loaded for this test only */ }",
+                 func="fresh_first")
+def test_the_first_frame_of_a_fresh_program_is_never_an_empty_slot(xdp, inject):
+    # Slot 0 of a program never used holds zeros: it must not pass for packet #0's record.
+    xdp.dut.ns.ipr.link("set", index=xdp.ifindex, mtu=1000)
+    frames = [IP(dst=xdp.ip) / UDP(dport=9) / (b"x" * 1100)] + [IP(dst=xdp.ip) / UDP(dport=9)] * 63
+    with pytest.raises(AccountingError, match=r"^1 of 64 injected packets have no verdict \(first: packet #0\)"):
+        inject(frames)
+
+
+@LIVE
+def test_a_list_paced_by_rate(xdp, inject):
+    r = inject([IP(dst=xdp.ip) / UDP(dport=p) for p in (1, 2, 3)], rate=1000)
+    assert r.records["dport"].tolist() == [1, 2, 3] and r.count(Verdict.PASS) == 3
