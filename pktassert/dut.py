@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 from scapy.layers.l2 import Ether
 
 from pktassert.bpf.program import RESERVED, LoadedProgram, Program
@@ -183,6 +184,11 @@ class XdpUnderTest:
         """The longest frame as crafted that the DUT's veth lets through now: MTU plus Ethernet
         header plus one VLAN tag (the kernel's is_skb_forwardable), less pktassert's trailer."""
         return self.link_mtu() + 14 + 4 - const("TRAILER_LEN")
+
+    def too_long(self, wire: Wire) -> tuple[np.ndarray, int]:
+        """Which frames of ``wire`` the DUT's veth would drop for their length now, and the limit."""
+        limit = self.frame_limit()
+        return wire.lengths - const("TRAILER_LEN") > limit, limit
 
     def run(self, packet: Any) -> Run:
         """Run the program once on ``packet`` in the kernel (BPF_PROG_TEST_RUN), in either tier,

@@ -43,10 +43,10 @@ class EnginePath:
     def send(self, wire: Wire, start: int, total: int, records: np.ndarray) -> Part:
         peer, collector = self.xdp.peer, self.xdp.collector
         before, errors_before = collector.tally(), xmit_errors(peer)
-        limit = self.xdp.frame_limit()
         # A veth drops a frame longer than its MTU allows, and on the XDP path every frame queued
         # behind it in the same bulk too: such frames are held back, and reported by number.
-        fits = wire.lengths - const("TRAILER_LEN") <= limit
+        long, limit = self.xdp.too_long(wire)
+        fits = ~long
         offsets, lengths = wire.offsets[fits], wire.lengths[fits]
         sent = refused = done = 0
         while done < len(offsets):  # the arena may take fewer frames than a chunk (long frames)

@@ -77,8 +77,8 @@ class LivePath:
         refused = int(got.undelivered.sum())
         delta = got.delta
         tail_calls = max(0, delta.entered - delta.completed)
-        limit = self.xdp.frame_limit()
-        long = missing & ~got.undelivered & (wire.lengths > limit + const("TRAILER_LEN"))
+        too_long, limit = self.xdp.too_long(wire)
+        long = missing & ~got.undelivered & too_long
         return Shortfall(
             n, np.flatnonzero(missing) + start,
             never_left=refused, never_left_why="the veth's queue refused them (ENOBUFS)",
