@@ -122,3 +122,12 @@ def test_unit_tier_map_writes_resolve_in_a_throwaway_namespace(xdp, inject):
     assert inject(IP(dst=xdp.ip) / TCP(dport=80)).verdict == Verdict.REDIRECT
     with pytest.raises(PktassertError, match=r"tx_port.*refused"):
         xdp.map("tx_port")[1] = 4000          # no such interface there (nor is the host's looked at)
+
+
+@pytest.mark.parametrize("tier", ["unit"], indirect=True)
+@pytest.mark.xdp(ECHO, func="echo")
+def test_unit_tier_has_no_peer_or_honeypot_to_receive(xdp):
+    for what in ("received_by_peer", "honeypot"):
+        with pytest.raises(PktassertError, match=r"unit tier .* no namespaces"):
+            attr = getattr(xdp, what)
+            attr() if callable(attr) else attr
