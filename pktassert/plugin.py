@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pytest
 
@@ -21,6 +21,7 @@ from pktassert.program_cache import ProgramCache, raise_fd_limit
 from pktassert.record import const
 from pktassert.verdict import Verdict
 
+T = TypeVar("T")
 TIERS = ("live", "unit")
 
 
@@ -151,19 +152,30 @@ def topology(pktassert_ready: None, request: pytest.FixtureRequest) -> Iterator[
         yield topo
 
 
+class OnFirstUse(Generic[T]):
+    """A session's one instance of an expensive helper (a compiled program of ours), made the first
+    time a test needs it; closed with the session."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._made: list[T] = []
+
+    def __call__(self) -> T:
+        if not self._made:
+            self._made.append(self._make())
+        return self._made[0]
+
+    def close(self) -> None:
+        for made in self._made:
+            made.close()  # type: ignore[attr-defined]  # Receiver and Sender both have close()
+
+
 @pytest.fixture(scope="session")
-def pktassert_receiver(pktassert_ready: None) -> Iterator[Callable[[], Receiver]]:
+def pktassert_receiver(pktassert_ready: None) -> Iterator[OnFirstUse[Receiver]]:
     """pktassert's receiver (bpf/receiver.c), compiled on first use in the session."""
-    made: list[Receiver] = []
-
-    def get() -> Receiver:
-        if not made:
-            made.append(Receiver())
-        return made[0]
-
-    yield get
-    for receiver in made:
-        receiver.close()
+    receiver = OnFirstUse(Receiver)
+    yield receiver
+    receiver.close()
 
 
 @pytest.fixture
@@ -186,22 +198,15 @@ def xdp(tier: str, xdp_program: Program, pktassert_programs: ProgramCache,
 
 
 @pytest.fixture(scope="session")
-def pktassert_sender(pktassert_ready: None) -> Iterator[Callable[[], Sender]]:
+def pktassert_sender(pktassert_ready: None) -> Iterator[OnFirstUse[Sender]]:
     """The traffic engine, compiled on first use in the session."""
-    made: list[Sender] = []
-
-    def get() -> Sender:
-        if not made:
-            made.append(Sender())
-        return made[0]
-
-    yield get
-    for sender in made:
-        sender.close()
+    sender = OnFirstUse(Sender)
+    yield sender
+    sender.close()
 
 
 @pytest.fixture
-def inject(xdp: XdpUnderTest, pktassert_sender: Callable[[], Sender]) -> Iterator[Injector]:
+def inject(xdp: XdpUnderTest, pktassert_sender: OnFirstUse[Sender]) -> Iterator[Injector]:
     """Run scapy packets through the filter (live: sent from the peer over the veth; unit: by
     BPF_PROG_TEST_RUN); returns a Capture of their verdicts."""
     injector = Injector(xdp, pktassert_sender)
