@@ -204,3 +204,17 @@ def verifier_message(log: str, err: int, name: str, maps: dict[str, list[int]], 
 def verifier_lines(log: str) -> str:
     """The reason and the last instructions from a log bcc printed (no line: no map for it here)."""
     return verifier_message(log, 0, "", {}, {}) if log.strip() else ""
+
+
+def libbpf_verifier_message(log: str, err: str) -> str:
+    """The verifier's reason and the source line it was checking, from what libbpf printed while
+    loading. The line comes from the object's own line info (``; text @ file:line`` in the log)."""
+    body = log.split("-- BEGIN PROG LOAD LOG --")[-1].split("-- END PROG LOAD LOG --")[0]
+    if "-- BEGIN PROG LOAD LOG --" not in log:  # libbpf refused it before the kernel saw it
+        said = [ln.strip() for ln in log.splitlines() if ln.strip()][-4:]
+        return "\n".join(said) or err
+    at = next((m for m in map(_LINFO.match, reversed(body.splitlines())) if m and m.group(2)), None)
+    if at is None:
+        return verifier_message(body, 0, "", {}, {})
+    file, line = at.group(2), int(at.group(3))
+    return verifier_message(body, 0, file, {file: list(range(1, line + 1))}, {file: "\n" * (line - 1) + at.group(1)})

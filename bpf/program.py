@@ -13,16 +13,14 @@ import contextlib
 import ctypes
 import dataclasses
 import functools
-import mmap
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-from pktassert.bpf import compile_check, diagnostics, map_reset, source_check
+from pktassert.bpf import compile_check, diagnostics, source_check
+from pktassert.bpf.loaded import Loaded
 from pktassert.bpf.source_check import RESERVED
-from pktassert.bpf.test_run import TestRunner
 
 from pktassert.errors import ProgramError
 
@@ -62,6 +60,11 @@ class Program:
         source_check.check_func(self.func)
         object.__setattr__(self, "cflags", source_check.check_cflags(self.cflags))  # a list too, kept as a tuple
 
+    kind = "bcc source"
+
+    def cache_key(self) -> tuple:
+        return ("bcc", self.compose(), self.func, self.cflags)
+
     @property
     def is_file(self) -> bool:
         return isinstance(self.source, os.PathLike) or looks_like_path(str(self.source))
@@ -92,9 +95,9 @@ class Program:
                 + f'#line 1 "{HERE / "inspector.c"}"\n' + _inspector() + "#undef PKTASSERT_FILTER\n"
                 + f'#line 1 "{self.name}"\n' + text + "\n")
 
-    def load(self, composed: str | None = None) -> LoadedProgram:
-        """Compile and load; ``composed`` is this program's compose() if the caller has it already."""
-        return LoadedProgram(self, composed)
+    def load(self) -> LoadedProgram:
+        """Compile with bcc and load."""
+        return LoadedProgram(self)
 
 
 def looks_like_path(source: str) -> bool:
@@ -144,15 +147,16 @@ def _verifier_lines(log: str) -> str:
     return diagnostics.verifier_lines(log)
 
 
-class LoadedProgram:
-    """The composed program loaded in the kernel, its maps, and the record layout it emits."""
+class LoadedProgram(Loaded):
+    """The composed program loaded in the kernel by bcc, its maps, and the record layout it emits."""
 
     def __init__(self, program: Program, composed: str | None = None) -> None:
         from bcc import (
             BPF,  # imported late: the plugin must load (and skip cleanly) without bcc
         )
 
-        self.program = program
+        super().__init__()
+        self.subject = program
         text = composed or program.compose()
         flags = compile_flags(program.cflags)
         # In a child process first: LLVM ends the process that compiles a program its backend rejects.
@@ -177,77 +181,34 @@ class LoadedProgram:
             sources = {f: "\n".join(lines) for f, _, lines in compile_check.regions(text.splitlines())}
             raise ProgramError(f"the verifier rejected {program.func}() from {program.name}: "
                                + diagnostics.verifier_message(*why, program.name, checked.lines, sources)) from None
-        self.fd: int = self.fn.fd
+        self.fd = self.fn.fd
         leaf = self.bpf[b"pktassert_slots"].Leaf  # struct pktassert_record as bcc describes it
         self.record_type = leaf._type_ if issubclass(leaf, ctypes.Array) else leaf
-        self._unit_slots: mmap.mmap | None = None
-        self._next_tag = 1  # never 0: a slot no frame has written reads as tag 0
 
-    # Tags are unique for the life of the loaded program, so a record left in a slot by an earlier
-    # frame (another test's) can never pass for a later frame's; and never 0, so a slot that no frame
-    # has written (all zeros) cannot pass for one.
-    TAG_LIMIT = 0xFFFFFFFF  # PKTASSERT_UNTAGGED
+    def our_map_fd(self, name: str) -> int:
+        return int(self.bpf[name.encode()].map_fd)
 
-    def take_tags(self, n: int) -> int:
-        """The first of ``n`` fresh consecutive tags."""
-        if self._next_tag + n >= self.TAG_LIMIT:
-            # Wrapped after 4 billion frames: forget every slot, so old ones cannot match again.
-            slots = np.frombuffer(self.unit_slots(), np.uint8)
-            slots[:] = 0
-            del slots
-            self._next_tag = 1
-        first = self._next_tag
-        self._next_tag += n
-        return first
-
-    @functools.cached_property
-    def runner(self) -> TestRunner:
-        """Test runs of this program (its buffers are reused, so one per program)."""
-        return TestRunner(self.fd)
-
-    @functools.cached_property
-    def bare_runner(self) -> TestRunner:
-        """Test runs of the filter without the inspector (for cost()); loaded on first use, same maps."""
+    def bare_fd(self) -> int:
         from bcc import BPF
 
-        return TestRunner(self.bpf.load_func(BARE_ENTRY.encode(), BPF.XDP).fd)
+        return int(self.bpf.load_func(BARE_ENTRY.encode(), BPF.XDP).fd)
 
     def program_fd(self, func: str) -> int:
         """A function of the filter's source loaded as its own XDP program (for program arrays)."""
         from bcc import BPF
 
         if func.startswith(RESERVED):
-            raise ProgramError(f"{func!r} is pktassert's, not a function of {self.program.name}.")
+            raise ProgramError(f"{func!r} is pktassert's, not a function of {self.subject.name}.")
         log: list[str] = []
         try:
             with _stderr_into(log):
                 return int(self.bpf.load_func(func.encode(), BPF.XDP).fd)
         except Exception as e:  # noqa: BLE001
-            raise ProgramError(f"cannot load {func}() of {self.program.name} for a program array: "
+            raise ProgramError(f"cannot load {func}() of {self.subject.name} for a program array: "
                                f"{_verifier_lines(log[-1]) or e}. Fix: name a function `int {func}(struct xdp_md *ctx)` "
                                f"defined (not static) in the filter's source.") from None
 
-    def unit_slots(self) -> mmap.mmap:
-        """The inspector's record slots for unit runs (pa_unit), mapped into our memory."""
-        if self._unit_slots is None:
-            table = self.bpf[b"pktassert_slots"]
-            size = table.max_entries * ctypes.sizeof(self.record_type)
-            self._unit_slots = mmap.mmap(table.map_fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        return self._unit_slots
-
-    def read_slots(self, first_tag: int, records: np.ndarray) -> np.ndarray:
-        """Copy the records of tags first_tag... from the slots into ``records`` (consecutive
-        tags: at most two slices)."""
-        slots = np.frombuffer(self.unit_slots(), records.dtype)
-        n, at = len(records), first_tag % len(slots)
-        head = min(n, len(slots) - at)
-        records[:head] = slots[at:at + head]
-        records[head:] = slots[:n - head]
-        del slots  # the mmap must have no views left when the program is closed
-        return records
-
     def map_fds(self) -> dict[str, int]:
-        """Every map of the filter's own (not the inspector's), by name: its fd."""
         return {name: int(self.bpf[name.encode()].map_fd) for name in self._table_names()}
 
     def _table_names(self) -> list[str]:
@@ -263,20 +224,5 @@ class LoadedProgram:
         """The filter's own maps (not the inspector's) by name, as bcc tables."""
         return {n: self.bpf[n.encode()] for n in self._table_names()}
 
-    @functools.cached_property
-    def resettable(self) -> bool:
-        """Whether every map can be emptied between tests (a bloom filter cannot: then the program
-        is loaded afresh for each test)."""
-        return all(map_reset.resettable(fd) for fd in self.map_fds().values())
-
-    def reset(self) -> None:
-        """Fresh state for the next test: every map of the filter emptied, whatever its type
-        (pktassert/bpf/map_reset.py), and our counters zeroed."""
-        for fd in self.map_fds().values():
-            map_reset.reset(fd)
-        map_reset.reset(int(self.bpf[b"pktassert_counters"].map_fd))
-
-    def close(self) -> None:
-        if self._unit_slots is not None:
-            self._unit_slots.close()
+    def _close(self) -> None:
         self.bpf.cleanup()

@@ -1,9 +1,13 @@
 """pktassert: pytest tests for packet filters, with real namespaces, real programs and real verdicts."""
 
+from pktassert.bpf.libbpf_program import LibbpfSource, ObjectFile
 from pktassert.bpf.program import Program
+from pktassert.bpf.program import Program as BccSource
 from pktassert.capture import Capture, Count, Outcome
+from pktassert.dut import XdpUnderTest
 from pktassert.errors import AccountingError, InjectError, PktassertError, ProgramError
+from pktassert.inject import Injector
 from pktassert.verdict import Verdict
 
-__all__ = ["AccountingError", "Capture", "Count", "InjectError", "Outcome", "PktassertError", "Program",
-           "ProgramError", "Verdict"]
+__all__ = ["AccountingError", "BccSource", "Capture", "Count", "InjectError", "Injector", "LibbpfSource", "ObjectFile",
+           "Outcome", "PktassertError", "Program", "ProgramError", "Verdict", "XdpUnderTest"]

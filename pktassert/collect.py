@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 
-from pktassert.bpf.program import LoadedProgram
+from pktassert.bpf import libbpf
+from pktassert.bpf.loaded import Loaded
 from pktassert.record import const, dtype_of
 from pktassert.verdict import Verdict
 
@@ -84,14 +85,21 @@ class Collected:
 class Collector:
     """Counters of one loaded program, and its ring buffer drained into numpy records."""
 
-    def __init__(self, loaded: LoadedProgram) -> None:
+    def __init__(self, loaded: Loaded) -> None:
         self.loaded = loaded
         self.dtype = dtype_of(loaded.record_type)
         self._size = self.dtype.itemsize
         self._buf = np.zeros(1 << 12, self.dtype)
         self._n = 0
-        self._counters = loaded.bpf[b"pktassert_counters"]
-        loaded.bpf[b"pktassert_events"].open_ring_buffer(self._on_record)
+        # Over the maps' fds with libbpf, whichever loader made them.
+        self._counters_fd = loaded.our_map_fd("pktassert_counters")
+        self._cpus = libbpf.possible_cpus()
+        self._values = np.zeros(self._cpus, np.uint64)
+        self._key = ctypes.c_uint32()
+        self._callback = libbpf.RINGBUF_SAMPLE_FN(self._on_record)  # kept alive as long as the ring
+        self._ring = libbpf.lib().ring_buffer__new(loaded.our_map_fd("pktassert_events"), self._callback, None, None)
+        if not self._ring:
+            raise OSError(libbpf.error_of(self._ring), "ring_buffer__new on pktassert_events")
 
     def _on_record(self, _ctx: object, data: int, size: int) -> int:
         if self._n == len(self._buf):
@@ -101,23 +109,31 @@ class Collector:
         return 0
 
     def tally(self) -> Tally:
-        slots = [sum(self._counters[ctypes.c_int(i)]) for i in range(const("CTR_SLOTS"))]
-        return Tally(np.array(slots, dtype=np.int64))
+        lookup, out = libbpf.lib().bpf_map_lookup_elem, np.zeros(const("CTR_SLOTS"), np.int64)
+        for i in range(len(out)):
+            self._key.value = i
+            if lookup(self._counters_fd, ctypes.byref(self._key), self._values.ctypes.data) == 0:
+                out[i] = int(self._values.sum())
+        return Tally(out)
 
     def discard(self) -> None:
         """Drop whatever is in the ring (used between tests)."""
-        self.loaded.bpf.ring_buffer_consume()
+        libbpf.lib().ring_buffer__consume(self._ring)
         self._n = 0
 
     def poll(self, timeout_ms: int) -> None:
         """Take what the ring holds into our buffer (collect() sorts it out later)."""
-        self.loaded.bpf.ring_buffer_poll(timeout_ms)
+        libbpf.lib().ring_buffer__poll(self._ring, timeout_ms)
+
+    def close(self) -> None:
+        if self._ring:
+            libbpf.lib().ring_buffer__free(self._ring)
+            self._ring = None
 
     def collect(self, first_tag: int, out: np.ndarray, before: Tally, undelivered: np.ndarray | None = None,
                 quiet_s: float = 1.0) -> Collected:
         """Wait until every delivered tag in [first_tag, first_tag+len(out)) has its record in
         ``out``, or the counters show it never will, or nothing moves for ``quiet_s``."""
-        bpf = self.loaded.bpf
         count = len(out)
         out[:] = 0
         have = np.zeros(count, bool)
@@ -125,7 +141,7 @@ class Collector:
         delivered = count - int(skip.sum())
         state, moved = None, time.monotonic()
         while True:
-            bpf.ring_buffer_poll(50)  # epoll: returns as soon as records arrive
+            self.poll(50)  # epoll: returns as soon as records arrive
             if self._n:
                 recs = self._buf[: self._n]
                 idx = recs["tag"].astype(np.int64) - first_tag

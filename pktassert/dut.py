@@ -9,12 +9,15 @@ from typing import Any
 import numpy as np
 from scapy.layers.l2 import Ether
 
-from pktassert.bpf.program import RESERVED, LoadedProgram, Program
+from pktassert.bpf.loaded import Loaded
 from pktassert.bpf.receiver import Receiver
+from pktassert.bpf.source_check import RESERVED
 from pktassert.bpf.test_run import TestRunner
 from pktassert.collect import Collector, Tally
 from pktassert.errors import InjectError, PktassertError
+from pktassert.events import Events
 from pktassert.frames import to_frames
+from pktassert.globals_view import Globals
 from pktassert.netns import UNIT_DUT, UNIT_PEER, Endpoint, Namespace, Topology
 from pktassert.record import const
 from pktassert.state_map import StateMap
@@ -30,7 +33,7 @@ class XdpUnderTest:
     it is only run by the kernel on frames handed to it.
     """
 
-    def __init__(self, loaded: LoadedProgram, collector: Collector, topology: Topology | None = None,
+    def __init__(self, loaded: Loaded, collector: Collector, topology: Topology | None = None,
                  receiver: Receiver | None = None) -> None:
         self.loaded, self.collector, self._topology = loaded, collector, topology
         # Live tier: pktassert's receiver on the peer's end (and the honeypot's, once made), so that
@@ -38,6 +41,7 @@ class XdpUnderTest:
         self.receiver = receiver if topology is not None else None
         self._map_ns: Namespace | None = None  # unit tier: where map writes resolve interface indexes
         self._honeypot: Honeypot | None = None
+        self._events: dict[str, Events] = {}
         loaded.reset()
         collector.discard()
         if topology is not None:
@@ -63,7 +67,8 @@ class XdpUnderTest:
         return self._topology
 
     @property
-    def program(self) -> Program:
+    def program(self) -> Any:
+        """What is under test: a BccSource, LibbpfSource or ObjectFile."""
         return self.loaded.program
 
     @property
@@ -105,12 +110,25 @@ class XdpUnderTest:
         A program array takes function names of the same source: ``xdp.map("jmp")[0] = "parse_tcp"``."""
         if name.startswith(RESERVED):
             raise KeyError(f"{name!r} is pktassert's own map, not the filter's")
-        try:
-            table = self.loaded.bpf[name.encode()]
-        except KeyError:
-            known = ", ".join(self.loaded.state_maps()) or "none"
-            raise KeyError(f"{self.program.name} has no map {name!r}; its maps: {known}") from None
-        return self._state_map(name, table)
+        tables = self.loaded.state_maps()
+        if name not in tables:
+            raise KeyError(f"{self.program.name} has no map {name!r}; its maps: {', '.join(tables) or 'none'}")
+        return self._state_map(name, tables[name])
+
+    @property
+    def globals(self) -> Globals:
+        """The filter's global variables (libbpf objects): ``xdp.globals["limit"]``; .data and .bss
+        are writable, and reset with the maps before each test; .rodata is set by the marker's globals=."""
+        return Globals(self.loaded)
+
+    def events(self, name: str) -> Events:
+        """The filter's ring buffer or perf event array ``name``: ``xdp.events("events").read()``."""
+        if name not in self._events:
+            fds = self.loaded.map_fds()
+            if name not in fds:
+                raise KeyError(f"{self.program.name} has no map {name!r}; its maps: {', '.join(fds) or 'none'}")
+            self._events[name] = Events(name, fds[name])
+        return self._events[name]
 
     def _state_map(self, name: str, table: Any) -> StateMap:
         return StateMap(name, table, self._writing, self.loaded.program_fd)
@@ -157,6 +175,8 @@ class XdpUnderTest:
         return [Ether(f.data[:f.length]) for f in self.receiver.frames(peer.ifindex)]
 
     def close(self) -> None:
+        for reader in self._events.values():
+            reader.close()
         if self.receiver is not None:
             self.receiver.detach()
         if self._map_ns is not None:

@@ -10,7 +10,8 @@ from typing import Any, Generic, TypeVar
 import pytest
 
 from pktassert import assertion, preflight
-from pktassert.bpf.program import Program, looks_like_path
+from pktassert.bpf import build_cache
+from pktassert.bpf.program import looks_like_path
 from pktassert.bpf.receiver import Receiver
 from pktassert.bpf.sender import Sender
 from pktassert.dut import XdpUnderTest
@@ -19,6 +20,7 @@ from pktassert.inject import MTU, Injector
 from pktassert.netns import Topology, leftovers
 from pktassert.program_cache import ProgramCache, raise_fd_limit
 from pktassert.record import const
+from pktassert.subjects import SUBJECTS, Subject, subject_of
 from pktassert.verdict import Verdict
 
 T = TypeVar("T")
@@ -35,12 +37,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where inject() runs packets: live (over a veth, the default), unit "
                          "(BPF_PROG_TEST_RUN, no traffic), or both (every test once per tier). "
                          "A test that parametrizes 'tier' itself keeps its own choice.")
+    group.addoption("--pktassert-cache-dir", metavar="DIR",
+                    help=f"where compiled and linked libbpf filters are kept, shared by runs and xdist workers "
+                         f"(default: ${build_cache.ENV}, else ~/.cache/pktassert/build); clear it with "
+                         f"`pktassert-cleanup --cache`")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "xdp(source, func, cflags=()): the XDP filter under test: bcc C source "
-                                       "(a .c path, relative to the test file or rootdir, or the text) and "
-                                       "its entry function")
+    config.addinivalue_line("markers", "xdp(source, func, cflags=(), globals=None): the XDP filter under test: "
+                                       "a bcc or libbpf C source (a .c path, relative to the test file or "
+                                       "rootdir, or the text) or a BPF ELF object (.o), and its entry function "
+                                       "(or section); globals= sets an object's global variables before load")
+    chosen = config.getoption("pktassert_cache_dir")
+    if chosen:  # through the environment, so xdist workers and child processes share it
+        os.environ[build_cache.ENV] = os.path.abspath(chosen)
     if config.getoption("pktassert_summary"):
         config.pluginmanager.register(VerdictSummary(), "pktassert-summary")
 
@@ -95,6 +105,8 @@ def _resolve(source: str, item: pytest.Item) -> str | Path:
     for c in candidates:
         if c.exists():
             return c
+    if source.endswith(".o"):  # an object the user's build makes: keep the path, loading says how to build it
+        return candidates[0]
     raise ProgramError(f"@pytest.mark.xdp: no file {source!r} (looked at {', '.join(map(str, candidates))}). "
                        f"Fix: a path relative to the test file or the rootdir, or the C source text itself.")
 
@@ -119,28 +131,30 @@ def pktassert_programs(pktassert_ready: None) -> Iterator[ProgramCache]:
 
 
 @pytest.fixture
-def xdp_program(request: pytest.FixtureRequest) -> Program:
-    """The filter under test; from @pytest.mark.xdp, or override this fixture in a module or conftest."""
+def xdp_program(request: pytest.FixtureRequest) -> Subject:
+    """The filter under test; from @pytest.mark.xdp, or override this fixture in a module or conftest
+    to return pktassert.BccSource, LibbpfSource or ObjectFile."""
     mark = request.node.get_closest_marker("xdp")
     if mark is None:
         raise ProgramError("no filter chosen for this test. Fix: mark it @pytest.mark.xdp(\"filter.c\", "
                            "func=\"entry\") or override the xdp_program fixture to return pktassert.Program(...).")
     args, kwargs = list(mark.args), dict(mark.kwargs)
     source = kwargs.pop("source") if "source" in kwargs else (args.pop(0) if args else None)
-    if isinstance(source, Program):
+    if isinstance(source, SUBJECTS):
         return source
     func = kwargs.pop("func") if "func" in kwargs else (args.pop(0) if args else None)
     cflags = kwargs.pop("cflags", ())
+    global_values = kwargs.pop("globals", None)
     if source is None or func is None or args or kwargs:
         extra = [repr(a) for a in args] + list(kwargs)
-        raise ProgramError("@pytest.mark.xdp takes the source, the entry function and cflags: "
+        raise ProgramError("@pytest.mark.xdp takes the source or object, the entry function, cflags and globals: "
                            "@pytest.mark.xdp(\"filter.c\", func=\"entry\", cflags=(\"-DX=1\",))"
                            + (f"; it also got {', '.join(extra)}" if extra else "") + ".")
     if not isinstance(source, (str, os.PathLike)):
         raise ProgramError(f"@pytest.mark.xdp: the source {source!r} is a {type(source).__name__}. Fix: a path to "
                            f"the filter's C file, or its C text.")
     # func and cflags go to Program as given: it checks them, and says what is wrong.
-    return Program(_resolve(str(source), request.node), func, cflags)
+    return subject_of(_resolve(str(source), request.node), func, cflags, global_values)
 
 
 @pytest.fixture
@@ -179,7 +193,7 @@ def pktassert_receiver(pktassert_ready: None) -> Iterator[OnFirstUse[Receiver]]:
 
 
 @pytest.fixture
-def xdp(tier: str, xdp_program: Program, pktassert_programs: ProgramCache,
+def xdp(tier: str, xdp_program: Subject, pktassert_programs: ProgramCache,
         request: pytest.FixtureRequest) -> Iterator[XdpUnderTest]:
     """The filter under test with fresh state: in the live tier attached behind the inspector on
     the DUT's veth; in the unit tier loaded only, for the kernel's test runs."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import collections
 import resource
+from typing import Any
 
-from pktassert.bpf.program import LoadedProgram, Program
+from pktassert.bpf.loaded import Loaded
 from pktassert.collect import Collector
 from pktassert.errors import ProgramError
 
@@ -23,31 +24,38 @@ def raise_fd_limit() -> None:
 class ProgramCache:
     def __init__(self, keep: int = KEEP) -> None:
         self.keep = keep
-        self._loaded: collections.OrderedDict[tuple, tuple[LoadedProgram, Collector]] = collections.OrderedDict()
+        self._loaded: collections.OrderedDict[tuple, tuple[Loaded, Collector]] = collections.OrderedDict()
         self._failed: dict[tuple, ProgramError] = {}  # the user's errors (compiler, verifier): as cheap to keep as to show
 
-    def get(self, program: Program) -> tuple[LoadedProgram, Collector]:
-        composed = program.compose()
-        key = (composed, program.func, program.cflags)
+    def get(self, program: Any) -> tuple[Loaded, Collector]:
+        """``program``: a BccSource, LibbpfSource or ObjectFile (pktassert.subjects)."""
+        key = program.cache_key()
         if key in self._failed:
             raise self._failed[key]
         hit = self._loaded.pop(key, None)
         if hit is not None and not hit[0].resettable:
-            hit[0].close()  # a map that cannot be emptied (bloom filter): fresh state means a fresh load
+            _close(hit)  # a map that cannot be emptied (bloom filter): fresh state means a fresh load
             hit = None
         if hit is None:
             try:
-                loaded = program.load(composed)
+                loaded = program.load()
             except ProgramError as e:
+                if program.kind not in str(e):  # which kind of filter it was taken for
+                    e = ProgramError(f"({program.kind}) {e}")
                 self._failed[key] = e
-                raise
+                raise e from None
             hit = (loaded, Collector(loaded))
         self._loaded[key] = hit
         while len(self._loaded) > self.keep:
-            self._loaded.popitem(last=False)[1][0].close()
+            _close(self._loaded.popitem(last=False)[1])
         return hit
 
     def close(self) -> None:
-        for loaded, _ in self._loaded.values():
-            loaded.close()
+        for hit in self._loaded.values():
+            _close(hit)
         self._loaded.clear()
+
+
+def _close(hit: tuple[Loaded, Collector]) -> None:
+    hit[1].close()  # the ring buffer reader first: it maps the loaded program's ring
+    hit[0].close()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
+import functools
+import ipaddress
+import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager as ContextManager
 from typing import Any
@@ -16,6 +20,16 @@ _DEVMAP_HINT = (" A devmap's value is an interface index of the test's own names
 # What the kernel's refusal most likely means, by map type (BPF_MAP_TYPE_*).
 _HINTS = {14: _DEVMAP_HINT, 25: _DEVMAP_HINT,
           PROG_ARRAY: " A program array takes a function name of the filter's source."}
+
+
+class PerCpu(list):  # type: ignore[type-arg]
+    """A per-CPU map's entry: one value per possible CPU. sum() adds them (numbers only)."""
+
+    def sum(self) -> Any:
+        return sum(self)
+
+
+_SHOWN = 20  # entries a printed map shows
 
 
 class MapValueError(PktassertError, ValueError):
@@ -39,34 +53,94 @@ def _check_int(ctype: type, value: Any, what: str) -> int:
     return value
 
 
-def _to(ctype: Any, value: Any, what: str) -> Any:
-    """``value`` as ``ctype``: already one, raw bytes of its exact size, a tuple/list of struct fields
-    or array items, or a number; anything that would not fit exactly is refused."""
+def _ip(value: str, ctype: Any, what: str) -> Any:
+    """An IP address written as text, into a 4- or 16-byte field as the packet carries it
+    (network order), or a prefix ("198.51.100.0/24") into an LPM trie key {prefixlen, addr}."""
+    size = ctypes.sizeof(ctype)
+    try:
+        if "/" in value and issubclass(ctype, ctypes.Structure) and len(_fields(ctype)) == 2:
+            net = ipaddress.ip_network(value, strict=False)
+            (pname, ptype), (aname, atype) = _fields(ctype)
+            return ctype(**{pname: _check_int(ptype, net.prefixlen, what),
+                            aname: _ip(str(net.network_address), atype, what)})
+        addr = ipaddress.ip_address(value)
+    except ValueError as e:
+        raise MapValueError(f"{what}: {value!r} is not an IP address or prefix ({e}).") from None
+    if len(addr.packed) != size:
+        raise MapValueError(f"{what}: {value!r} is {len(addr.packed)} bytes, the field {_describe(ctype)}.")
+    return ctype.from_buffer_copy(addr.packed)
+
+
+def _fields(ctype: Any) -> list[tuple[str, Any]]:
+    return [(n, t) for n, t, *_ in ctype._fields_ if not n.startswith("__pad")]  # alignment padding
+
+
+def to_ctype(ctype: Any, value: Any, what: str) -> Any:
+    """``value`` as ``ctype``: already one, raw bytes of its exact size, a tuple/list/dict of struct
+    fields or array items, an IP address as text, or a number; anything that would not fit exactly
+    is refused."""
     if isinstance(value, ctype):
         return value
+    if isinstance(value, str):
+        return _ip(value, ctype, what)
     if isinstance(value, (bytes, bytearray)):
         if len(value) != ctypes.sizeof(ctype):
             raise MapValueError(f"{what}: {len(value)} bytes for {_describe(ctype)}. Fix: exactly "
                                 f"{ctypes.sizeof(ctype)} bytes, or a number or tuple of fields.")
         return ctype.from_buffer_copy(bytes(value))
-    if issubclass(ctype, ctypes.Structure):
-        fields = [(n, t) for n, t, *_ in ctype._fields_ if not n.startswith("__pad")]  # bcc's alignment padding
+    if issubclass(ctype, (ctypes.Structure, ctypes.Union)):
+        fields = _fields(ctype)
+        if isinstance(value, dict):
+            unknown = set(value) - {n for n, _ in fields}
+            if unknown:
+                raise MapValueError(f"{what}: struct {ctype.__name__} has no field {', '.join(sorted(unknown))}; "
+                                    f"its fields: {', '.join(n for n, _ in fields)}.")
+            return ctype(**{n: to_ctype(t, value[n], f"{what}.{n}") for n, t in fields if n in value})
         items = value if isinstance(value, (tuple, list)) else (value,)
         if len(items) != len(fields):
             raise MapValueError(f"{what}: {len(items)} values for struct {ctype.__name__} of {len(fields)} fields "
                                 f"({', '.join(n for n, _ in fields)}).")
-        return ctype(**{n: _to(t, v, f"{what}.{n}") for (n, t), v in zip(fields, items)})
+        return ctype(**{n: to_ctype(t, v, f"{what}.{n}") for (n, t), v in zip(fields, items)})
     if issubclass(ctype, ctypes.Array):
         if not isinstance(value, (tuple, list)) or len(value) != ctype._length_:
             raise MapValueError(f"{what}: give {ctype._length_} items or {ctypes.sizeof(ctype)} bytes for "
                                 f"{_describe(ctype)}, not {value!r}.")
-        return ctype(*(_to(ctype._type_, v, f"{what}[{i}]") for i, v in enumerate(value)))
+        return ctype(*(to_ctype(ctype._type_, v, f"{what}[{i}]") for i, v in enumerate(value)))
     return ctype(_check_int(ctype, value, what))
 
 
-def _from(value: Any) -> Any:
-    """Plain numbers for scalar keys and values; structs and arrays as bcc gives them."""
-    return value.value if isinstance(value, ctypes._SimpleCData) else value
+_ADDRESS = re.compile(r"(?:^|_)(?:s|d)?(?:addr|ip|ip6|saddr|daddr|src_ip|dst_ip)\d*$", re.IGNORECASE)
+
+
+def _from(value: Any, name: str = "") -> Any:
+    """Plain Python values: numbers, structs as named tuples of their fields, byte arrays as bytes,
+    other arrays as lists, and 4- or 16-byte fields named like addresses as IP address text."""
+    if isinstance(value, ctypes._SimpleCData):
+        if name and _ADDRESS.search(name) and ctypes.sizeof(value) == 4:
+            return str(ipaddress.IPv4Address(bytes(value)))
+        return value.value
+    if isinstance(value, (ctypes.Structure, ctypes.Union)):
+        fields = _fields(type(value))
+        if not fields:
+            return value
+        record = _record_type(type(value).__name__, tuple(n for n, _ in fields))
+        return record(*(_from(getattr(value, n), n) for n, _ in fields))
+    if isinstance(value, ctypes.Array):
+        if issubclass(value._type_, (ctypes.c_uint8, ctypes.c_char, ctypes.c_int8)) or value._type_ in (ctypes.c_ubyte,):
+            raw = bytes(value)
+            if name and _ADDRESS.search(name) and len(raw) in (4, 16):
+                return str(ipaddress.ip_address(raw))
+            return raw
+        return [_from(v) for v in value]
+    if isinstance(value, list):  # per-CPU values
+        return PerCpu(_from(v, name) for v in value)
+    return value
+
+
+@functools.cache
+def _record_type(name: str, fields: tuple[str, ...]) -> Any:
+    safe = [f if f.isidentifier() and not f.startswith("_") else f"f{i}" for i, f in enumerate(fields)]
+    return collections.namedtuple(name if name.isidentifier() else "Struct", safe)  # type: ignore[misc]
 
 
 class StateMap:
@@ -83,7 +157,11 @@ class StateMap:
     def __setitem__(self, key: Any, value: Any) -> None:
         if isinstance(value, str) and self.table.ttype == PROG_ARRAY and self._program_fd is not None:
             value = self._program_fd(value)
-        k, v = _to(self.table.Key, key, f"{self.name} key"), _to(self.table.Leaf, value, f"{self.name} value")
+        k = to_ctype(self.table.Key, key, f"{self.name} key")
+        if getattr(self.table, "percpu", False):
+            v: Any = self._per_cpu(value)
+        else:
+            v = to_ctype(self.table.Leaf, value, f"{self.name} value")
         with self._writing():  # where interface indexes in the value are resolved
             try:
                 self.table[k] = v
@@ -91,17 +169,26 @@ class StateMap:
                 hint = _HINTS.get(self.table.ttype, "")
                 raise MapValueError(f"{self.name}: the kernel refused {key!r} -> {value!r}: {e}.{hint}") from None
 
+    def _per_cpu(self, value: Any) -> list[Any]:
+        from pktassert.bpf.libbpf import possible_cpus
+
+        cpus = possible_cpus()
+        if not isinstance(value, (list, tuple)) or len(value) != cpus:
+            raise MapValueError(f"{self.name} is a per-CPU map: give a list of {cpus} values, one per possible CPU "
+                                f"(e.g. [0] * {cpus}), not {value!r}.")
+        return [to_ctype(self.table.Leaf, v, f"{self.name} value[{i}]") for i, v in enumerate(value)]
+
     def __getitem__(self, key: Any) -> Any:
-        return _from(self.table[_to(self.table.Key, key, f"{self.name} key")])
+        return _from(self.table[to_ctype(self.table.Key, key, f"{self.name} key")])
 
     def __delitem__(self, key: Any) -> None:
-        k = _to(self.table.Key, key, f"{self.name} key")
+        k = to_ctype(self.table.Key, key, f"{self.name} key")
         with self._writing():
             del self.table[k]
 
     def __contains__(self, key: Any) -> bool:
         try:
-            self.table[_to(self.table.Key, key, f"{self.name} key")]
+            self.table[to_ctype(self.table.Key, key, f"{self.name} key")]
         except KeyError:
             return False
         return True
@@ -127,4 +214,6 @@ class StateMap:
         return self.table.Leaf
 
     def __repr__(self) -> str:
-        return f"<map {self.name}: {len(self)} entries>"
+        items = self.items()
+        shown = ", ".join(f"{k!r}: {v!r}" for k, v in items[:_SHOWN]) + (", ..." if len(items) > _SHOWN else "")
+        return f"<map {self.name}: {len(items)} entries {{{shown}}}>"

@@ -1,0 +1,67 @@
+/* pktassert XDP inspector for libbpf sources and objects (bpf/libbpf_program.py). Compiled on its
+ * own with clang and joined to the filter's object by libbpf's static linker; the filter's entry,
+ * moved into .text (bpf/elf_entry.py), is called as a global function: its code runs unchanged.
+ * The work is in inspector.h. Build: -DPKTASSERT_FILTER=<entry> -DPKTASSERT_CTX=<its argument type>. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "record.h"
+
+#ifndef PKTASSERT_RING_PAGES
+#define PKTASSERT_RING_PAGES 1024
+#endif
+
+/* The filter's entry, defined in its object. */
+extern int PKTASSERT_FILTER(PKTASSERT_CTX ctx);
+#define PKTASSERT_CALL(ctx) PKTASSERT_FILTER((PKTASSERT_CTX)(ctx))
+
+#include "inspector.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, PKTASSERT_RING_PAGES * 4096);
+} pktassert_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PKTASSERT_CTR_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} pktassert_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pktassert_scratch_value);
+} pktassert_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PKTASSERT_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct pktassert_record);
+} pktassert_slots SEC(".maps");
+
+static __always_inline __u64 *pktassert_counter_at(__u32 *key) { return bpf_map_lookup_elem(&pktassert_counters, key); }
+static __always_inline struct pktassert_scratch_value *pktassert_scratch_at(__u32 *key) { return bpf_map_lookup_elem(&pktassert_scratch, key); }
+static __always_inline struct pktassert_record *pktassert_slot_at(__u32 *key) { return bpf_map_lookup_elem(&pktassert_slots, key); }
+static __always_inline long pktassert_emit(struct pktassert_record *r) { return bpf_ringbuf_output(&pktassert_events, r, sizeof(*r), 0); }
+
+SEC("xdp")
+int pktassert_xdp(struct xdp_md *ctx)
+{
+	return pktassert_inspect(ctx);
+}
+
+/* The filter alone, for cost(): the same maps, none of our work. */
+SEC("xdp")
+int pktassert_bare(struct xdp_md *ctx)
+{
+	return PKTASSERT_CALL(ctx);
+}

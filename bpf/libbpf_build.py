@@ -1,0 +1,134 @@
+"""Build a libbpf filter for loading: compile its source with clang (as its Makefile would), move its
+entry into .text (bpf/elf_entry.py) and link it with our inspector by libbpf's static linker (what
+``bpftool gen object`` does). Every product is kept in the build cache (bpf/build_cache.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+from pathlib import Path
+
+from pktassert.errors import ProgramError
+
+from . import build_cache, libbpf
+from .elf_entry import entry_into_text
+
+HERE = Path(__file__).resolve().parent
+CLANG = "clang"
+# What `clang -O2 -g -target bpf -c` builds for a libbpf program (libbpf-bootstrap's flags).
+BASE_FLAGS = ("-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wno-compare-distinct-pointer-types")
+INSPECTOR_FILES = ("inspector_libbpf.c", "inspector.h", "record.h")
+
+
+def clang() -> str:
+    found = shutil.which(CLANG)
+    if found is None:
+        raise ProgramError("clang is not installed: libbpf sources are compiled with it. Fix: `apt-get install "
+                           "clang libbpf-dev` (make setup does), or give the .o your Makefile builds.")
+    return found
+
+
+def include_dirs() -> list[str]:
+    """vmlinux.h of the running kernel (CO-RE), then the system's uapi and libbpf headers; never the
+    kernel's internal headers (Debian's 6.1 tree here does not match the running kernel)."""
+    arch = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
+    return [f"-I{vmlinux_dir()}", f"-I/usr/include/{arch}"]
+
+
+@functools.cache
+def vmlinux_dir() -> Path:
+    """A folder with vmlinux.h made from /sys/kernel/btf/vmlinux, once per kernel per machine.
+    bpftool writes it: libbpf's btf_dump API reports through a printf callback ctypes cannot format."""
+    def make(out: Path) -> None:
+        try:
+            text = subprocess.run(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c"],
+                                  capture_output=True, check=True).stdout
+        except FileNotFoundError:
+            raise ProgramError("bpftool is not installed: it writes vmlinux.h for CO-RE. Fix: `apt-get install "
+                               "bpftool` (make setup does).") from None
+        out.write_bytes(text)
+
+    path, _ = build_cache.product(build_cache.kernel_btf_id(), "vmlinux.h", make)
+    folder = path.parent / f"{build_cache.kernel_btf_id()}-include"
+    if not (folder / "vmlinux.h").exists():
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f"vmlinux.h.{id(folder)}"
+        shutil.copyfile(path, tmp)
+        tmp.replace(folder / "vmlinux.h")
+    return folder
+
+
+def compile_source(source: Path, cflags: tuple[str, ...]) -> tuple[Path, bool]:
+    """The object clang builds from ``source``; whether it came from the cache."""
+    cc = clang()
+    flags = (*BASE_FLAGS, *include_dirs(), *cflags)
+    key = build_cache.digest(build_cache.FORMAT, str(source.resolve()), *flags, build_cache.clang_version(cc),
+                             build_cache.kernel_btf_id(), libbpf.version())
+
+    def run(out: Path, deps: Path) -> None:
+        done = subprocess.run([cc, *flags, "-MD", "-MF", str(deps), "-c", str(source), "-o", str(out)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ProgramError(compile_failure(source, done.stderr))
+
+    return build_cache.compiled(source, key, run)
+
+
+def compile_failure(source: Path, stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error:" in ln]
+    fix = "Fix: correct the lines above."
+    if any("file not found" in ln for ln in errors):
+        fix = ("Fix: libbpf programs include \"vmlinux.h\" (made here from the running kernel's BTF) and "
+               "<bpf/bpf_helpers.h> (libbpf-dev); for your own headers add cflags=(\"-I<dir>\",).")
+    shown = "\n".join(lines[:30]) + ("\n..." if len(lines) > 30 else "")
+    return f"{source} (a libbpf source) does not compile with clang:\n{shown}\n{fix}"
+
+
+def link(user_object: bytes, label: str, func: str, ctx: str) -> tuple[Path, bool]:
+    """The user's object with ``func`` moved into .text, linked with our inspector calling it."""
+    inspector = [(HERE / f).read_bytes() for f in INSPECTOR_FILES]
+    key = build_cache.digest(build_cache.FORMAT, user_object, func, ctx, *inspector, libbpf.version(),
+                             build_cache.clang_version(clang()) if shutil.which(CLANG) else "prebuilt inspector")
+
+    def make(out: Path) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            moved = Path(tmp) / "filter.o"
+            moved.write_bytes(entry_into_text(user_object, func, label))
+            ours = Path(tmp) / "inspector.o"
+            done = subprocess.run([clang(), *BASE_FLAGS, *include_dirs(), f"-I{HERE}", f"-DPKTASSERT_FILTER={func}",
+                                   f"-DPKTASSERT_CTX={ctx}", "-c", str(HERE / "inspector_libbpf.c"), "-o", str(ours)],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise ProgramError(f"pktassert's inspector does not compile for {func}({ctx}):\n{done.stderr}")
+            _static_link(out, [ours, moved], label)
+
+    return build_cache.product(key, "linked.o", make)
+
+
+def _static_link(out: Path, inputs: list[Path], label: str) -> None:
+    lib = libbpf.lib()
+    with libbpf.messages() as said:
+        linker = lib.bpf_linker__new(str(out).encode(), None)
+        if not linker:
+            raise ProgramError(f"libbpf's linker cannot start: {' '.join(said)}")
+        try:
+            for f in inputs:
+                if lib.bpf_linker__add_file(linker, str(f).encode(), None) != 0:
+                    raise ProgramError(f"{label} cannot be linked with pktassert's inspector: "
+                                       f"{' '.join(s.strip() for s in said)}")
+            if lib.bpf_linker__finalize(linker) != 0:
+                raise ProgramError(f"{label}: libbpf's linker failed: {' '.join(s.strip() for s in said)}")
+        finally:
+            lib.bpf_linker__free(linker)
+
+
+def errno_text() -> str:
+    import os
+
+    return os.strerror(ctypes.get_errno())

@@ -1,0 +1,311 @@
+"""libbpf filters under test: a libbpf-style C source or the ELF object a Makefile built, loaded by
+libbpf behind our inspector (bpf/libbpf_build.py builds the linked object).
+
+The program the kernel runs is our inspector calling the filter's entry as a function: the entry's
+instructions are the object's, unchanged; its other programs (tail-call targets) load as they are.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from pktassert.errors import ProgramError
+
+from . import btf_types, libbpf, libbpf_build, map_reset
+from .elf_entry import ElfObject
+from .fd_table import FdTable
+from .loaded import Loaded
+from .source_check import RESERVED, check_cflags, check_func
+
+XDP = 6  # BPF_PROG_TYPE_XDP
+DATA_SECTIONS = (".rodata", ".data", ".bss")
+
+
+@dataclasses.dataclass(frozen=True)
+class LibbpfSource:
+    """A libbpf-style C source (``SEC("xdp")``, BTF maps), compiled with clang, and its entry function."""
+
+    source: str | os.PathLike[str]
+    func: str
+    cflags: tuple[str, ...] = ()
+    globals: tuple[tuple[str, Any], ...] = ()
+    kind = "libbpf source"
+
+    def __post_init__(self) -> None:
+        check_func(self.func)
+        object.__setattr__(self, "cflags", check_cflags(self.cflags))
+
+    @property
+    def name(self) -> str:
+        return str(self.source)
+
+    is_file = True
+
+    def build(self) -> tuple[bytes, bool]:
+        path, cached = libbpf_build.compile_source(Path(self.source), self.cflags)
+        return path.read_bytes(), cached
+
+    def cache_key(self) -> tuple:
+        # The object's bytes decide what is loaded; building it is cheap when cached.
+        return ("libbpf", self.build()[0], self.func, self.globals)
+
+    def load(self) -> LibbpfLoaded:
+        return LibbpfLoaded(self, self.build()[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectFile:
+    """A BPF ELF object as clang built it (``clang -O2 -g -target bpf -c``), and the program to test:
+    ``func`` is its function name or its section name."""
+
+    source: str | os.PathLike[str]
+    func: str
+    globals: tuple[tuple[str, Any], ...] = ()
+    cflags: tuple[str, ...] = ()
+    kind = "ELF object"
+    is_file = True
+
+    def __post_init__(self) -> None:
+        check_func(self.func)
+        if self.cflags:
+            raise ProgramError(f"cflags={self.cflags!r} for {self.source}: an object is already compiled. "
+                               f"Fix: drop cflags, or give the .c source.")
+
+    @property
+    def name(self) -> str:
+        return str(self.source)
+
+    def build(self) -> tuple[bytes, bool]:
+        try:
+            return Path(self.source).read_bytes(), True
+        except OSError as e:
+            raise ProgramError(f"cannot read {self.name}: {e.strerror}. Fix: build it first (make), or give its "
+                               f"path relative to the test file or the rootdir.") from None
+
+    def cache_key(self) -> tuple:
+        return ("object", self.build()[0], self.func, self.globals)
+
+    def load(self) -> LibbpfLoaded:
+        return LibbpfLoaded(self, self.build()[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prog:
+    name: str
+    section: str
+    type: int
+
+    @property
+    def type_name(self) -> str:
+        return (libbpf.lib().libbpf_bpf_prog_type_str(self.type) or b"unknown").decode()
+
+
+def _programs(obj: int) -> list[_Prog]:
+    lib, out, p = libbpf.lib(), [], None
+    while True:
+        p = lib.bpf_object__next_program(obj, p)
+        if not p:
+            return out
+        out.append(_Prog(lib.bpf_program__name(p).decode(), lib.bpf_program__section_name(p).decode(),
+                         lib.bpf_program__type(p)))
+
+
+def _open(data: bytes, label: str) -> int:
+    lib = libbpf.lib()
+    with libbpf.messages() as said:
+        obj = lib.bpf_object__open_mem(data, len(data), None)
+    if not obj:
+        why = " ".join(s.strip() for s in said) or os.strerror(libbpf.error_of(obj))
+        raise ProgramError(f"libbpf cannot open {label}: {why}")
+    return int(obj)
+
+
+def entry_of(subject: LibbpfSource | ObjectFile, data: bytes) -> tuple[str, str]:
+    """The entry's function name and how its argument is spelled, checked against the object."""
+    label = f"{subject.name} ({subject.kind})"
+    elf = ElfObject(data, label)  # not an ELF, another machine: said here
+    if elf.index(".BTF") is None:
+        raise ProgramError(f"{label} has no BTF: pktassert calls its entry as a BTF-typed function and reads its "
+                           f"maps' types from BTF. Fix: build it with -g (clang -O2 -g -target bpf -c).")
+    obj = _open(data, label)
+    try:
+        progs = _programs(obj)
+        matches = [p for p in progs if subject.func in (p.name, p.section)]
+        listing = ", ".join(f"{p.name}() in SEC(\"{p.section}\") [{p.type_name}]" for p in progs) or "none"
+        if len(matches) != 1:
+            why = "no program" if not matches else "several programs"
+            raise ProgramError(f"{label} has {why} named {subject.func!r} (by function or section); its programs: "
+                               f"{listing}. Fix: func= one of those function names.")
+        prog = matches[0]
+        if prog.type != XDP:
+            raise ProgramError(f"{label}: {prog.name}() is a {prog.type_name} program (SEC(\"{prog.section}\")), not "
+                               f"XDP. Fix: test an XDP program here (SEC(\"xdp\")); its programs: {listing}.")
+        ctx = btf_types.Btf(libbpf.lib().bpf_object__btf(obj)).func_param(prog.name)
+    finally:
+        libbpf.lib().bpf_object__close(obj)
+    if ctx is None:
+        raise ProgramError(f"{label}: {prog.name}() does not take a pointer argument in its BTF. Fix: "
+                           f"`int {prog.name}(struct xdp_md *ctx)`.")
+    return prog.name, ctx
+
+
+class LibbpfLoaded(Loaded):
+    """The linked object loaded by libbpf: the inspector's entry, the filter's maps and globals."""
+
+    def __init__(self, subject: LibbpfSource | ObjectFile, data: bytes) -> None:
+        super().__init__()
+        self.subject = subject
+        self.label = f"{subject.name} ({subject.kind})"
+        func, ctx = entry_of(subject, data)
+        self.func = func
+        linked, _ = libbpf_build.link(data, self.label, func, ctx)
+        lib = libbpf.lib()
+        self.obj = lib.bpf_object__open_file(str(linked).encode(), None)
+        if not self.obj:
+            raise ProgramError(f"libbpf cannot open the linked object of {self.label}")
+        try:
+            self._prepare(subject)
+            with libbpf.messages() as said:
+                rc = lib.bpf_object__load(self.obj)
+            if rc != 0:
+                raise ProgramError(self._load_failure(said, -rc))
+        except BaseException:
+            lib.bpf_object__close(self.obj)
+            raise
+        self.btf = btf_types.Btf(lib.bpf_object__btf(self.obj))
+        self.fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(self.obj, b"pktassert_xdp"))
+        self.record_type = self.btf.ctype(self.btf.find("pktassert_record", btf_types.STRUCT))
+        self._maps = self._all_maps()
+
+    def _prepare(self, subject: LibbpfSource | ObjectFile) -> None:
+        """Before load: only XDP programs load (tail-call targets); globals= written into the data sections."""
+        lib = libbpf.lib()
+        p = None
+        while True:
+            p = lib.bpf_object__next_program(self.obj, p)
+            if not p:
+                break
+            if lib.bpf_program__type(p) != XDP:
+                lib.bpf_program__set_autoload(p, False)
+        self.initial: dict[str, bytes] = {}
+        btf = btf_types.Btf(lib.bpf_object__btf(self.obj))
+        wanted = dict(subject.globals)
+        placed: set[str] = set()
+        for m, section in self._data_maps():
+            size = ctypes.c_size_t()
+            addr = lib.bpf_map__initial_value(m, ctypes.byref(size))
+            image = (ctypes.c_uint8 * size.value).from_address(addr)
+            for var in btf.datasec(section):
+                if var.name in wanted:
+                    value = _fit(var, wanted[var.name], self.label)
+                    ctypes.memmove(addr + var.offset, ctypes.addressof(value), var.size)
+                    placed.add(var.name)
+            self.initial[section] = bytes(image)
+        missing = set(wanted) - placed
+        if missing:
+            known = ", ".join(v.name for s in DATA_SECTIONS for v in btf.datasec(s)) or "none"
+            raise ProgramError(f"globals={sorted(missing)}: {self.label} has no such global variable; its globals: "
+                               f"{known}.")
+
+    def _data_maps(self) -> list[tuple[int, str]]:
+        lib, out, m = libbpf.lib(), [], None
+        while True:
+            m = lib.bpf_object__next_map(self.obj, m)
+            if not m:
+                return out
+            name = lib.bpf_map__name(m).decode()
+            section = next((s for s in DATA_SECTIONS if name.endswith(s)), None)
+            if lib.bpf_map__is_internal(m) and section is not None:
+                out.append((m, section))
+
+    def _load_failure(self, said: list[str], err: int) -> str:
+        from . import diagnostics
+
+        log = "".join(said)
+        return (f"the verifier rejected {self.func}() from {self.label}: "
+                + diagnostics.libbpf_verifier_message(log, os.strerror(err)))
+
+    def _all_maps(self) -> dict[str, int]:
+        lib, out, m = libbpf.lib(), {}, None
+        while True:
+            m = lib.bpf_object__next_map(self.obj, m)
+            if not m:
+                return out
+            out[lib.bpf_map__name(m).decode()] = int(m)
+
+    def _map(self, name: str) -> int:
+        return self._maps[name]
+
+    def our_map_fd(self, name: str) -> int:
+        return int(libbpf.lib().bpf_map__fd(self._map(name)))
+
+    def _user_maps(self) -> dict[str, int]:
+        lib = libbpf.lib()
+        return {n: m for n, m in self._maps.items() if not n.startswith(RESERVED) and not lib.bpf_map__is_internal(m)}
+
+    def map_fds(self) -> dict[str, int]:
+        return {n: int(libbpf.lib().bpf_map__fd(m)) for n, m in self._user_maps().items()}
+
+    def state_maps(self) -> dict[str, Any]:
+        return {n: self.table(n) for n in self._user_maps()}
+
+    def table(self, name: str) -> FdTable:
+        lib = libbpf.lib()
+        m = self._user_maps()[name]
+        key_id, value_id = lib.bpf_map__btf_key_type_id(m), lib.bpf_map__btf_value_type_id(m)
+        key = self.btf.ctype(key_id) if key_id else ctypes.c_uint8 * lib.bpf_map__key_size(m)
+        value = self.btf.ctype(value_id) if value_id else ctypes.c_uint8 * lib.bpf_map__value_size(m)
+        if lib.bpf_map__type(m) in (3, 12, 13, 14, 17, 25):  # prog array, map-in-map, devmap(hash), xskmap: u32 values
+            value = ctypes.c_uint32 if not value_id else value
+        return FdTable(name, lib.bpf_map__fd(m), key, value)
+
+    def data_maps(self) -> dict[str, tuple[int, list[btf_types.Var]]]:
+        """Each data section's map fd and its variables."""
+        lib = libbpf.lib()
+        return {s: (int(lib.bpf_map__fd(m)), self.btf.datasec(s)) for m, s in self._data_maps()}
+
+    def reset(self) -> None:
+        super().reset()
+        # Global variables are state too: .data and .bss back to what the object set before load.
+        for section, (fd, _) in self.data_maps().items():
+            if section == ".rodata":
+                continue  # frozen at load
+            image = self.initial[section]
+            key = ctypes.c_uint32(0)
+            buf = ctypes.create_string_buffer(image, len(image))
+            libbpf.lib().bpf_map_update_elem(fd, ctypes.byref(key), buf, 0)
+
+    @property
+    def resettable(self) -> bool:  # type: ignore[override]
+        return all(map_reset.resettable(fd) for fd in self.map_fds().values())
+
+    def program_fd(self, func: str) -> int:
+        lib = libbpf.lib()
+        if func == self.func:
+            raise ProgramError(f"{func}() is the program under test: it runs inside pktassert's inspector and has no "
+                               f"program of its own to put in a program array. Fix: test the program that tail-calls it.")
+        p = lib.bpf_object__find_program_by_name(self.obj, func.encode()) if not func.startswith(RESERVED) else None
+        if not p or lib.bpf_program__fd(p) < 0:
+            names = [x.name for x in _programs(self.obj) if x.type == XDP and not x.name.startswith(RESERVED)]
+            raise ProgramError(f"{self.label} has no XDP program {func}() for a program array; its XDP programs: "
+                               f"{', '.join(names) or 'none'}.")
+        return int(lib.bpf_program__fd(p))
+
+    def bare_fd(self) -> int:
+        lib = libbpf.lib()
+        return int(lib.bpf_program__fd(lib.bpf_object__find_program_by_name(self.obj, b"pktassert_bare")))
+
+    def _close(self) -> None:
+        if self.obj:
+            libbpf.lib().bpf_object__close(self.obj)
+            self.obj = None
+
+
+def _fit(var: btf_types.Var, value: Any, label: str) -> Any:
+    from pktassert.state_map import to_ctype
+
+    return to_ctype(var.ctype, value, f"globals[{var.name!r}] of {label}")

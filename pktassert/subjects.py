@@ -1,0 +1,75 @@
+"""What is tested: a bcc source, a libbpf source or an ELF object, told apart once, here.
+
+``subject_of`` reads what the marker gave: an ELF file is an object; C that uses libbpf's
+conventions (SEC(...), <bpf/bpf_helpers.h>, vmlinux.h) is a libbpf source; other C is bcc's.
+Give the classes themselves to say it explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pktassert.bpf import build_cache
+from pktassert.bpf.libbpf_program import LibbpfSource, ObjectFile
+from pktassert.bpf.program import Program as BccSource
+from pktassert.bpf.program import looks_like_path
+from pktassert.bpf.source_check import check_source, code_only, decode
+from pktassert.errors import ProgramError
+
+Subject = BccSource | LibbpfSource | ObjectFile
+SUBJECTS = (BccSource, LibbpfSource, ObjectFile)
+_LIBBPF = re.compile(r"\bSEC\s*\(|#\s*include\s*[<\"](?:bpf/bpf_helpers\.h|vmlinux\.h)[>\"]")
+
+
+def subject_of(source: str | os.PathLike[str], func: str, cflags: Any = (), globals: Any = None) -> Subject:
+    check_source(source)
+    pairs = _globals(globals)
+    is_path = isinstance(source, os.PathLike) or looks_like_path(str(source))
+    if is_path and (str(source).endswith(".o") or _starts_elf(Path(source))):
+        return ObjectFile(source, func, pairs, tuple(cflags) if isinstance(cflags, (list, tuple)) else cflags)
+    if is_path:
+        try:
+            text = decode(Path(source).read_bytes(), str(source))
+        except OSError:
+            return BccSource(source, func, cflags)  # says what is wrong with the path
+    else:
+        text = str(source)
+    if _LIBBPF.search(code_only(text)):
+        path = Path(source) if is_path else _inline_file(text)
+        return LibbpfSource(path, func, cflags, pairs)
+    if pairs:
+        raise ProgramError(f"globals= for {source if is_path else '<source text>'}, a bcc source: bcc sources keep "
+                           f"their state in maps, not global variables. Fix: drop globals=, or use cflags=(\"-DX=1\",).")
+    return BccSource(source, func, cflags)
+
+
+def _starts_elf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def _inline_file(text: str) -> Path:
+    """libbpf source given as text: clang compiles files, so it gets one, named by its content."""
+    folder = build_cache.directory() / "sources"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{build_cache.digest(text)}.bpf.c"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return path
+
+
+def _globals(value: Any) -> tuple[tuple[str, Any], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ProgramError(f"globals={value!r}: give a dict of global variable names to values, "
+                           f"e.g. globals={{\"blocked_port\": 23}}.")
+    return tuple(sorted(value.items()))
