@@ -3,16 +3,21 @@ SHELL := /bin/bash
 PY := /usr/bin/python3
 VENV := .venv
 KREL := $(shell uname -r)
-APT := python3-bpfcc python3-venv linux-headers-amd64 iproute2 util-linux nftables python3-nftables tshark tcpreplay
+APT := python3-bpfcc python3-venv linux-headers-amd64 iproute2 util-linux nftables python3-nftables tshark tcpreplay \
+       clang libbpf-dev bpftool
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider --pktassert-require
 
-.PHONY: setup packages headers demo test clean
+.PHONY: setup packages headers objects demo test clean
 
-demo: setup
+demo: setup objects
 	$(PYTEST) examples -q --pktassert-summary
 
-test: setup
+test: setup objects
 	$(PYTEST) -n 2 tests examples
+
+# The example libbpf filters built as their Makefile builds them (examples/build/*.bpf.o).
+objects: packages
+	$(MAKE) -s -C examples
 
 setup: packages headers $(VENV)/.installed
 
@@ -41,3 +46,4 @@ $(VENV)/.installed: pyproject.toml
 
 clean:
 	rm -rf $(VENV) *.egg-info
+	$(MAKE) -s -C examples clean

@@ -34,3 +34,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         names = ", ".join(r.nodeid for r in skipped[:5])
         reporter.write_line(f"CI: {len(skipped)} test(s) skipped ({names}); in CI every test must run.", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "tail_port(port): tests/test_libbpf_filters.py: the .rodata port that "
+                                       "takes the tail call")

@@ -216,7 +216,7 @@ def _move_btf_ext(elf: ElfObject, sec: int, text: int, start: int, end: int, bas
 
     # where the (offset, length) pairs of func_info, line_info and (newer headers) CO-RE relocations are
     fields = [8, 16] + ([24] if hdr_len >= 32 else [])
-    parts = []
+    parts: list[bytes] = []
     for off_field in fields:
         off, length = struct.unpack_from("<II", ext, off_field)
         raw = bytes(ext[hdr_len + off:hdr_len + off + length])

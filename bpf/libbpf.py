@@ -50,6 +50,7 @@ _SIGNATURES: dict[str, tuple[list, object]] = {
     "bpf_map__initial_value": ([c_void_p, ctypes.POINTER(c_size_t)], c_void_p),
     "bpf_map__set_initial_value": ([c_void_p, c_void_p, c_size_t], c_int),
     "bpf_map__set_max_entries": ([c_void_p, c_uint32], c_int),
+    "bpf_map__set_pin_path": ([c_void_p, c_char_p], c_int),
     "bpf_linker__new": ([c_char_p, c_void_p], c_void_p),
     "bpf_linker__add_file": ([c_void_p, c_char_p, c_void_p], c_int),
     "bpf_linker__finalize": ([c_void_p], c_int),
@@ -91,7 +92,6 @@ def lib() -> ctypes.CDLL:
     for name, (args, res) in _SIGNATURES.items():
         fn = getattr(handle, name)
         fn.argtypes, fn.restype = args, res
-    handle.libbpf_set_print(ctypes.cast(_PRINT, c_void_p))
     return handle
 
 
@@ -122,12 +122,15 @@ _PRINT = PRINT_FN(_print)
 
 @contextlib.contextmanager
 def messages() -> Iterator[list[str]]:
-    """What libbpf says during the block, as lines."""
+    """What libbpf says during the block, as lines. Ours is set for the block only: bcc, in the same
+    process and on the same libbpf.so, sets its own printer when it loads a program."""
     sink: list[str] = []
     _sinks.append(sink)
+    before = lib().libbpf_set_print(ctypes.cast(_PRINT, c_void_p))
     try:
         yield sink
     finally:
+        lib().libbpf_set_print(before)
         _sinks.pop()
 
 

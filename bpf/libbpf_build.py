@@ -5,7 +5,6 @@ entry into .text (bpf/elf_entry.py) and link it with our inspector by libbpf's s
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import shutil
 import subprocess
@@ -80,14 +79,15 @@ def compile_source(source: Path, cflags: tuple[str, ...]) -> tuple[Path, bool]:
 
 
 def compile_failure(source: Path, stderr: str) -> str:
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error:" in ln]
+    lines = stderr.splitlines()
+    at = [i for i, ln in enumerate(lines) if ": error:" in ln or ": fatal error:" in ln]
+    shown = [ln for i in at[:5] for ln in lines[i:i + 3]] or lines[-10:]  # each error, its line and caret
     fix = "Fix: correct the lines above."
-    if any("file not found" in ln for ln in errors):
+    if any("file not found" in lines[i] for i in at):
         fix = ("Fix: libbpf programs include \"vmlinux.h\" (made here from the running kernel's BTF) and "
                "<bpf/bpf_helpers.h> (libbpf-dev); for your own headers add cflags=(\"-I<dir>\",).")
-    shown = "\n".join(lines[:30]) + ("\n..." if len(lines) > 30 else "")
-    return f"{source} (a libbpf source) does not compile with clang:\n{shown}\n{fix}"
+    more = f"\n... and {len(at) - 5} more errors" if len(at) > 5 else ""
+    return f"{source} (a libbpf source) does not compile with clang:\n" + "\n".join(shown) + f"{more}\n{fix}"
 
 
 def link(user_object: bytes, label: str, func: str, ctx: str) -> tuple[Path, bool]:
@@ -126,9 +126,3 @@ def _static_link(out: Path, inputs: list[Path], label: str) -> None:
                 raise ProgramError(f"{label}: libbpf's linker failed: {' '.join(s.strip() for s in said)}")
         finally:
             lib.bpf_linker__free(linker)
-
-
-def errno_text() -> str:
-    import os
-
-    return os.strerror(ctypes.get_errno())

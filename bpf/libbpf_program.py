@@ -21,7 +21,7 @@ from .fd_table import FdTable
 from .loaded import Loaded
 from .source_check import RESERVED, check_cflags, check_func
 
-XDP = 6  # BPF_PROG_TYPE_XDP
+XDP, UNSPEC = 6, 0  # BPF_PROG_TYPE_*
 DATA_SECTIONS = (".rodata", ".data", ".bss")
 
 
@@ -105,7 +105,7 @@ class _Prog:
 
 
 def _programs(obj: int) -> list[_Prog]:
-    lib, out, p = libbpf.lib(), [], None
+    lib, out, p = libbpf.lib(), list[_Prog](), None
     while True:
         p = lib.bpf_object__next_program(obj, p)
         if not p:
@@ -141,8 +141,8 @@ def entry_of(subject: LibbpfSource | ObjectFile, data: bytes) -> tuple[str, str]
             raise ProgramError(f"{label} has {why} named {subject.func!r} (by function or section); its programs: "
                                f"{listing}. Fix: func= one of those function names.")
         prog = matches[0]
-        if prog.type != XDP:
-            raise ProgramError(f"{label}: {prog.name}() is a {prog.type_name} program (SEC(\"{prog.section}\")), not "
+        if prog.type not in (XDP, UNSPEC):  # UNSPEC: a section name libbpf 1.1 does not know ("xdp_foo"): the marker says XDP
+            raise ProgramError(f"{label}: {prog.name}() is {_a(prog.type_name)} program (SEC(\"{prog.section}\")), not "
                                f"XDP. Fix: test an XDP program here (SEC(\"xdp\")); its programs: {listing}.")
         ctx = btf_types.Btf(libbpf.lib().bpf_object__btf(obj)).func_param(prog.name)
     finally:
@@ -164,9 +164,10 @@ class LibbpfLoaded(Loaded):
         self.func = func
         linked, _ = libbpf_build.link(data, self.label, func, ctx)
         lib = libbpf.lib()
-        self.obj = lib.bpf_object__open_file(str(linked).encode(), None)
+        with libbpf.messages() as said:
+            self.obj = lib.bpf_object__open_file(str(linked).encode(), None)
         if not self.obj:
-            raise ProgramError(f"libbpf cannot open the linked object of {self.label}")
+            raise ProgramError(f"libbpf cannot open the linked object of {self.label}: {' '.join(said)}")
         try:
             self._prepare(subject)
             with libbpf.messages() as said:
@@ -182,15 +183,26 @@ class LibbpfLoaded(Loaded):
         self._maps = self._all_maps()
 
     def _prepare(self, subject: LibbpfSource | ObjectFile) -> None:
-        """Before load: only XDP programs load (tail-call targets); globals= written into the data sections."""
+        """Before load: only XDP programs load (tail-call targets; legacy "xdp_*" sections as iproute2
+        took them); no map is pinned (a pin would outlive the test and be shared with the host);
+        globals= written into the data sections."""
         lib = libbpf.lib()
         p = None
         while True:
             p = lib.bpf_object__next_program(self.obj, p)
             if not p:
                 break
-            if lib.bpf_program__type(p) != XDP:
+            kind = lib.bpf_program__type(p)
+            if kind == UNSPEC and lib.bpf_program__section_name(p).startswith(b"xdp"):
+                lib.bpf_program__set_type(p, XDP)
+            elif kind != XDP:
                 lib.bpf_program__set_autoload(p, False)
+        m = None
+        while True:
+            m = lib.bpf_object__next_map(self.obj, m)
+            if not m:
+                break
+            lib.bpf_map__set_pin_path(m, None)
         self.initial: dict[str, bytes] = {}
         btf = btf_types.Btf(lib.bpf_object__btf(self.obj))
         wanted = dict(subject.globals)
@@ -212,7 +224,7 @@ class LibbpfLoaded(Loaded):
                                f"{known}.")
 
     def _data_maps(self) -> list[tuple[int, str]]:
-        lib, out, m = libbpf.lib(), [], None
+        lib, out, m = libbpf.lib(), list[tuple[int, str]](), None
         while True:
             m = lib.bpf_object__next_map(self.obj, m)
             if not m:
@@ -226,11 +238,14 @@ class LibbpfLoaded(Loaded):
         from . import diagnostics
 
         log = "".join(said)
+        if "-- BEGIN PROG LOAD LOG --" not in log:  # refused before any program reached the verifier
+            lines = [ln.strip() for ln in log.splitlines() if ln.strip() and "failed to load object" not in ln]
+            return f"libbpf could not load {self.label}: " + "\n".join(lines[-6:] or [os.strerror(err)])
         return (f"the verifier rejected {self.func}() from {self.label}: "
                 + diagnostics.libbpf_verifier_message(log, os.strerror(err)))
 
     def _all_maps(self) -> dict[str, int]:
-        lib, out, m = libbpf.lib(), {}, None
+        lib, out, m = libbpf.lib(), dict[str, int](), None
         while True:
             m = lib.bpf_object__next_map(self.obj, m)
             if not m:
@@ -305,7 +320,14 @@ class LibbpfLoaded(Loaded):
             self.obj = None
 
 
-def _fit(var: btf_types.Var, value: Any, label: str) -> Any:
-    from pktassert.state_map import to_ctype
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
 
-    return to_ctype(var.ctype, value, f"globals[{var.name!r}] of {label}")
+
+def _fit(var: btf_types.Var, value: Any, label: str) -> Any:
+    from pktassert.state_map import MapValueError, to_ctype
+
+    try:
+        return to_ctype(var.ctype, value, f"globals[{var.name!r}] of {label}")
+    except MapValueError as e:
+        raise ProgramError(str(e)) from None

@@ -1,4 +1,8 @@
-"""The port blocklist: TCP and UDP to blocked destination ports are dropped, over IPv4 and IPv6."""
+"""The port blocklist: TCP and UDP to blocked destination ports are dropped, over IPv4 and IPv6.
+
+Every test runs on the three forms of the same filter: the bcc source (port_blocklist.c), the
+libbpf source (port_blocklist.bpf.c, compiled by pktassert with clang) and the object the
+Makefile builds from it (build/port_blocklist.bpf.o: `make -C examples`)."""
 
 from pathlib import Path
 
@@ -6,9 +10,18 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 
-from pktassert import Verdict
+from pktassert import BccSource, LibbpfSource, ObjectFile, Verdict
 
-pytestmark = pytest.mark.xdp("port_blocklist.c", func="port_blocklist")
+HERE = Path(__file__).parent
+FORMS = {"bcc": lambda: BccSource(HERE / "port_blocklist.c", "port_blocklist"),
+         "libbpf": lambda: LibbpfSource(HERE / "port_blocklist.bpf.c", "port_blocklist"),
+         "object": lambda: ObjectFile(HERE / "build" / "port_blocklist.bpf.o", "port_blocklist")}
+
+
+@pytest.fixture(params=list(FORMS))
+def xdp_program(request):
+    """The filter under test, in each of its forms (this overrides pktassert's fixture)."""
+    return FORMS[request.param]()
 
 BLOCKED_BY_DEFAULT = {23, 135, 445, 3389}
 
@@ -67,3 +80,4 @@ def test_replay_of_a_port_scan_capture(xdp, inject):
     assert replay.sent == replay.accounted == 1056 and scan.count() == 1024
     assert scan.where(dport=BLOCKED_BY_DEFAULT).count(Verdict.DROP) == 3   # 23, 135, 445 (3389 is above 1024)
     assert replay.count(Verdict.DROP) == 3                                 # and nothing else
+

@@ -57,8 +57,12 @@ def _ip(value: str, ctype: Any, what: str) -> Any:
     """An IP address written as text, into a 4- or 16-byte field as the packet carries it
     (network order), or a prefix ("198.51.100.0/24") into an LPM trie key {prefixlen, addr}."""
     size = ctypes.sizeof(ctype)
+    lpm = issubclass(ctype, ctypes.Structure) and len(_fields(ctype)) == 2
+    if size not in (4, 16) and not lpm:
+        raise MapValueError(f"{what}: {value!r} is not a whole number for {_describe(ctype)} (text is read as an IP "
+                            f"address, for 4- and 16-byte fields only).")
     try:
-        if "/" in value and issubclass(ctype, ctypes.Structure) and len(_fields(ctype)) == 2:
+        if "/" in value and lpm:
             net = ipaddress.ip_network(value, strict=False)
             (pname, ptype), (aname, atype) = _fields(ctype)
             return ctype(**{pname: _check_int(ptype, net.prefixlen, what),
@@ -124,7 +128,7 @@ def _from(value: Any, name: str = "") -> Any:
         if not fields:
             return value
         record = _record_type(type(value).__name__, tuple(n for n, _ in fields))
-        return record(*(_from(getattr(value, n), n) for n, _ in fields))
+        return record(*(_field(getattr(value, n), n, t) for n, t in fields))
     if isinstance(value, ctypes.Array):
         if issubclass(value._type_, (ctypes.c_uint8, ctypes.c_char, ctypes.c_int8)) or value._type_ in (ctypes.c_ubyte,):
             raw = bytes(value)
@@ -135,6 +139,14 @@ def _from(value: Any, name: str = "") -> Any:
     if isinstance(value, list):  # per-CPU values
         return PerCpu(_from(v, name) for v in value)
     return value
+
+
+def _field(value: Any, name: str, ctype: Any) -> Any:
+    """A struct field as ctypes hands it over (a plain int for scalars), made plain like _from()."""
+    if isinstance(value, int) and ctypes.sizeof(ctype) == 4 and _ADDRESS.search(name):
+        big = getattr(ctype, "__ctype_be__", None) is ctype  # __be32: the number is the address
+        return str(ipaddress.IPv4Address(value if big else value.to_bytes(4, "little")))
+    return _from(value, name)
 
 
 @functools.cache

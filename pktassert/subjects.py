@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from pktassert.bpf import build_cache
 from pktassert.bpf.libbpf_program import LibbpfSource, ObjectFile
@@ -19,7 +19,7 @@ from pktassert.bpf.program import looks_like_path
 from pktassert.bpf.source_check import check_source, code_only, decode
 from pktassert.errors import ProgramError
 
-Subject = BccSource | LibbpfSource | ObjectFile
+Subject: TypeAlias = BccSource | LibbpfSource | ObjectFile
 SUBJECTS = (BccSource, LibbpfSource, ObjectFile)
 _LIBBPF = re.compile(r"\bSEC\s*\(|#\s*include\s*[<\"](?:bpf/bpf_helpers\.h|vmlinux\.h)[>\"]")
 
