@@ -16,7 +16,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pktassert-cleanup", description=__doc__)
     ap.add_argument("--dry-run", action="store_true", help="list what would be freed, free nothing")
     ap.add_argument("--owner", type=int, metavar="PID", help="only what the run with this (dead) pid left")
+    ap.add_argument("--cache", action="store_true", help="also empty the build cache of compiled and linked libbpf "
+                                                          "filters ($PKTASSERT_CACHE_DIR or ~/.cache/pktassert/build)")
     args = ap.parse_args(argv)
+    if args.cache:
+        from pktassert.bpf import build_cache
+
+        where = build_cache.directory()
+        if args.dry_run:
+            print(f"would empty the build cache {where}")
+        else:
+            print(f"emptied the build cache {where}: {build_cache.clear(where)} files")
     found = [lo for lo in leftovers.find() if args.owner in (None, lo.owner_pid)]
     for lo in found:
         print(("in use: " if lo.owner_alive else "orphan: ") + lo.describe())

@@ -27,5 +27,10 @@ def const(name: str) -> int:
 
 
 def dtype_of(record_type: type[ctypes.Structure]) -> np.dtype:
-    """numpy's view of struct pktassert_record, from the ctypes type bcc built for the compiled program."""
-    return np.dtype(record_type)
+    """numpy's view of struct pktassert_record, from the ctypes type the loader built for the compiled
+    program (bcc's description, or the object's BTF): the named fields at their offsets, without the
+    padding fields each describer names its own way, so both loaders give one and the same dtype."""
+    full = np.dtype(record_type)
+    names = [n for n in full.names or () if not n.startswith("__pad")]
+    return np.dtype({"names": names, "formats": [full.fields[n][0] for n in names],
+                     "offsets": [full.fields[n][1] for n in names], "itemsize": full.itemsize})

@@ -1,6 +1,7 @@
 """Agreement: the example suite, unchanged, in both tiers; every packet must get the same verdict and
-the same parsed fields in the unit tier (BPF_PROG_TEST_RUN) as over the veth. A disagreement is a
-bug in pktassert, never noise."""
+the same parsed fields in the unit tier (BPF_PROG_TEST_RUN) as over the veth, and the same in each
+form of a filter (bcc source, libbpf source, the object its Makefile built). A disagreement is a bug
+in pktassert, never noise."""
 
 import shutil
 from pathlib import Path
@@ -11,6 +12,27 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # Fields that legitimately differ between tiers: when, and on which interface, the frame arrived.
 TIER_FIELDS = {"ts_ns", "ifindex", "tag"}
+FORMS = ("bcc", "libbpf", "object")  # examples/test_port_blocklist.py runs each test on each form
+
+
+def _same(a, b, what: str) -> None:
+    """Two Captures of the same packets: the same frames, verdicts and parsed fields."""
+    assert len(a) == len(b) == a.sent == b.sent, what
+    some = range(0, len(a), max(1, len(a) // 10_000))  # the million-packet floods: a sample of frames
+    assert [a.frame(i) for i in some] == [b.frame(i) for i in some], what
+    differ = np.flatnonzero(a.records["verdict"] != b.records["verdict"])
+    assert not len(differ), f"{what}: {a[int(differ[0])]!r} but {b[int(differ[0])]!r}"
+    for name in a.records.dtype.names:
+        if name not in TIER_FIELDS:
+            same = (a.records[name] == b.records[name]).reshape(len(a), -1).all(axis=1)
+            assert same.all(), f"{what}: field {name} differs at packet #{np.flatnonzero(~same)[0]}"
+
+
+def _without_tier(nodeid: str) -> str:
+    """The test's id without its tier: "t.py::f[bcc-live]" -> "t.py::f[bcc]", "t.py::f[unit]" -> "t.py::f"."""
+    name, _, params = nodeid.partition("[")
+    kept = [p for p in params.rstrip("]").split("-") if p not in ("live", "unit")] if params else []
+    return name + (f"[{'-'.join(kept)}]" if kept else "")
 
 
 class Recorder:
@@ -26,7 +48,7 @@ class Recorder:
         finally:
             inject = item.funcargs.get("inject")
             if inject is not None:
-                base = item.nodeid.replace("[live]", "").replace("[unit]", "").replace("live-", "").replace("unit-", "")
+                base = _without_tier(item.nodeid)
                 self.runs[(base, inject.tier)] = list(inject.captures)
 
 
@@ -35,6 +57,7 @@ def test_examples_agree_packet_for_packet(pytester: pytest.Pytester) -> None:
         if f.suffix in (".c", ".py"):
             shutil.copy(f, pytester.path / f.name)
     shutil.copytree(EXAMPLES / "captures", pytester.path / "captures")
+    shutil.copytree(EXAMPLES / "build", pytester.path / "build")  # the objects `make -C examples` built
     recorder = Recorder()
     # In-process (the recorder reads live objects); importlib mode, as the examples may be imported already.
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--import-mode=importlib", "--pktassert-tier=both",
@@ -49,14 +72,19 @@ def test_examples_agree_packet_for_packet(pytester: pytest.Pytester) -> None:
         live, unit = recorder.runs[(base, "live")], recorder.runs[(base, "unit")]
         assert len(live) == len(unit), base
         for k, (a, b) in enumerate(zip(live, unit)):
-            assert len(a) == len(b) == a.sent == b.sent, (base, k)
-            some = range(0, len(a), max(1, len(a) // 10_000))  # the million-packet floods: a sample of frames
-            assert [a.frame(i) for i in some] == [b.frame(i) for i in some], (base, k)
-            differ = np.flatnonzero(a.records["verdict"] != b.records["verdict"])
-            assert not len(differ), f"{base} inject #{k}: live {a[int(differ[0])]!r} but unit {b[int(differ[0])]!r}"
-            for name in a.records.dtype.names:
-                if name not in TIER_FIELDS:
-                    same = (a.records[name] == b.records[name]).reshape(len(a), -1).all(axis=1)
-                    assert same.all(), f"{base} inject #{k}: field {name} differs at packet #{np.flatnonzero(~same)[0]}"
+            _same(a, b, f"{base} inject #{k}, live vs unit")
             compared += len(a)
     assert compared > 2_000_000  # the floods included: every packet of every example test
+
+    # The libbpf source and the object give what the bcc source gives, packet for packet, in each tier.
+    forms = 0
+    for base in sorted(b for b in tests if b.endswith("[bcc]")):
+        for tier in ("live", "unit"):
+            reference = recorder.runs[(base, tier)]
+            for form in FORMS[1:]:
+                other = recorder.runs[(base.replace("[bcc]", f"[{form}]"), tier)]
+                assert len(other) == len(reference), (base, form)
+                for k, (a, b) in enumerate(zip(reference, other)):
+                    _same(a, b, f"{base} inject #{k} ({tier}), bcc vs {form}")
+                    forms += len(a)
+    assert forms > 4_000_000  # the port blocklist's tests, its million-packet scan among them
