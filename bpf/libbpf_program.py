@@ -18,10 +18,12 @@ from pktassert.errors import ProgramError
 from . import btf_types, libbpf, libbpf_build, map_reset
 from .elf_entry import ElfObject
 from .fd_table import FdTable
+from .hooks import HOOKS, UNSPEC, typed_by_section
 from .loaded import Loaded
 from .source_check import RESERVED, check_cflags, check_func
 
-XDP, UNSPEC = 6, 0  # BPF_PROG_TYPE_*
+HOOK = HOOKS["xdp"]
+XDP = HOOK.prog_type
 DATA_SECTIONS = (".rodata", ".data", ".bss")
 
 
@@ -193,7 +195,7 @@ class LibbpfLoaded(Loaded):
             if not p:
                 break
             kind = lib.bpf_program__type(p)
-            if kind == UNSPEC and lib.bpf_program__section_name(p).startswith(b"xdp"):
+            if kind == UNSPEC and typed_by_section(lib.bpf_program__section_name(p).decode()) is HOOK:
                 lib.bpf_program__set_type(p, XDP)
             elif kind != XDP:
                 lib.bpf_program__set_autoload(p, False)

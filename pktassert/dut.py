@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from scapy.layers.l2 import Ether
 
+from pktassert.bpf.hooks import HOOKS
 from pktassert.bpf.loaded import Loaded
 from pktassert.bpf.receiver import Receiver
 from pktassert.bpf.source_check import RESERVED
@@ -46,7 +47,7 @@ class XdpUnderTest:
         collector.discard()
         if topology is not None:
             dut = topology.dut
-            dut.ns.ipr.link("set", index=dut.ifindex, xdp_fd=loaded.fd)  # native XDP, inside the DUT netns
+            HOOKS["xdp"].attach(dut.ns.ipr, dut.ifindex, loaded.fd)  # inside the DUT netns
             if self.receiver is not None:
                 self.receiver.clear()
                 self.receiver.attach(topology.peer.ns, topology.peer.ifindex)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import re
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,8 @@ def dtype_of(record_type: type[ctypes.Structure]) -> np.dtype:
     program (bcc's description, or the object's BTF): the named fields at their offsets, without the
     padding fields each describer names its own way, so both loaders give one and the same dtype."""
     full = np.dtype(record_type)
-    names = [n for n in full.names or () if not n.startswith("__pad")]
-    return np.dtype({"names": names, "formats": [full.fields[n][0] for n in names],
-                     "offsets": [full.fields[n][1] for n in names], "itemsize": full.itemsize})
+    fields: Any = full.fields or {}
+    names = [n for n in fields if not n.startswith("__pad")]
+    spec: dict[str, Any] = {"names": names, "formats": [fields[n][0] for n in names],
+                            "offsets": [fields[n][1] for n in names], "itemsize": full.itemsize}
+    return np.dtype(spec)  # type: ignore[call-overload]  # a dict spec: numpy accepts it, its stubs do not
