@@ -23,6 +23,7 @@ from .loaded import Loaded
 from .source_check import RESERVED, check_cflags, check_func
 
 HOOK = HOOKS["xdp"]
+XDP_HAS_FRAGS = 1 << 5  # BPF_F_XDP_HAS_FRAGS
 XDP = HOOK.prog_type
 DATA_SECTIONS = (".rodata", ".data", ".bss")
 
@@ -126,8 +127,8 @@ def _open(data: bytes, label: str) -> int:
     return int(obj)
 
 
-def entry_of(subject: LibbpfSource | ObjectFile, data: bytes) -> tuple[str, str]:
-    """The entry's function name and how its argument is spelled, checked against the object."""
+def entry_of(subject: LibbpfSource | ObjectFile, data: bytes) -> tuple[str, str, str]:
+    """The entry's function name, how its argument is spelled and its section, checked against the object."""
     label = f"{subject.name} ({subject.kind})"
     elf = ElfObject(data, label)  # not an ELF, another machine: said here
     if elf.index(".BTF") is None:
@@ -152,7 +153,7 @@ def entry_of(subject: LibbpfSource | ObjectFile, data: bytes) -> tuple[str, str]
     if ctx is None:
         raise ProgramError(f"{label}: {prog.name}() does not take a pointer argument in its BTF. Fix: "
                            f"`int {prog.name}(struct xdp_md *ctx)`.")
-    return prog.name, ctx
+    return prog.name, ctx, prog.section
 
 
 class LibbpfLoaded(Loaded):
@@ -162,8 +163,10 @@ class LibbpfLoaded(Loaded):
         super().__init__()
         self.subject = subject
         self.label = f"{subject.name} ({subject.kind})"
-        func, ctx = entry_of(subject, data)
+        func, ctx, section = entry_of(subject, data)
         self.func = func
+        # A frags-aware entry (SEC("xdp.frags")) takes frames over a page: our programs that call it must say so too.
+        self.frags = section.startswith("xdp.frags")
         linked, _ = libbpf_build.link(data, self.label, func, ctx)
         lib = libbpf.lib()
         with libbpf.messages() as said:
@@ -199,6 +202,8 @@ class LibbpfLoaded(Loaded):
                 lib.bpf_program__set_type(p, XDP)
             elif kind != XDP:
                 lib.bpf_program__set_autoload(p, False)
+            if self.frags and lib.bpf_program__name(p).decode().startswith(RESERVED):  # ours
+                lib.bpf_program__set_flags(p, XDP_HAS_FRAGS)
         m = None
         while True:
             m = lib.bpf_object__next_map(self.obj, m)

@@ -110,3 +110,4 @@ def test_tail_call_into_a_second_program_of_the_object(xdp, inject):
 def test_the_entry_is_not_a_program_array_value(xdp):
     with pytest.raises(Exception, match="the program under test: it runs inside pktassert's inspector"):
         xdp.map("jump")[0] = "features"
+
