@@ -41,8 +41,9 @@ def include_dirs() -> list[str]:
 
 @functools.cache
 def vmlinux_dir() -> Path:
-    """A folder with vmlinux.h made from /sys/kernel/btf/vmlinux, once per kernel per machine.
-    bpftool writes it: libbpf's btf_dump API reports through a printf callback ctypes cannot format."""
+    """A folder with vmlinux.h made from /sys/kernel/btf/vmlinux, once per kernel per machine, by
+    bpftool (subprocess): the documented way to make it; libbpf's btf_dump would call back into Python
+    through a printf callback once per token of its 130,000 lines."""
     def make(out: Path) -> None:
         try:
             text = subprocess.run(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c"],
