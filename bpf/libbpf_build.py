@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 CLANG = "clang"
 # What `clang -O2 -g -target bpf -c` builds for a libbpf program (libbpf-bootstrap's flags).
 BASE_FLAGS = ("-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wno-compare-distinct-pointer-types")
-INSPECTOR_FILES = ("inspector_libbpf.c", "inspector.h", "record.h")
+INSPECTOR_FILES = ("inspector_libbpf.c", "inspector.h", "inspector_tc.h", "stage.h", "parse.h", "record.h")
 
 
 def clang() -> str:
@@ -91,10 +91,11 @@ def compile_failure(source: Path, stderr: str) -> str:
     return f"{source} (a libbpf source) does not compile with clang:\n" + "\n".join(shown) + f"{more}\n{fix}"
 
 
-def link(user_object: bytes, label: str, func: str, ctx: str) -> tuple[Path, bool]:
-    """The user's object with ``func`` moved into .text, linked with our inspector calling it."""
+def link(user_object: bytes, label: str, func: str, ctx: str, hook: str = "xdp") -> tuple[Path, bool]:
+    """The user's object with ``func`` moved into .text, linked with our inspector (for ``hook``) calling it."""
     inspector = [(HERE / f).read_bytes() for f in INSPECTOR_FILES]
-    key = build_cache.digest(build_cache.FORMAT, user_object, func, ctx, *inspector, libbpf.version(),
+    hook_flags = ["-DPKTASSERT_HOOK_TC"] if hook == "tc" else []
+    key = build_cache.digest(build_cache.FORMAT, user_object, func, ctx, hook, *inspector, libbpf.version(),
                              build_cache.clang_version(clang()) if shutil.which(CLANG) else "prebuilt inspector")
 
     def make(out: Path) -> None:
@@ -103,7 +104,8 @@ def link(user_object: bytes, label: str, func: str, ctx: str) -> tuple[Path, boo
             moved.write_bytes(entry_into_text(user_object, func, label))
             ours = Path(tmp) / "inspector.o"
             done = subprocess.run([clang(), *BASE_FLAGS, *include_dirs(), f"-I{HERE}", f"-DPKTASSERT_FILTER={func}",
-                                   f"-DPKTASSERT_CTX={ctx}", "-c", str(HERE / "inspector_libbpf.c"), "-o", str(ours)],
+                                   f"-DPKTASSERT_CTX={ctx}", *hook_flags, "-c", str(HERE / "inspector_libbpf.c"),
+                                   "-o", str(ours)],
                                   capture_output=True, text=True)
             if done.returncode != 0:
                 raise ProgramError(f"pktassert's inspector does not compile for {func}({ctx}):\n{done.stderr}")

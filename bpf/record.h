@@ -26,15 +26,22 @@
 #define PKTASSERT_PENDING 0xff
 
 /* Slots of the per-CPU counter array: two groups of PKTASSERT_CTR_GROUP, injected (tagged)
- * frames first, then frames pktassert did not send (the stacks' own traffic). In a group,
- * slots 0..4 count XDP actions and slot 5 return values that are not XDP actions. */
-#define PKTASSERT_CTR_GROUP 6
+ * frames first, then frames pktassert did not send (the stacks' own traffic). In a group, XDP
+ * counts actions 0..4 in slots 0..4 and values that are not actions in slot 5; tc counts the
+ * action the kernel takes, TC_ACT_UNSPEC (-1)..TC_ACT_TRAP (8), in slots 0..9. */
+#define PKTASSERT_CTR_GROUP 12
 #define PKTASSERT_CTR_INVALID 5
 #define PKTASSERT_CTR_TAGGED 0
-#define PKTASSERT_CTR_STRAY 6
-#define PKTASSERT_CTR_LOST 12      /* records the ring buffer had no room for */
-#define PKTASSERT_CTR_ENTERED 13   /* injected frames handed to the filter */
-#define PKTASSERT_CTR_SLOTS 14
+#define PKTASSERT_CTR_STRAY 12
+#define PKTASSERT_CTR_LOST 24      /* records the ring buffer had no room for */
+#define PKTASSERT_CTR_ENTERED 25   /* injected frames handed to the filter */
+#define PKTASSERT_CTR_SLOTS 26
+
+/* Frames the DUT sends (egress, tc): the sender sets skb->priority to this magic and skb->mark to
+ * the tag; the tc inspector takes them and gives the filter the mark and priority the test chose
+ * (pktassert_tc_opts). Frames our XDP stage passed carry [magic, tag] in XDP metadata into the skb. */
+#define PKTASSERT_MAGIC_EGRESS 0x706b7467
+
 
 /* pktassert_record.parsed: how far the parser got. */
 #define PKTASSERT_P_L2 0x01
@@ -53,7 +60,7 @@ struct pktassert_record {
 	__u32 tag;
 	__u32 len;         /* frame length the filter saw */
 	__u32 ifindex;     /* ingress */
-	__u32 verdict;     /* the XDP action the kernel takes: ret, or ABORTED when ret is not an action */
+	__u32 verdict;     /* the action the kernel takes for ret (XDP: ABORTED for a non-action; tc: a signed TC_ACT_*) */
 	__s32 ret;         /* the filter's return value as it returned it */
 	__u16 ethertype;   /* innermost, after VLAN tags */
 	__u16 vlan_outer;  /* VLAN IDs, 0 if absent */

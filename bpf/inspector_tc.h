@@ -1,0 +1,137 @@
+/* pktassert tc inspector (sched_cls, direct action), the part both loaders share: for every skb,
+ * take its tag, parse L2-L4, call the filter, record the action the kernel takes, count it.
+ * Before this header: record.h and PKTASSERT_FILTER; the flavor defines stage.h's map accessors
+ * and pktassert_tc_opts_at. Where the tag comes from:
+ *  - live ingress behind our XDP stage: [magic, tag] in the metadata it put in front of the frame
+ *    (it also keeps GRO from merging frames: skbs whose metadata differ are never merged);
+ *  - egress, frames the DUT sends: skb->priority is PKTASSERT_MAGIC_EGRESS and skb->mark the tag;
+ *    the filter gets the mark and priority the test chose instead;
+ *  - otherwise (unit tier, live ingress without an XDP stage) the trailer, cut off before the filter. */
+#ifndef PKTASSERT_INSPECTOR_TC_H
+#define PKTASSERT_INSPECTOR_TC_H
+
+#include "stage.h"
+
+#ifndef PKTASSERT_PARSE_SKB
+#define PKTASSERT_PARSE_SKB(skb, r) pktassert_parse_skb(skb, r)
+#endif
+
+struct pktassert_tc_opts { __u32 mark; __u32 priority; };
+static __always_inline struct pktassert_tc_opts *pktassert_tc_opts_at(__u32 *key);
+
+static __always_inline void pktassert_parse_skb(struct __sk_buff *skb, struct pktassert_record *r)
+{
+	r->len = skb->len;
+	r->ifindex = skb->ifindex;
+	pktassert_parse_bytes((void *)(long)skb->data, (void *)(long)skb->data_end, r);
+}
+
+static __always_inline __u32 pktassert_be32(__u8 *p)
+{
+	return (__u32)p[0] << 24 | (__u32)p[1] << 16 | (__u32)p[2] << 8 | p[3];
+}
+
+static __always_inline __u32 pktassert_tc_tag(struct __sk_buff *skb, struct pktassert_scratch_value *s, __u32 *key)
+{
+	__u8 *meta = (void *)(long)skb->data_meta;
+	void *data = (void *)(long)skb->data;
+
+	s->magic = 0;
+	if ((void *)(meta + PKTASSERT_TRAILER_LEN) <= data) {
+		__u32 m = pktassert_be32(meta), tag = pktassert_be32(meta + 4);
+		if ((m == PKTASSERT_MAGIC_RING || m == PKTASSERT_MAGIC_ENGINE) && tag != PKTASSERT_UNTAGGED) {
+			s->magic = m;
+			return tag;
+		}
+	}
+	if (skb->priority == PKTASSERT_MAGIC_EGRESS) {
+		__u32 tag = skb->mark;
+		*key = 0;
+		struct pktassert_tc_opts *o = pktassert_tc_opts_at(key);
+		skb->mark = o ? o->mark : 0;
+		skb->priority = o ? o->priority : 0;
+		if (tag == PKTASSERT_UNTAGGED)
+			return PKTASSERT_UNTAGGED;
+		s->magic = PKTASSERT_MAGIC_RING;
+		return tag;
+	}
+	__u32 len = skb->len;
+	if (len < PKTASSERT_TRAILER_LEN || bpf_skb_load_bytes(skb, len - PKTASSERT_TRAILER_LEN, s->r.src, PKTASSERT_TRAILER_LEN))
+		return PKTASSERT_UNTAGGED;
+	__u32 m = pktassert_be32(s->r.src), tag = pktassert_be32(s->r.src + 4);
+	if ((m != PKTASSERT_MAGIC_RING && m != PKTASSERT_MAGIC_UNIT && m != PKTASSERT_MAGIC_ENGINE)
+	    || tag == PKTASSERT_UNTAGGED)
+		return PKTASSERT_UNTAGGED;
+	if (bpf_skb_change_tail(skb, len - PKTASSERT_TRAILER_LEN, 0))
+		return PKTASSERT_UNTAGGED;
+	s->magic = m;
+	return tag;
+}
+
+/* What the kernel does with a direct-action classifier's return value (cls_bpf_exec_opcode):
+ * these act, anything else is TC_ACT_UNSPEC (the next filter, and with none, the packet goes on). */
+static __always_inline int pktassert_tc_action(int ret)
+{
+	switch (ret) {
+	case TC_ACT_UNSPEC:
+	case TC_ACT_OK:
+	case TC_ACT_SHOT:
+	case TC_ACT_STOLEN:
+	case TC_ACT_REDIRECT:
+	case TC_ACT_TRAP:
+		return ret;
+	}
+	return TC_ACT_UNSPEC;
+}
+
+static __always_inline int pktassert_inspect_tc(struct __sk_buff *skb)
+{
+	__u32 key = 0;
+	struct pktassert_scratch_value *s = pktassert_scratch_at(&key);
+
+	if (!s)
+		return TC_ACT_OK; /* cannot happen: a one-slot per-CPU array always has slot 0 */
+	__u32 tag = pktassert_tc_tag(skb, s, &key);
+	struct pktassert_record *r = &s->r;
+	__builtin_memset(r, 0, sizeof(*r));
+	r->ts_ns = bpf_ktime_get_ns();
+	r->tag = tag;
+	r->verdict = PKTASSERT_PENDING;
+	PKTASSERT_PARSE_SKB(skb, r);
+
+	if (s->magic == PKTASSERT_MAGIC_UNIT || s->magic == PKTASSERT_MAGIC_ENGINE) {
+		key = tag % PKTASSERT_SLOTS;
+		struct pktassert_record *slot = pktassert_slot_at(&key);
+		if (slot)
+			__builtin_memcpy(slot, r, sizeof(*r));
+	}
+	if (tag != PKTASSERT_UNTAGGED)
+		pktassert_count(&key, PKTASSERT_CTR_ENTERED);
+
+	int ret = PKTASSERT_CALL(skb);
+
+	key = 0;
+	s = pktassert_scratch_at(&key);
+	if (!s)
+		return ret;
+	r = &s->r;
+	int action = pktassert_tc_action(ret);
+	r->ret = ret;
+	r->verdict = (__u32)action;
+	if (s->magic == PKTASSERT_MAGIC_UNIT || s->magic == PKTASSERT_MAGIC_ENGINE) {
+		key = r->tag % PKTASSERT_SLOTS;
+		struct pktassert_record *slot = pktassert_slot_at(&key);
+		if (slot) {
+			slot->ret = ret;
+			slot->note = r->note;
+			slot->verdict = (__u32)action;
+		}
+	} else if (r->tag != PKTASSERT_UNTAGGED && pktassert_emit(r)) {
+		pktassert_count(&key, PKTASSERT_CTR_LOST);
+	}
+	__u32 group = r->tag == PKTASSERT_UNTAGGED ? PKTASSERT_CTR_STRAY : PKTASSERT_CTR_TAGGED;
+	pktassert_count(&key, group + (__u32)(action + 1));
+	return ret;
+}
+
+#endif
