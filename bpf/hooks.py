@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from pktassert.verdict import Actions, TcVerdict, Verdict
+
 
 @dataclasses.dataclass(frozen=True)
 class Hook:
@@ -18,20 +20,47 @@ class Hook:
     prog_type: int                 # BPF_PROG_TYPE_*
     sections: tuple[str, ...]      # libbpf's SEC() names for it (legacy prefixes included)
     ctx: str                       # the entry's argument in C
-    attach: Callable[[Any, int, int], None]   # (pyroute2 IPRoute in the namespace, ifindex, program fd)
-    detach: Callable[[Any, int], None]
+    actions: type[Actions]         # its verdicts
+    entry: str                     # our inspector's program for it
+    attach: Callable[[Any, int, int, str], None]   # (pyroute2 IPRoute in the namespace, ifindex, fd, direction)
+    detach: Callable[[Any, int, str], None]
+    directions: tuple[str, ...] = ("ingress",)
+    title: str = ""                # how messages name it
+
+    def __post_init__(self) -> None:
+        if not self.title:
+            object.__setattr__(self, "title", self.name)
 
 
-def _xdp_attach(ipr: Any, ifindex: int, fd: int) -> None:
+def _xdp_attach(ipr: Any, ifindex: int, fd: int, direction: str) -> None:
     ipr.link("set", index=ifindex, xdp_fd=fd)  # native XDP (veth supports it)
 
 
-def _xdp_detach(ipr: Any, ifindex: int) -> None:
+def _xdp_detach(ipr: Any, ifindex: int, direction: str) -> None:
     ipr.link("set", index=ifindex, xdp_fd=-1)
 
 
+# clsact's fixed parents: ingress and egress (include/uapi/linux/pkt_sched.h, TC_H_MIN_INGRESS/EGRESS)
+_CLSACT_PARENT = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
+
+
+def _tc_attach(ipr: Any, ifindex: int, fd: int, direction: str) -> None:
+    """A clsact qdisc (if none yet) and our classifier in direct-action mode (pyroute2's tc)."""
+    if not any(q.get_attr("TCA_KIND") == "clsact" for q in ipr.get_qdiscs(index=ifindex)):
+        ipr.tc("add", "clsact", ifindex)
+    ipr.tc("add-filter", "bpf", ifindex, ":1", fd=fd, name="pktassert", parent=_CLSACT_PARENT[direction],
+           classid=1, direct_action=True)
+
+
+def _tc_detach(ipr: Any, ifindex: int, direction: str) -> None:
+    ipr.tc("del", "clsact", ifindex)  # its filters go with it
+
+
 HOOKS: dict[str, Hook] = {
-    "xdp": Hook("xdp", 6, ("xdp", "xdp.frags", "xdp_"), "struct xdp_md *", _xdp_attach, _xdp_detach),
+    "xdp": Hook("xdp", 6, ("xdp", "xdp.frags", "xdp_"), "struct xdp_md *", Verdict, "pktassert_xdp",
+                _xdp_attach, _xdp_detach, title="XDP"),
+    "tc": Hook("tc", 3, ("tc", "classifier", "tc/", "tcx/", "classifier/"), "struct __sk_buff *", TcVerdict,
+               "pktassert_tc", _tc_attach, _tc_detach, ("ingress", "egress")),
 }
 UNSPEC = 0  # a section libbpf 1.1 does not know: typed by the section's prefix, as iproute2 did
 

@@ -20,11 +20,10 @@ from .elf_entry import ElfObject
 from .fd_table import FdTable
 from .hooks import HOOKS, UNSPEC, typed_by_section
 from .loaded import Loaded
+from .program import check_hook
 from .source_check import RESERVED, check_cflags, check_func
 
-HOOK = HOOKS["xdp"]
 XDP_HAS_FRAGS = 1 << 5  # BPF_F_XDP_HAS_FRAGS
-XDP = HOOK.prog_type
 DATA_SECTIONS = (".rodata", ".data", ".bss")
 
 
@@ -36,9 +35,11 @@ class LibbpfSource:
     func: str
     cflags: tuple[str, ...] = ()
     globals: tuple[tuple[str, Any], ...] = ()
+    hook: str = "xdp"  # where it hooks: a key of bpf/hooks.py's HOOKS
     kind = "libbpf source"
 
     def __post_init__(self) -> None:
+        check_hook(self.hook)
         check_func(self.func)
         object.__setattr__(self, "cflags", check_cflags(self.cflags))
 
@@ -54,7 +55,7 @@ class LibbpfSource:
 
     def cache_key(self) -> tuple:
         # The object's bytes decide what is loaded; building it is cheap when cached.
-        return ("libbpf", self.build()[0], self.func, self.globals)
+        return ("libbpf", self.build()[0], self.func, self.globals, self.hook)
 
     def load(self) -> LibbpfLoaded:
         return LibbpfLoaded(self, self.build()[0])
@@ -69,10 +70,12 @@ class ObjectFile:
     func: str
     globals: tuple[tuple[str, Any], ...] = ()
     cflags: tuple[str, ...] = ()
+    hook: str = "xdp"
     kind = "ELF object"
     is_file = True
 
     def __post_init__(self) -> None:
+        check_hook(self.hook)
         check_func(self.func)
         if self.cflags:
             raise ProgramError(f"cflags={self.cflags!r} for {self.source}: an object is already compiled. "
@@ -90,7 +93,7 @@ class ObjectFile:
                                f"path relative to the test file or the rootdir.") from None
 
     def cache_key(self) -> tuple:
-        return ("object", self.build()[0], self.func, self.globals)
+        return ("object", self.build()[0], self.func, self.globals, self.hook)
 
     def load(self) -> LibbpfLoaded:
         return LibbpfLoaded(self, self.build()[0])
@@ -144,15 +147,20 @@ def entry_of(subject: LibbpfSource | ObjectFile, data: bytes) -> tuple[str, str,
             raise ProgramError(f"{label} has {why} named {subject.func!r} (by function or section); its programs: "
                                f"{listing}. Fix: func= one of those function names.")
         prog = matches[0]
-        if prog.type not in (XDP, UNSPEC):  # UNSPEC: a section name libbpf 1.1 does not know ("xdp_foo"): the marker says XDP
+        hook = HOOKS[subject.hook]
+        legacy = prog.type == UNSPEC and typed_by_section(prog.section) is hook  # a section libbpf 1.1 does not know
+        if prog.type != hook.prog_type and not legacy:
+            other = next((h for h in HOOKS.values() if h.prog_type == prog.type), None)
+            fix = (f"put it at {other.name}: @pytest.mark.{other.name}(...)" if other is not None else
+                   f"test a {hook.name} program here (SEC(\"{hook.sections[0]}\"))")
             raise ProgramError(f"{label}: {prog.name}() is {_a(prog.type_name)} program (SEC(\"{prog.section}\")), not "
-                               f"XDP. Fix: test an XDP program here (SEC(\"xdp\")); its programs: {listing}.")
+                               f"{_a(hook.title)} program. Fix: {fix}; its programs: {listing}.")
         ctx = btf_types.Btf(libbpf.lib().bpf_object__btf(obj)).func_param(prog.name)
     finally:
         libbpf.lib().bpf_object__close(obj)
     if ctx is None:
         raise ProgramError(f"{label}: {prog.name}() does not take a pointer argument in its BTF. Fix: "
-                           f"`int {prog.name}(struct xdp_md *ctx)`.")
+                           f"`int {prog.name}({HOOKS[subject.hook].ctx}ctx)`.")
     return prog.name, ctx, prog.section
 
 
@@ -162,12 +170,13 @@ class LibbpfLoaded(Loaded):
     def __init__(self, subject: LibbpfSource | ObjectFile, data: bytes) -> None:
         super().__init__()
         self.subject = subject
+        self.hook = HOOKS[subject.hook]
         self.label = f"{subject.name} ({subject.kind})"
         func, ctx, section = entry_of(subject, data)
         self.func = func
         # A frags-aware entry (SEC("xdp.frags")) takes frames over a page: our programs that call it must say so too.
         self.frags = section.startswith("xdp.frags")
-        linked, _ = libbpf_build.link(data, self.label, func, ctx)
+        linked, _ = libbpf_build.link(data, self.label, func, ctx, self.hook.name)
         lib = libbpf.lib()
         with libbpf.messages() as said:
             self.obj = lib.bpf_object__open_file(str(linked).encode(), None)
@@ -183,7 +192,7 @@ class LibbpfLoaded(Loaded):
             lib.bpf_object__close(self.obj)
             raise
         self.btf = btf_types.Btf(lib.bpf_object__btf(self.obj))
-        self.fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(self.obj, b"pktassert_xdp"))
+        self.fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(self.obj, self.hook.entry.encode()))
         self.record_type = self.btf.ctype(self.btf.find("pktassert_record", btf_types.STRUCT))
         self._maps = self._all_maps()
 
@@ -191,16 +200,16 @@ class LibbpfLoaded(Loaded):
         """Before load: only XDP programs load (tail-call targets; legacy "xdp_*" sections as iproute2
         took them); no map is pinned (a pin would outlive the test and be shared with the host);
         globals= written into the data sections."""
-        lib = libbpf.lib()
+        lib, hook = libbpf.lib(), HOOKS[subject.hook]
         p = None
         while True:
             p = lib.bpf_object__next_program(self.obj, p)
             if not p:
                 break
             kind = lib.bpf_program__type(p)
-            if kind == UNSPEC and typed_by_section(lib.bpf_program__section_name(p).decode()) is HOOK:
-                lib.bpf_program__set_type(p, XDP)
-            elif kind != XDP:
+            if kind == UNSPEC and typed_by_section(lib.bpf_program__section_name(p).decode()) is hook:
+                lib.bpf_program__set_type(p, hook.prog_type)
+            elif kind != hook.prog_type:
                 lib.bpf_program__set_autoload(p, False)
             if self.frags and lib.bpf_program__name(p).decode().startswith(RESERVED):  # ours
                 lib.bpf_program__set_flags(p, XDP_HAS_FRAGS)
@@ -312,8 +321,8 @@ class LibbpfLoaded(Loaded):
                                f"program of its own to put in a program array. Fix: test the program that tail-calls it.")
         p = lib.bpf_object__find_program_by_name(self.obj, func.encode()) if not func.startswith(RESERVED) else None
         if not p or lib.bpf_program__fd(p) < 0:
-            names = [x.name for x in _programs(self.obj) if x.type == XDP and not x.name.startswith(RESERVED)]
-            raise ProgramError(f"{self.label} has no XDP program {func}() for a program array; its XDP programs: "
+            names = [x.name for x in _programs(self.obj) if x.type == self.hook.prog_type and not x.name.startswith(RESERVED)]
+            raise ProgramError(f"{self.label} has no {self.hook.name} program {func}() for a program array; its programs: "
                                f"{', '.join(names) or 'none'}.")
         return int(lib.bpf_program__fd(p))
 
@@ -328,7 +337,7 @@ class LibbpfLoaded(Loaded):
 
 
 def _a(word: str) -> str:
-    return ("an " if word[:1] in "aeiou" else "a ") + word
+    return ("an " if word[:1].lower() in "aeiou" or word[:1] in "FHLMNRSX" else "a ") + word  # "an XDP program"
 
 
 def _fit(var: btf_types.Var, value: Any, label: str) -> Any:

@@ -23,6 +23,7 @@ class Loaded:
     fd: int                 # the inspector's XDP program, which calls the filter
     record_type: Any        # ctypes type of struct pktassert_record as this program laid it out
     subject: Any            # what was loaded (BccSource, LibbpfSource, ObjectFile)
+    hook: Any               # where it hooks (bpf/hooks.py)
     TAG_LIMIT = 0xFFFFFFFF  # PKTASSERT_UNTAGGED
 
     def __init__(self) -> None:
@@ -32,6 +33,11 @@ class Loaded:
     @property
     def program(self) -> Any:
         return self.subject
+
+    @property
+    def actions(self) -> Any:
+        """The hook's action enum (Verdict for XDP, TcVerdict for tc)."""
+        return self.hook.actions
 
     # -- provided by each loader --------------------------------------------------------------
     def our_map_fd(self, name: str) -> int:

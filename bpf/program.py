@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pktassert.bpf import compile_check, diagnostics, source_check
+from pktassert.bpf.hooks import HOOKS
 from pktassert.bpf.loaded import Loaded
 from pktassert.bpf.source_check import RESERVED
 
 from pktassert.errors import ProgramError
 
 HERE = Path(__file__).resolve().parent
-ENTRY = "pktassert_xdp"
 BARE_ENTRY = "pktassert_bare"  # the filter alone, same maps (inspector.c)
 RING_PAGES = 1024  # 4 MiB: ~47,000 records (88 bytes each in the ring), room for one socket-path chunk and more
 
@@ -35,16 +35,17 @@ _PRELUDE = """\
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
 #include "record.h"
-#ifndef PKTASSERT_RING_PAGES  /* cflags=("-DPKTASSERT_RING_PAGES=N",) sets another size (a power of two) */
+{hook_define}#ifndef PKTASSERT_RING_PAGES  /* cflags=("-DPKTASSERT_RING_PAGES=N",) sets another size (a power of two) */
 #define PKTASSERT_RING_PAGES {pages}
 #endif
 /* The filter's entry, defined in its own source below: static and inlined into ours (C11 6.2.2p4). */
-static __always_inline int {func}(struct xdp_md *ctx);
+static __always_inline int {func}({ctx}ctx);
 #define PKTASSERT_FILTER {func}
 """
 
-_PROBE = "int stack_probe(struct xdp_md *ctx) { return XDP_PASS; }"  # a filter that takes no stack
+_PROBE = "int stack_probe({ctx}ctx) {{ return 0; }}"  # a filter that takes no stack
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +55,10 @@ class Program:
     source: str | os.PathLike[str]
     func: str
     cflags: tuple[str, ...] = ()
+    hook: str = "xdp"  # where it hooks: a key of bpf/hooks.py's HOOKS
 
     def __post_init__(self) -> None:
+        check_hook(self.hook)
         source_check.check_source(self.source)
         source_check.check_func(self.func)
         object.__setattr__(self, "cflags", source_check.check_cflags(self.cflags))  # a list too, kept as a tuple
@@ -63,7 +66,7 @@ class Program:
     kind = "bcc source"
 
     def cache_key(self) -> tuple:
-        return ("bcc", self.compose(), self.func, self.cflags)
+        return ("bcc", self.compose(), self.func, self.cflags, self.hook)
 
     @property
     def is_file(self) -> bool:
@@ -91,13 +94,23 @@ class Program:
         text = self.text()
         source_check.check_entry(self.name, self.func, text)
         source_check.check_reserved(self.name, text, _inspector())
-        return (_PRELUDE.format(pages=RING_PAGES, func=self.func)
+        return (prelude(self.func, self.hook)
                 + f'#line 1 "{HERE / "inspector.c"}"\n' + _inspector() + "#undef PKTASSERT_FILTER\n"
                 + f'#line 1 "{self.name}"\n' + text + "\n")
 
     def load(self) -> LoadedProgram:
         """Compile with bcc and load."""
         return LoadedProgram(self)
+
+
+def prelude(func: str, hook: str = "xdp") -> str:
+    return _PRELUDE.format(pages=RING_PAGES, func=func, ctx=HOOKS[hook].ctx,
+                           hook_define="#define PKTASSERT_HOOK_TC\n" if hook == "tc" else "")
+
+
+def check_hook(hook: object) -> None:
+    if hook not in HOOKS:
+        raise ProgramError(f"hook={hook!r}: pktassert puts filters at {', '.join(map(repr, HOOKS))}.")
 
 
 def looks_like_path(source: str) -> bool:
@@ -120,7 +133,7 @@ def compile_flags(cflags: tuple[str, ...]) -> tuple[str, ...]:
 def _stack_share(program: Program, flags: tuple[str, ...]) -> tuple[int | None, bool, int | None, str]:
     """After a stack overflow: the inspector's stack depth (with a filter that takes none), and
     whether the filter compiles without the inspector, its depth, and what LLVM said then."""
-    probe = Program(_PROBE, "stack_probe", program.cflags).compose()
+    probe = Program(_PROBE.format(ctx=HOOKS[program.hook].ctx), "stack_probe", program.cflags, program.hook).compose()
     includes = "".join(ln + "\n" for ln in _PRELUDE.splitlines() if ln.startswith("#include"))
     alone = includes + f'#line 1 "{program.name}"\n' + program.text() + "\n"
     inspector, out = compile_check.stack_depths(probe, alone, flags, program.func)
@@ -157,6 +170,7 @@ class LoadedProgram(Loaded):
 
         super().__init__()
         self.subject = program
+        self.hook = HOOKS[program.hook]
         text = composed or program.compose()
         flags = compile_flags(program.cflags)
         # In a child process first: LLVM ends the process that compiles a program its backend rejects.
@@ -173,10 +187,10 @@ class LoadedProgram(Loaded):
                                f"{diagnostics.compiler_lines(log[0], program.func, {})}") from None
         try:
             with _stderr_into(log):
-                self.fn = self.bpf.load_func(ENTRY.encode(), BPF.XDP)
+                self.fn = self.bpf.load_func(self.hook.entry.encode(), self.hook.prog_type)
         except Exception:  # noqa: BLE001
             with _stderr_into(log):
-                why = diagnostics.verifier_log(self.bpf, ENTRY)
+                why = diagnostics.verifier_log(self.bpf, self.hook.entry)
             self.bpf.cleanup()
             sources = {f: "\n".join(lines) for f, _, lines in compile_check.regions(text.splitlines())}
             raise ProgramError(f"the verifier rejected {program.func}() from {program.name}: "
@@ -189,23 +203,19 @@ class LoadedProgram(Loaded):
         return int(self.bpf[name.encode()].map_fd)
 
     def bare_fd(self) -> int:
-        from bcc import BPF
-
-        return int(self.bpf.load_func(BARE_ENTRY.encode(), BPF.XDP).fd)
+        return int(self.bpf.load_func(BARE_ENTRY.encode(), self.hook.prog_type).fd)
 
     def program_fd(self, func: str) -> int:
-        """A function of the filter's source loaded as its own XDP program (for program arrays)."""
-        from bcc import BPF
-
+        """A function of the filter's source loaded as its own program (for program arrays)."""
         if func.startswith(RESERVED):
             raise ProgramError(f"{func!r} is pktassert's, not a function of {self.subject.name}.")
         log: list[str] = []
         try:
             with _stderr_into(log):
-                return int(self.bpf.load_func(func.encode(), BPF.XDP).fd)
+                return int(self.bpf.load_func(func.encode(), self.hook.prog_type).fd)
         except Exception as e:  # noqa: BLE001
             raise ProgramError(f"cannot load {func}() of {self.subject.name} for a program array: "
-                               f"{_verifier_lines(log[-1]) or e}. Fix: name a function `int {func}(struct xdp_md *ctx)` "
+                               f"{_verifier_lines(log[-1]) or e}. Fix: name a function `int {func}({self.hook.ctx}ctx)` "
                                f"defined (not static) in the filter's source.") from None
 
     def map_fds(self) -> dict[str, int]:

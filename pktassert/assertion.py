@@ -6,7 +6,6 @@ import operator
 from typing import Any
 
 from pktassert.capture import Count, Outcome
-from pktassert.verdict import Verdict
 
 _OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _MIRROR = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
@@ -40,11 +39,12 @@ def _explain_count(op: str, got: Count, want: int) -> list[str]:
         pos = cap.first(lambda verdicts: verdicts == int(v))
         label = f"first packet that was {v.name}"
     if pos is not None:
-        lines.append(f"{label}: {cap.summary(pos)} -> {Verdict.name_of(int(cap.records['ret'][pos]))}")
+        lines.append(f"{label}: {cap.summary(pos)} -> {cap.actions.name_of(int(cap.records['ret'][pos]))}")
     return lines
 
 
 def _explain_outcome(op: str, got: Outcome, want: Any) -> list[str]:
-    want_name = Verdict.name_of(int(want)) if isinstance(want, (int, Outcome)) else repr(want)
-    return [f"expected verdict {'' if op == '==' else 'not '}{want_name}, got {Verdict.name_of(got.ret)}",
+    acts = got.capture.actions
+    want_name = acts.name_of(int(want)) if isinstance(want, (int, Outcome)) else repr(want)
+    return [f"expected verdict {'' if op == '==' else 'not '}{want_name}, got {acts.name_of(got.ret)}",
             f"for {got.capture.summary(got.pos)}"]

@@ -16,7 +16,7 @@ from pktassert.errors import PktassertError
 from pktassert.live_outputs import LiveOutputs
 from pktassert.outputs import Outputs
 from pktassert.record import const
-from pktassert.verdict import Verdict
+from pktassert.verdict import Actions, Verdict
 
 _PROTO = {TCP: 6, UDP: 17, ICMP: 1}
 # scapy field name -> record column, for fields the inspector parses.
@@ -42,12 +42,20 @@ class Count(int):
     """An int that remembers which packets it counted, so a failed assert can show them."""
 
     capture: Capture
-    verdict: Verdict | None
+    verdict: Actions | None
 
-    def __new__(cls, value: int, capture: Capture, verdict: Verdict | None) -> Count:
+    def __new__(cls, value: int, capture: Capture, verdict: Actions | None) -> Count:
         self = super().__new__(cls, value)
         self.capture, self.verdict = capture, verdict
         return self
+
+
+def _same_hook(actions: type[Actions], other: object) -> None:
+    """Verdict.PASS is 2 and so is TcVerdict.SHOT: comparing one hook's verdict with another's is an
+    error, never a silent match."""
+    if isinstance(other, Actions) and not isinstance(other, actions):
+        raise PktassertError(f"{type(other).__name__}.{other.name} compared with a {actions.__name__}: this packet's "
+                             f"verdict is a {actions.__name__}. Fix: compare with {actions.__name__}.X.")
 
 
 class Outcome:
@@ -55,7 +63,7 @@ class Outcome:
 
     def __init__(self, capture: Capture, pos: int) -> None:
         self.capture, self.pos = capture, pos
-        self.value = int(capture.records["verdict"][pos])  # the action the kernel took
+        self.value = int(capture.actions.from_column(capture.records["verdict"][pos:pos + 1])[0])  # the action taken
 
     @property
     def ret(self) -> int:
@@ -70,6 +78,7 @@ class Outcome:
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Outcome):
             return self.value == other.value
+        _same_hook(self.capture.actions, other)
         return isinstance(other, int) and self.value == int(other)
 
     def __hash__(self) -> int:
@@ -91,7 +100,7 @@ class Outcome:
         return outs.where(int(self.capture.index[self.pos])) if isinstance(outs, LiveOutputs) else None
 
     def __repr__(self) -> str:
-        return f"{Verdict.name_of(self.ret)} for {self.capture.summary(self.pos)}"
+        return f"{self.capture.actions.name_of(self.ret)} for {self.capture.summary(self.pos)}"
 
 
 class Capture:
@@ -102,7 +111,8 @@ class Capture:
 
     def __init__(self, records: np.ndarray, frame: Callable[[int], bytes], index: np.ndarray | None = None,
                  sent: int | None = None, accounted: int | None = None, outputs: Outputs | LiveOutputs | None = None,
-                 tier: str = "live", step: int = 1, exact: np.ndarray | None = None, stray: int = 0) -> None:
+                 tier: str = "live", step: int = 1, exact: np.ndarray | None = None, stray: int = 0,
+                 actions: type[Actions] = Verdict) -> None:
         self.records = records
         self._frame = frame
         self.index = np.arange(len(records)) if index is None else index  # position in the send order
@@ -113,10 +123,11 @@ class Capture:
         self.step = step      # > 1: records kept for every step-th packet only (a large flood)
         self._exact = exact   # then the whole flood's verdict counts, from every packet's record
         self.stray = stray    # frames pktassert did not send that the filter judged meanwhile (not counted here)
+        self.actions = actions  # the hook's verdicts: Verdict (XDP), TcVerdict (tc)
 
     def _subset(self, mask: np.ndarray) -> Capture:
         return Capture(self.records[mask], self._frame, self.index[mask], self.sent, self.accounted,
-                       self._outputs, self.tier, self.step, stray=self.stray)
+                       self._outputs, self.tier, self.step, stray=self.stray, actions=self.actions)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -133,9 +144,10 @@ class Capture:
         return self.step > 1 and self._exact is None
 
     @property
-    def verdicts(self) -> list[Verdict]:
-        """Every packet's verdict in send order (ABORTED where the filter returned a non-action: see ``ret``)."""
-        return [Verdict(v) for v in self.records["verdict"].tolist()]
+    def verdicts(self) -> list[Actions]:
+        """Every packet's verdict in send order: the action the kernel took (XDP: ABORTED where the
+        filter returned a non-action; tc: UNSPEC for values a classifier's caller treats so; see ``ret``)."""
+        return [self.actions(v) for v in self.actions.from_column(self.records["verdict"]).tolist()]
 
     @property
     def verdict(self) -> Outcome:
@@ -145,23 +157,27 @@ class Capture:
                              f"Use .verdicts, .count(Verdict.X) or [i].")
         return Outcome(self, 0)
 
-    def count(self, verdict: Verdict | int | None = None) -> Count:
+    def count(self, verdict: Actions | int | None = None) -> Count:
         """How many packets got ``verdict`` (all packets when None). In a sampled capture
         (``step`` > 1) exact for the whole flood, from the counters; after where(), of the sample."""
-        if verdict is not None and not (isinstance(verdict, int) and 0 <= int(verdict) <= Verdict.REDIRECT):
-            raise PktassertError(f"count({verdict!r}): not a verdict. Fix: one of "
-                                 f"{', '.join('Verdict.' + v.name for v in Verdict)}, or nothing for all packets.")
+        acts = self.actions
+        known = {int(v) for v in acts}
+        if verdict is not None and not (isinstance(verdict, int) and int(verdict) in known
+                                        and (not isinstance(verdict, Actions) or isinstance(verdict, acts))):
+            raise PktassertError(f"count({verdict!r}): not a verdict of this hook. Fix: one of "
+                                 f"{', '.join(f'{acts.__name__}.{v.name}' for v in acts)}, or nothing for all packets.")
         if self._exact is not None:
-            n = self.sent if verdict is None else int(self._exact[int(verdict)])
+            n = self.sent if verdict is None else int(self._exact[acts.slot(int(verdict))])
         else:
-            n = len(self) if verdict is None else int((self.records["verdict"] == int(verdict)).sum())
-        return Count(n, self, None if verdict is None else Verdict(verdict))
+            n = len(self) if verdict is None else int((acts.from_column(self.records["verdict"]) == int(verdict)).sum())
+        return Count(n, self, None if verdict is None else acts(int(verdict)))
 
     def counts(self) -> dict[str, int]:
+        acts = self.actions
         if self._exact is not None:
-            return {Verdict.name_of(v): int(c) for v, c in enumerate(self._exact[:len(Verdict)]) if c}
-        vals, n = np.unique(self.records["verdict"], return_counts=True)
-        return {Verdict.name_of(int(v)): int(c) for v, c in zip(vals, n)}
+            return {acts.name_of(i + acts.first()): int(c) for i, c in enumerate(self._exact) if c}
+        vals, n = np.unique(acts.from_column(self.records["verdict"]), return_counts=True)
+        return {acts.name_of(int(v)): int(c) for v, c in zip(vals, n)}
 
     def where(self, *layers: type[Packet], **fields: Any) -> Capture:
         """The packets that have every layer given and whose parsed fields match.
@@ -266,7 +282,7 @@ class Capture:
         return f"packet #{int(self.index[pos])}: {Ether(self.frame(pos)).summary()}"
 
     def first(self, pred: Callable[[np.ndarray], np.ndarray]) -> int | None:
-        hits = np.flatnonzero(pred(self.records["verdict"]))
+        hits = np.flatnonzero(pred(self.actions.from_column(self.records["verdict"])))
         return int(hits[0]) if len(hits) else None
 
     def counts_text(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import time
+from typing import Any
 
 import numpy as np
 
@@ -21,19 +22,20 @@ class Tally:
     """Counter values (summed over CPUs) at one moment, or the difference of two."""
 
     counters: np.ndarray  # one per counter slot of record.h
+    actions: Any = Verdict  # the hook's action enum (Verdict, TcVerdict)
 
     def _group(self, first: int) -> np.ndarray:
         return self.counters[first:first + const("CTR_GROUP")]
 
     @property
-    def injected(self) -> dict[Verdict, int]:
+    def injected(self) -> dict[Any, int]:
         """Frames pktassert sent, by the action the kernel took."""
-        return Verdict.fold(self._group(const("CTR_TAGGED")))
+        return self.actions.fold(self._group(const("CTR_TAGGED")))
 
     @property
-    def stray(self) -> dict[Verdict, int]:
+    def stray(self) -> dict[Any, int]:
         """Frames pktassert did not send (the stacks' own traffic), by action."""
-        return Verdict.fold(self._group(const("CTR_STRAY")))
+        return self.actions.fold(self._group(const("CTR_STRAY")))
 
     @property
     def completed(self) -> int:
@@ -59,7 +61,7 @@ class Tally:
         return int(self.counters[const("CTR_LOST")])
 
     def __sub__(self, other: Tally) -> Tally:
-        return Tally(self.counters - other.counters)
+        return Tally(self.counters - other.counters, self.actions)
 
 
 def settled(delta: Tally, expected: int, still_for: float, quiet_s: float) -> bool:
@@ -114,7 +116,7 @@ class Collector:
             self._key.value = i
             if lookup(self._counters_fd, ctypes.byref(self._key), self._values.ctypes.data) == 0:
                 out[i] = int(self._values.sum())
-        return Tally(out)
+        return Tally(out, self.loaded.actions)
 
     def discard(self) -> None:
         """Drop whatever is in the ring (used between tests)."""

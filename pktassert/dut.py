@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 from scapy.layers.l2 import Ether
 
-from pktassert.bpf.hooks import HOOKS
 from pktassert.bpf.loaded import Loaded
 from pktassert.bpf.receiver import Receiver
 from pktassert.bpf.source_check import RESERVED
@@ -35,7 +34,7 @@ class XdpUnderTest:
     """
 
     def __init__(self, loaded: Loaded, collector: Collector, topology: Topology | None = None,
-                 receiver: Receiver | None = None) -> None:
+                 receiver: Receiver | None = None, direction: str = "ingress") -> None:
         self.loaded, self.collector, self._topology = loaded, collector, topology
         # Live tier: pktassert's receiver on the peer's end (and the honeypot's, once made), so that
         # frames the filter sends out arrive as on a real link and are captured.
@@ -43,11 +42,12 @@ class XdpUnderTest:
         self._map_ns: Namespace | None = None  # unit tier: where map writes resolve interface indexes
         self._honeypot: Honeypot | None = None
         self._events: dict[str, Events] = {}
+        self.hook, self.direction = loaded.hook, direction
         loaded.reset()
         collector.discard()
         if topology is not None:
             dut = topology.dut
-            HOOKS["xdp"].attach(dut.ns.ipr, dut.ifindex, loaded.fd)  # inside the DUT netns
+            self.hook.attach(dut.ns.ipr, dut.ifindex, loaded.fd, direction)  # inside the DUT netns
             if self.receiver is not None:
                 self.receiver.clear()
                 self.receiver.attach(topology.peer.ns, topology.peer.ifindex)
@@ -187,11 +187,11 @@ class XdpUnderTest:
     def tally(self) -> Tally:
         return self.collector.tally()
 
-    def counts(self) -> dict[Verdict, int]:
+    def counts(self) -> dict[Any, int]:
         """Exact frames pktassert gave the filter (inject() and run()), per verdict, since the test started."""
         return (self.collector.tally() - self._start).injected
 
-    def stray_counts(self) -> dict[Verdict, int]:
+    def stray_counts(self) -> dict[Any, int]:
         """Frames the filter judged that pktassert did not send (the stacks' own traffic: replies,
         RSTs), per verdict, since the test started. Never part of counts() or a Capture."""
         return (self.collector.tally() - self._start).stray
@@ -221,7 +221,7 @@ class XdpUnderTest:
         wire = Wire.build(frames, self._unit.magic, self.loaded.take_tags(1))
         part = self._unit.send(wire, 0, 1, stride=TestRunner.MAX_FRAME)
         assert part.outputs is not None
-        return Run(int(part.records["ret"][0]), part.outputs[0])
+        return Run(int(part.records["ret"][0]), part.outputs[0], self.loaded.actions)
 
     def cost(self, packet: Any, repeat: int = 100_000) -> Cost:
         """In-kernel nanoseconds per run of the filter alone (without our inspector) on ``packet``,
@@ -257,8 +257,9 @@ class Honeypot:
 class Run:
     """One BPF_PROG_TEST_RUN: the verdict, and the packet as the program left it."""
 
-    def __init__(self, ret: int, data: bytes) -> None:
-        self.verdict = Verdict.of(ret)  # the action the kernel takes
+    def __init__(self, ret: int, data: bytes, actions: Any = Verdict) -> None:
+        self.actions = actions
+        self.verdict = actions.of(ret)  # the action the kernel takes
         self.ret = ret                  # what the filter returned
         self.data = data
 
@@ -267,7 +268,7 @@ class Run:
         return Ether(self.data)
 
     def __repr__(self) -> str:
-        return f"<Run {Verdict.name_of(self.ret)}: {self.packet.summary()}>"
+        return f"<Run {self.actions.name_of(self.ret)}: {self.packet.summary()}>"
 
 
 class Cost:

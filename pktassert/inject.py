@@ -25,7 +25,6 @@ from pktassert.live_path import LivePath
 from pktassert.outputs import Outputs
 from pktassert.path import Part, Path
 from pktassert.unit_path import UnitPath
-from pktassert.verdict import Verdict
 from pktassert.wire import Wire
 
 MTU = 1500
@@ -144,7 +143,8 @@ class Injector:
         step = -(-n // keep)  # 1 unless the flood is larger than what we keep records of
         records = np.empty(-(-n // step), self.xdp.collector.dtype)
         parts: list[Part] = []
-        exact = np.zeros(len(Verdict), np.int64)  # every packet's verdict counted, sampled or not
+        actions = self.xdp.loaded.actions
+        exact = np.zeros(actions.slots(), np.int64)  # every packet's verdict counted, sampled or not
         first_tag = self.xdp.loaded.take_tags(n)
 
         def wire_at(start: int) -> Wire:
@@ -158,7 +158,7 @@ class Injector:
             schedule = schedule + time.monotonic() + 0.001  # from now: the first chunk is built
         starts = range(0, n, path.chunk)
         if len(starts) == 1:
-            parts.append(self._run(path, wire_at(0), 0, n, n, step, records, exact, schedule))
+            parts.append(self._run(path, wire_at(0), 0, n, n, step, records, exact, schedule, actions))
         else:  # the next chunk is built on another thread while this one is in the kernel (GIL released)
             with ThreadPoolExecutor(1) as builder:
                 ahead = builder.submit(wire_at, 0)
@@ -166,7 +166,8 @@ class Injector:
                     wire = ahead.result()
                     if start + path.chunk < n:
                         ahead = builder.submit(wire_at, start + path.chunk)
-                    parts.append(self._run(path, wire, start, start + len(wire), n, step, records, exact, schedule))
+                    parts.append(self._run(path, wire, start, start + len(wire), n, step, records, exact, schedule,
+                                           actions))
         accounted = sum(p.accounted for p in parts)
         frame = frames.frame if isinstance(frames, Flood) else frames.__getitem__
         outputs: Outputs | LiveOutputs | None = None
@@ -176,11 +177,11 @@ class Injector:
             outputs = live_outputs.collect(self.xdp.receiver, records, first_tag, frame, self.xdp.landings())
         return Capture(records, frame, index=np.arange(0, n, step), sent=n, accounted=accounted, outputs=outputs,
                        tier=path.tier, step=step, exact=exact if step > 1 else None,
-                       stray=sum(p.stray for p in parts))
+                       stray=sum(p.stray for p in parts), actions=actions)
 
     @staticmethod
     def _run(path: Path, wire: Wire, start: int, stop: int, n: int, step: int, records: np.ndarray,
-             exact: np.ndarray, schedule: np.ndarray | None) -> Part:
+             exact: np.ndarray, schedule: np.ndarray | None, actions: Any) -> Part:
         paced = {} if schedule is None else {"at": schedule[start:stop]}
         if step == 1:
             part = path.send(wire, start, n, records[start:stop], **paced)
@@ -188,7 +189,8 @@ class Injector:
             part = path.send(wire, start, n, np.empty(stop - start, records.dtype), **paced)
             first = -start % step  # the sample is every packet whose position is a multiple of step
             records[-(-start // step):-(-stop // step)] = part.records[first::step]
-        exact += np.bincount(part.records["verdict"], minlength=len(Verdict))[:len(Verdict)]
+        slots = actions.from_column(part.records["verdict"]).astype(np.int64) - actions.first()
+        exact += np.bincount(slots[(slots >= 0) & (slots < len(exact))], minlength=len(exact))
         return Part(records[:0], part.accounted, part.stray, part.outputs if step == 1 else None)
 
     def close(self) -> None:

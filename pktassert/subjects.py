@@ -24,26 +24,27 @@ SUBJECTS = (BccSource, LibbpfSource, ObjectFile)
 _LIBBPF = re.compile(r"\bSEC\s*\(|#\s*include\s*[<\"](?:bpf/bpf_helpers\.h|vmlinux\.h)[>\"]")
 
 
-def subject_of(source: str | os.PathLike[str], func: str, cflags: Any = (), globals: Any = None) -> Subject:
+def subject_of(source: str | os.PathLike[str], func: str, cflags: Any = (), globals: Any = None,
+               hook: str = "xdp") -> Subject:
     check_source(source)
     pairs = _globals(globals)
     is_path = isinstance(source, os.PathLike) or looks_like_path(str(source))
     if is_path and (str(source).endswith(".o") or _starts_elf(Path(source))):
-        return ObjectFile(source, func, pairs, tuple(cflags) if isinstance(cflags, (list, tuple)) else cflags)
+        return ObjectFile(source, func, pairs, tuple(cflags) if isinstance(cflags, (list, tuple)) else cflags, hook)
     if is_path:
         try:
             text = decode(Path(source).read_bytes(), str(source))
         except OSError:
-            return BccSource(source, func, cflags)  # says what is wrong with the path
+            return BccSource(source, func, cflags, hook)  # says what is wrong with the path
     else:
         text = str(source)
     if _LIBBPF.search(code_only(text)):
         path = Path(source) if is_path else _inline_file(text)
-        return LibbpfSource(path, func, cflags, pairs)
+        return LibbpfSource(path, func, cflags, pairs, hook)
     if pairs:
         raise ProgramError(f"globals= for {source if is_path else '<source text>'}, a bcc source: bcc sources keep "
                            f"their state in maps, not global variables. Fix: drop globals=, or use cflags=(\"-DX=1\",).")
-    return BccSource(source, func, cflags)
+    return BccSource(source, func, cflags, hook)
 
 
 def _starts_elf(path: Path) -> bool:

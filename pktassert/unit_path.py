@@ -12,12 +12,11 @@ import os
 
 import numpy as np
 
-from pktassert.bpf.program import LoadedProgram
+from pktassert.bpf.loaded import Loaded
 from pktassert.errors import AccountingError, InjectError
 from pktassert.outputs import TRAILER, Outputs
 from pktassert.path import Part
 from pktassert.record import const, dtype_of
-from pktassert.verdict import Verdict
 from pktassert.wire import Wire
 
 GROWTH = 256  # room kept for a filter that makes a frame longer (encapsulation, adjust_tail)
@@ -28,7 +27,7 @@ class UnitPath:
     magic = const("MAGIC_UNIT")  # records to the slots
     chunk = min(65536, const("SLOTS"))  # a batch may not wrap the slot array onto itself
 
-    def __init__(self, loaded: LoadedProgram) -> None:
+    def __init__(self, loaded: Loaded) -> None:
         self.loaded = loaded
         self.dtype = dtype_of(loaded.record_type)
 
@@ -51,7 +50,7 @@ class UnitPath:
         if tail.any():
             ret = batch.retval[tail].astype(np.uint32).view(np.int32)
             records["ret"][tail] = ret
-            records["verdict"][tail] = [Verdict.of(int(v)) for v in ret]
+            records["verdict"][tail] = [int(self.loaded.actions.of(int(v))) & 0xFFFFFFFF for v in ret]
             records["note"][tail] |= const("N_TAIL_CALL")
         wrong = np.flatnonzero(~own | (records["ret"].view(np.uint32) != batch.retval.astype(np.uint32)))
         if len(wrong):

@@ -77,7 +77,8 @@ def test_object_without_the_named_program(tmp_path):
 
 def test_object_program_of_another_type(tmp_path):
     obj = build(tmp_path, GOOD, "-g")
-    refused(subject_of(obj, "tc_prog"), r'tc_prog\(\) is a sched_cls program \(SEC\("tc"\)\), not XDP')
+    refused(subject_of(obj, "tc_prog"), r'tc_prog\(\) is a sched_cls program \(SEC\("tc"\)\), not an XDP program\. '
+                                        r'Fix: put it at tc: @pytest.mark.tc')
 
 
 def test_program_found_by_section_name(tmp_path):
