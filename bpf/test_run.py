@@ -107,7 +107,8 @@ class TestRunner:
         o = self._opts
         return TestRun(o.retval, self._out.raw[:o.data_size_out], o.duration)
 
-    def run_batch(self, data: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, stride: int) -> Batch:
+    def run_batch(self, data: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, stride: int,
+                  ctx: bytes | None = None) -> Batch:
         """Run the program once on each frame ``data[offsets[i]:offsets[i] + lengths[i]]``.
 
         The options for every run are laid out in one numpy array first, so the Python loop
@@ -128,6 +129,11 @@ class TestRunner:
         opts["data_size_out"] = stride
         opts["repeat"] = 1
         opts["retval"] = 0
+        if ctx is not None:  # one context for every run (tc: the sk_buff's mark, priority, cb...)
+            self._ctx = ctypes.create_string_buffer(ctx, len(ctx))
+            opts["ctx_in"], opts["ctx_size_in"] = ctypes.addressof(self._ctx), len(ctx)
+        else:
+            opts["ctx_in"], opts["ctx_size_in"] = 0, 0
         run, fd, first = _test_run_by_address(), self.prog_fd, opts.ctypes.data
         # map() keeps the loop in C: no Python frame per call.
         rc = np.fromiter(map(run, itertools.repeat(fd, n), range(first, first + n * _OPTS.itemsize, _OPTS.itemsize)),

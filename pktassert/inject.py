@@ -62,8 +62,10 @@ class Injector:
 
     def __call__(self, packets: Any, count: int | None = None, vary: Mapping[str, Any] | None = None,
                  keep: int = KEEP, rate: float | None = None, duration: float | None = None,
-                 seed: int | None = None) -> Capture:
+                 seed: int | None = None, **skb: Any) -> Capture:
         """``seed``: vary= values drawn at random (reproducibly) instead of in turn.
+        ``mark=``, ``priority=``, ``cb=``, ``tstamp=``, ... (tc filters): the sk_buff fields the filter
+        sees; set in the unit tier's test runs; in the live tier only what really arrives (0).
         ``rate``: packets per second (paced, through a socket) instead of as fast as possible;
         with ``duration`` it sets the count. ``keep``: most per-packet records kept; above it,
         every k-th packet's record is kept (the capture says so) and the verdict counts still
@@ -76,6 +78,7 @@ class Injector:
                                   "template packet are sent; give one packet with rate= and duration=, or count=; "
                                   "a list is sent once, paced by rate= alone.")
             count = max(1, round(rate * duration))
+        self._ctx = self._skb_context(skb)
         count = 1 if count is None else count
         if not _whole(count) or count < 1:
             raise InjectError(f"count={count!r}: give a positive whole number of packets.")
@@ -105,6 +108,25 @@ class Injector:
         self.captures.append(capture)
         return capture
 
+    def _skb_context(self, skb: dict[str, Any]) -> bytes | None:
+        if not skb:
+            return None
+        names = ", ".join(f"{k}=" for k in skb)
+        if self.xdp.hook.name != "tc":
+            raise InjectError(f"{names}: sk_buff fields, for tc filters; an XDP program runs before there is an "
+                              f"sk_buff. Fix: drop {names}")
+        if self.tier == "live":
+            real = {k: v for k, v in skb.items() if not (k in ("mark", "priority") and v == 0)}
+            if real:
+                raise InjectError(f"{', '.join(f'{k}={v!r}' for k, v in real.items())}: in the live tier a frame "
+                                  f"arrives from the peer with mark 0 and priority 0, and nothing sets the rest "
+                                  f"before tc ingress. Fix: test it in the unit tier "
+                                  f"(@pytest.mark.parametrize(\"tier\", [\"unit\"], indirect=True)).")
+            return None
+        from pktassert.bpf import skb_ctx
+
+        return skb_ctx.context(skb)
+
     def pcap(self, path: str | os.PathLike[str], speed: float | str = "max", rate: float | None = None,
              keep: int = KEEP) -> Capture:
         """Replay a capture (pcap or pcapng): ``speed="max"``, or its own timing scaled by ``speed``
@@ -113,6 +135,7 @@ class Injector:
             raise InjectError(f"keep={keep!r}: give how many per-packet records to keep, a whole number from 1.")
         if rate is not None and not (_number(rate) and rate > 0):
             raise InjectError(f"rate={rate!r}: give packets per second, a number more than 0.")
+        self._ctx = None
         frames, times = pcap.read(path)
         check_size(frames, MTU)
         if rate is not None:
@@ -127,8 +150,11 @@ class Injector:
         self.captures.append(capture)
         return capture
 
+    _ctx: bytes | None = None
+
     def _path_for(self, n: int) -> Path:
-        if self.path.tier == "unit" or n < ENGINE_FROM or self._sender is None:
+        # The engine delivers through an XDP program on the DUT; a tc-only DUT has none yet.
+        if self.path.tier == "unit" or n < ENGINE_FROM or self._sender is None or self.xdp.hook.name != "xdp":
             return self.path
         if self._engine is None:
             self._engine = EnginePath(self.xdp, self._sender())
@@ -158,7 +184,7 @@ class Injector:
             schedule = schedule + time.monotonic() + 0.001  # from now: the first chunk is built
         starts = range(0, n, path.chunk)
         if len(starts) == 1:
-            parts.append(self._run(path, wire_at(0), 0, n, n, step, records, exact, schedule, actions))
+            parts.append(self._run(path, wire_at(0), 0, n, n, step, records, exact, schedule, actions, self._ctx))
         else:  # the next chunk is built on another thread while this one is in the kernel (GIL released)
             with ThreadPoolExecutor(1) as builder:
                 ahead = builder.submit(wire_at, 0)
@@ -167,7 +193,7 @@ class Injector:
                     if start + path.chunk < n:
                         ahead = builder.submit(wire_at, start + path.chunk)
                     parts.append(self._run(path, wire, start, start + len(wire), n, step, records, exact, schedule,
-                                           actions))
+                                           actions, self._ctx))
         accounted = sum(p.accounted for p in parts)
         frame = frames.frame if isinstance(frames, Flood) else frames.__getitem__
         outputs: Outputs | LiveOutputs | None = None
@@ -181,8 +207,10 @@ class Injector:
 
     @staticmethod
     def _run(path: Path, wire: Wire, start: int, stop: int, n: int, step: int, records: np.ndarray,
-             exact: np.ndarray, schedule: np.ndarray | None, actions: Any) -> Part:
-        paced = {} if schedule is None else {"at": schedule[start:stop]}
+             exact: np.ndarray, schedule: np.ndarray | None, actions: Any, ctx: bytes | None = None) -> Part:
+        paced: dict[str, Any] = {} if schedule is None else {"at": schedule[start:stop]}
+        if ctx is not None:
+            paced["ctx"] = ctx
         if step == 1:
             part = path.send(wire, start, n, records[start:stop], **paced)
         else:

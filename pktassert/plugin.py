@@ -11,6 +11,7 @@ import pytest
 
 from pktassert import assertion, preflight
 from pktassert.bpf import build_cache
+from pktassert.bpf.hooks import HOOKS
 from pktassert.bpf.program import looks_like_path
 from pktassert.bpf.receiver import Receiver
 from pktassert.bpf.sender import Sender
@@ -48,6 +49,9 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "a bcc or libbpf C source (a .c path, relative to the test file or "
                                        "rootdir, or the text) or a BPF ELF object (.o), and its entry function "
                                        "(or section); globals= sets an object's global variables before load")
+    config.addinivalue_line("markers", "tc(source, func, cflags=(), globals=None, direction=\"ingress\"): the tc "
+                                       "classifier under test (sched_cls, direct action), attached through clsact "
+                                       "at ingress or egress of the DUT's veth; kinds as for xdp")
     chosen = config.getoption("pktassert_cache_dir")
     if chosen:  # through the environment, so xdist workers and child processes share it
         os.environ[build_cache.ENV] = os.path.abspath(chosen)
@@ -130,14 +134,11 @@ def pktassert_programs(pktassert_ready: None) -> Iterator[ProgramCache]:
     cache.close()
 
 
-@pytest.fixture
-def xdp_program(request: pytest.FixtureRequest) -> Subject:
-    """The filter under test; from @pytest.mark.xdp, or override this fixture in a module or conftest
-    to return pktassert.BccSource, LibbpfSource or ObjectFile."""
-    mark = request.node.get_closest_marker("xdp")
+def _subject(request: pytest.FixtureRequest, hook: str) -> Subject | None:
+    """The filter a @pytest.mark.<hook> marker names, or None without one."""
+    mark = request.node.get_closest_marker(hook)
     if mark is None:
-        raise ProgramError("no filter chosen for this test. Fix: mark it @pytest.mark.xdp(\"filter.c\", "
-                           "func=\"entry\") or override the xdp_program fixture to return pktassert.Program(...).")
+        return None
     args, kwargs = list(mark.args), dict(mark.kwargs)
     source = kwargs.pop("source") if "source" in kwargs else (args.pop(0) if args else None)
     if isinstance(source, SUBJECTS):
@@ -145,16 +146,39 @@ def xdp_program(request: pytest.FixtureRequest) -> Subject:
     func = kwargs.pop("func") if "func" in kwargs else (args.pop(0) if args else None)
     cflags = kwargs.pop("cflags", ())
     global_values = kwargs.pop("globals", None)
+    kwargs.pop("direction", None)  # the tc fixture's (where it attaches), not the filter's
     if source is None or func is None or args or kwargs:
         extra = [repr(a) for a in args] + list(kwargs)
-        raise ProgramError("@pytest.mark.xdp takes the source or object, the entry function, cflags and globals: "
-                           "@pytest.mark.xdp(\"filter.c\", func=\"entry\", cflags=(\"-DX=1\",))"
+        raise ProgramError(f"@pytest.mark.{hook} takes the source or object, the entry function, cflags and globals"
+                           f"{' and direction' if hook == 'tc' else ''}: "
+                           f"@pytest.mark.{hook}(\"filter.c\", func=\"entry\", cflags=(\"-DX=1\",))"
                            + (f"; it also got {', '.join(extra)}" if extra else "") + ".")
     if not isinstance(source, (str, os.PathLike)):
-        raise ProgramError(f"@pytest.mark.xdp: the source {source!r} is a {type(source).__name__}. Fix: a path to "
-                           f"the filter's C file, or its C text.")
-    # func and cflags go to Program as given: it checks them, and says what is wrong.
-    return subject_of(_resolve(str(source), request.node), func, cflags, global_values)
+        raise ProgramError(f"@pytest.mark.{hook}: the source {source!r} is a {type(source).__name__}. Fix: a path to "
+                           f"the filter's C file or object, or its C text.")
+    # func and cflags go to the subject as given: it checks them, and says what is wrong.
+    return subject_of(_resolve(str(source), request.node), func, cflags, global_values, hook)
+
+
+@pytest.fixture
+def xdp_program(request: pytest.FixtureRequest) -> Subject:
+    """The XDP filter under test; from @pytest.mark.xdp, or override this fixture in a module or
+    conftest to return pktassert.BccSource, LibbpfSource or ObjectFile."""
+    found = _subject(request, "xdp")
+    if found is None:
+        raise ProgramError("no filter chosen for this test. Fix: mark it @pytest.mark.xdp(\"filter.c\", "
+                           "func=\"entry\") or override the xdp_program fixture to return pktassert.Program(...).")
+    return found
+
+
+@pytest.fixture
+def tc_program(request: pytest.FixtureRequest) -> Subject:
+    """The tc classifier under test; from @pytest.mark.tc, or override this fixture (hook="tc")."""
+    found = _subject(request, "tc")
+    if found is None:
+        raise ProgramError("no tc filter chosen for this test. Fix: mark it @pytest.mark.tc(\"filter.c\", "
+                           "func=\"entry\", direction=\"ingress\") or override the tc_program fixture.")
+    return found
 
 
 @pytest.fixture
@@ -197,18 +221,7 @@ def xdp(tier: str, xdp_program: Subject, pktassert_programs: ProgramCache,
         request: pytest.FixtureRequest) -> Iterator[XdpUnderTest]:
     """The filter under test with fresh state: in the live tier attached behind the inspector on
     the DUT's veth; in the unit tier loaded only, for the kernel's test runs."""
-    loaded, collector = pktassert_programs.get(xdp_program)
-    topo = request.getfixturevalue("topology") if tier == "live" else None
-    receiver = request.getfixturevalue("pktassert_receiver")() if tier == "live" else None
-    dut = XdpUnderTest(loaded, collector, topo, receiver)
-    yield dut
-    dut.close()
-    counts = {v.name: n for v, n in dut.counts().items() if n}
-    where = xdp_program.name
-    if xdp_program.is_file:
-        where = os.path.relpath(where, request.config.rootpath)
-    request.node.user_properties.append(("pktassert", {"filter": f"{xdp_program.func} ({where})",
-                                                       "counts": counts}))
+    yield from _under_test(xdp_program, tier, pktassert_programs, request)
 
 
 @pytest.fixture(scope="session")
@@ -220,10 +233,44 @@ def pktassert_sender(pktassert_ready: None) -> Iterator[OnFirstUse[Sender]]:
 
 
 @pytest.fixture
-def inject(xdp: XdpUnderTest, pktassert_sender: OnFirstUse[Sender]) -> Iterator[Injector]:
+def tc(tier: str, tc_program: Subject, pktassert_programs: ProgramCache,
+       request: pytest.FixtureRequest) -> Iterator[XdpUnderTest]:
+    """The tc classifier under test with fresh state: in the live tier attached behind the inspector
+    to the DUT's veth through clsact (direct action; ``direction=`` of the marker, ingress by default);
+    in the unit tier loaded only, for the kernel's test runs."""
+    if getattr(tc_program, "hook", "xdp") != "tc":
+        raise ProgramError(f"the tc_program fixture gave {tc_program!r}, whose hook is not tc. Fix: hook=\"tc\".")
+    mark = request.node.get_closest_marker("tc")
+    direction = (mark.kwargs.get("direction", "ingress") if mark is not None else "ingress")
+    if direction not in HOOKS["tc"].directions:
+        raise ProgramError(f"@pytest.mark.tc(direction={direction!r}): tc filters attach at "
+                           f"{' or '.join(map(repr, HOOKS['tc'].directions))}.")
+    yield from _under_test(tc_program, tier, pktassert_programs, request, direction)
+
+
+def _under_test(program: Subject, tier: str, programs: ProgramCache, request: pytest.FixtureRequest,
+                direction: str = "ingress") -> Iterator[XdpUnderTest]:
+    loaded, collector = programs.get(program)
+    topo = request.getfixturevalue("topology") if tier == "live" else None
+    receiver = request.getfixturevalue("pktassert_receiver")() if tier == "live" else None
+    dut = XdpUnderTest(loaded, collector, topo, receiver, direction)
+    yield dut
+    dut.close()
+    counts = {v.name: n for v, n in dut.counts().items() if n}
+    where = program.name
+    if program.is_file:
+        where = os.path.relpath(where, request.config.rootpath)
+    request.node.user_properties.append(("pktassert", {"filter": f"{program.func} ({where})", "counts": counts}))
+
+
+@pytest.fixture
+def inject(request: pytest.FixtureRequest, pktassert_sender: OnFirstUse[Sender]) -> Iterator[Injector]:
     """Run scapy packets through the filter (live: sent from the peer over the veth; unit: by
-    BPF_PROG_TEST_RUN); returns a Capture of their verdicts."""
-    injector = Injector(xdp, pktassert_sender)
+    BPF_PROG_TEST_RUN); returns a Capture of their verdicts. The filter is the test's tc filter
+    when it has @pytest.mark.tc (or asks for the tc fixture), else its XDP filter."""
+    wants_tc = request.node.get_closest_marker("tc") is not None or "tc" in request.fixturenames
+    under = request.getfixturevalue("tc" if wants_tc else "xdp")
+    injector = Injector(under, pktassert_sender)
     yield injector
     injector.close()
 

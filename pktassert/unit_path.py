@@ -32,13 +32,13 @@ class UnitPath:
         self.dtype = dtype_of(loaded.record_type)
 
     def send(self, wire: Wire, start: int, total: int, records: np.ndarray | None = None,
-             stride: int | None = None) -> Part:
+             stride: int | None = None, ctx: bytes | None = None) -> Part:
         """Run every frame of ``wire`` (send positions ``start``...), records into ``records``;
         ``stride`` is the room kept for each output frame (default: the longest input plus GROWTH)."""
         if stride is None:
             stride = -(-(int(wire.lengths.max()) - TRAILER + GROWTH) // 64) * 64
         runner = self.loaded.runner
-        batch = runner.run_batch(wire.data, wire.offsets, wire.lengths, stride)
+        batch = runner.run_batch(wire.data, wire.offsets, wire.lengths, stride, ctx)
         failed = np.flatnonzero((batch.error != 0) & (batch.error != errno.ENOSPC))
         if len(failed):
             self._refused(wire, batch.error, int(failed[0]), start)
