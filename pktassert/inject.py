@@ -16,6 +16,7 @@ from pktassert import live_outputs, pcap
 from pktassert.bpf.sender import Sender
 from pktassert.capture import Capture
 from pktassert.dut import XdpUnderTest
+from pktassert.egress_path import EgressPath, check_egress
 from pktassert.engine_path import EnginePath
 from pktassert.errors import InjectError
 from pktassert.flood import Flood
@@ -63,6 +64,21 @@ class Injector:
     def __call__(self, packets: Any, count: int | None = None, vary: Mapping[str, Any] | None = None,
                  keep: int = KEEP, rate: float | None = None, duration: float | None = None,
                  seed: int | None = None, **skb: Any) -> Capture:
+        """Packets from the peer to the DUT; see _inject."""
+        return self._inject(packets, count, vary, keep, rate, duration, seed, skb, egress=False)
+
+    def from_dut(self, packets: Any, count: int | None = None, vary: Mapping[str, Any] | None = None,
+                 keep: int = KEEP, seed: int | None = None, **skb: Any) -> Capture:
+        """Packets the DUT sends to the peer, through the tc egress filter (live tier: from a socket in
+        the DUT namespace; ``mark=`` and ``priority=`` set what the filter sees in the sk_buff). The
+        peer's view: ``tc.received_by_peer()``."""
+        if self.tier == "live":
+            check_egress(self.xdp)
+        return self._inject(packets, count, vary, keep, None, None, seed, skb, egress=True)
+
+    def _inject(self, packets: Any, count: int | None, vary: Mapping[str, Any] | None, keep: int,
+                rate: float | None, duration: float | None, seed: int | None, skb: dict[str, Any],
+                egress: bool) -> Capture:
         """``seed``: vary= values drawn at random (reproducibly) instead of in turn.
         ``mark=``, ``priority=``, ``cb=``, ``tstamp=``, ... (tc filters): the sk_buff fields the filter
         sees; set in the unit tier's test runs; in the live tier only what really arrives (0).
@@ -78,7 +94,9 @@ class Injector:
                                   "template packet are sent; give one packet with rate= and duration=, or count=; "
                                   "a list is sent once, paced by rate= alone.")
             count = max(1, round(rate * duration))
+        self._egress = egress
         self._ctx = self._skb_context(skb)
+        src, dst = (self.xdp.dut, self.xdp.peer) if egress else (self.xdp.peer, self.xdp.dut)
         count = 1 if count is None else count
         if not _whole(count) or count < 1:
             raise InjectError(f"count={count!r}: give a positive whole number of packets.")
@@ -94,14 +112,14 @@ class Injector:
             if isinstance(packets, (list, tuple)) and len(packets) != 1:
                 raise InjectError("count= and vary= take one template packet, not a list.")
             one = packets[0] if isinstance(packets, (list, tuple)) else packets
-            bytes(to_frames(one, self.xdp.peer, self.xdp.dut)[0])  # refuses what is not a packet
+            bytes(to_frames(one, src, dst)[0])  # refuses what is not a packet
             # The scapy packet itself when there is one: it knows which checksums the test set on purpose.
-            template = complete(one, self.xdp.peer, self.xdp.dut) if isinstance(one, Packet) else Ether(bytes(one))
+            template = complete(one, src, dst) if isinstance(one, Packet) else Ether(bytes(one))
             flood = Flood(template, count, vary, seed)
             check_size(flood.first, MTU)
             frames: list[bytes] | Flood = flood
         else:
-            frames = to_frames(packets, self.xdp.peer, self.xdp.dut)
+            frames = to_frames(packets, src, dst)
             check_size(frames, MTU)
         schedule = None if rate is None else np.arange(len(frames), dtype=np.float64) / rate
         capture = self._send(frames, keep, schedule)
@@ -109,12 +127,19 @@ class Injector:
         return capture
 
     def _skb_context(self, skb: dict[str, Any]) -> bytes | None:
-        if not skb:
+        if not skb and not (self._egress and self.tier == "live"):
             return None
         names = ", ".join(f"{k}=" for k in skb)
         if self.xdp.hook.name != "tc":
             raise InjectError(f"{names}: sk_buff fields, for tc filters; an XDP program runs before there is an "
                               f"sk_buff. Fix: drop {names}")
+        if self.tier == "live" and self._egress:
+            other = sorted(set(skb) - {"mark", "priority"})
+            if other:
+                raise InjectError(f"{', '.join(f'{k}=' for k in other)}: frames the DUT sends get only mark= and "
+                                  f"priority= set for real in the live tier. Fix: test the rest in the unit tier.")
+            self._egress_path().set_skb(skb.get("mark", 0), skb.get("priority", 0))
+            return None
         if self.tier == "live":
             real = {k: v for k, v in skb.items() if not (k in ("mark", "priority") and v == 0)}
             if real:
@@ -135,7 +160,7 @@ class Injector:
             raise InjectError(f"keep={keep!r}: give how many per-packet records to keep, a whole number from 1.")
         if rate is not None and not (_number(rate) and rate > 0):
             raise InjectError(f"rate={rate!r}: give packets per second, a number more than 0.")
-        self._ctx = None
+        self._ctx, self._egress = None, False
         frames, times = pcap.read(path)
         check_size(frames, MTU)
         if rate is not None:
@@ -151,9 +176,18 @@ class Injector:
         return capture
 
     _ctx: bytes | None = None
+    _egress = False
+    _egress_out: EgressPath | None = None
+
+    def _egress_path(self) -> EgressPath:
+        if self._egress_out is None:
+            self._egress_out = EgressPath(self.xdp)
+        return self._egress_out
 
     def _path_for(self, n: int) -> Path:
         # The engine delivers through an XDP program on the DUT; a tc-only DUT has none yet.
+        if self._egress and self.path.tier == "live":
+            return self._egress_path()
         if self.path.tier == "unit" or n < ENGINE_FROM or self._sender is None or self.xdp.hook.name != "xdp":
             return self.path
         if self._engine is None:
@@ -223,5 +257,7 @@ class Injector:
 
     def close(self) -> None:
         self.path.close()
+        if self._egress_out is not None:
+            self._egress_out.close()
         if self._engine is not None:
             self._engine.close()
