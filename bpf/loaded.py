@@ -70,14 +70,21 @@ class Loaded:
     def take_tags(self, n: int) -> int:
         """The first of ``n`` fresh consecutive tags."""
         if self._next_tag + n >= self.TAG_LIMIT:
-            # Wrapped after 4 billion frames: forget every slot, so old ones cannot match again.
-            slots = np.frombuffer(self.unit_slots(), np.uint8)
-            slots[:] = 0
-            del slots
-            self._next_tag = 1
+            self.forget_tags()
         first = self._next_tag
         self._next_tag += n
         return first
+
+    def forget_tags(self) -> None:
+        """After 4 billion frames the tags wrap: every slot forgotten, so old ones cannot match again."""
+        slots = np.frombuffer(self.unit_slots(), np.uint8)
+        slots[:] = 0
+        del slots
+        self._next_tag = 1
+
+    def set_next_tag(self, tag: int) -> None:
+        """Tags below ``tag`` count as used (a frame that goes through several stages keeps one tag)."""
+        self._next_tag = max(self._next_tag, tag)
 
     @functools.cached_property
     def runner(self) -> TestRunner:

@@ -71,6 +71,20 @@ class Outcome:
         return int(self.capture.records["ret"][self.pos])
 
     @property
+    def stages(self) -> dict[str, Any]:
+        """What each stage decided for this packet, by hook name; None where it never got there
+        (XDP dropped, sent back or redirected it)."""
+        pos = int(self.capture.index[self.pos])
+        out: dict[str, Any] = {}
+        for name, cap in self.capture.stages.items():
+            at = np.flatnonzero(cap.index == pos)
+            out[name] = cap[int(at[0])].verdict_enum() if len(at) else None
+        return out
+
+    def verdict_enum(self) -> Any:
+        return self.capture.actions(self.value)
+
+    @property
     def tail_call(self) -> bool:
         """Whether the verdict came from a program the filter tail-called (unit tier)."""
         return bool(self.capture.records["note"][self.pos] & const("N_TAIL_CALL"))
@@ -124,6 +138,9 @@ class Capture:
         self._exact = exact   # then the whole flood's verdict counts, from every packet's record
         self.stray = stray    # frames pktassert did not send that the filter judged meanwhile (not counted here)
         self.actions = actions  # the hook's verdicts: Verdict (XDP), TcVerdict (tc)
+        # With an XDP filter and a tc filter on the DUT: each stage's Capture by hook name ("xdp", "tc");
+        # a later stage's holds only the packets that reached it.
+        self.stages: dict[str, Capture] = {}
 
     def _subset(self, mask: np.ndarray) -> Capture:
         return Capture(self.records[mask], self._frame, self.index[mask], self.sent, self.accounted,

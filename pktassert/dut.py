@@ -34,11 +34,17 @@ class XdpUnderTest:
     """
 
     def __init__(self, loaded: Loaded, collector: Collector, topology: Topology | None = None,
-                 receiver: Receiver | None = None, direction: str = "ingress") -> None:
+                 receiver: Receiver | None = None, direction: str = "ingress", front: XdpUnderTest | None = None,
+                 front_hidden: bool = False) -> None:
         self.loaded, self.collector, self._topology = loaded, collector, topology
         # Live tier: pktassert's receiver on the peer's end (and the honeypot's, once made), so that
         # frames the filter sends out arrive as on a real link and are captured.
         self.receiver = receiver if topology is not None else None
+        # An XDP stage in front of this tc ingress filter: the test's XDP filter, or (front_hidden)
+        # pktassert's pass-through, which the traffic engine needs on the DUT to deliver frames.
+        self.front, self.front_hidden = front, front_hidden
+        if front is not None:
+            self.receiver = front.receiver  # attached already, by the front
         self._map_ns: Namespace | None = None  # unit tier: where map writes resolve interface indexes
         self._honeypot: Honeypot | None = None
         self._events: dict[str, Events] = {}
@@ -48,7 +54,7 @@ class XdpUnderTest:
         if topology is not None:
             dut = topology.dut
             self.hook.attach(dut.ns.ipr, dut.ifindex, loaded.fd, direction)  # inside the DUT netns
-            if self.receiver is not None:
+            if self.receiver is not None and front is None:
                 self.receiver.clear()
                 self.receiver.attach(topology.peer.ns, topology.peer.ifindex)
         self._start = collector.tally()
@@ -178,8 +184,10 @@ class XdpUnderTest:
     def close(self) -> None:
         for reader in self._events.values():
             reader.close()
-        if self.receiver is not None:
+        if self.receiver is not None and self.front is None:
             self.receiver.detach()
+        if self.front is not None and self.front_hidden:
+            self.front.close()
         if self._map_ns is not None:
             self._map_ns.close()
             self._map_ns = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,6 +25,7 @@ from pktassert.live_outputs import LiveOutputs
 from pktassert.live_path import LivePath
 from pktassert.outputs import Outputs
 from pktassert.path import Part, Path
+from pktassert.stages import Follower, take_tags
 from pktassert.unit_path import UnitPath
 from pktassert.wire import Wire
 
@@ -50,8 +51,11 @@ class Injector:
     """
 
     def __init__(self, xdp: XdpUnderTest, sender: Callable[[], Sender] | None = None) -> None:
-        self.xdp = xdp
-        self.path: Path = UnitPath(xdp.loaded) if xdp.tier == "unit" else LivePath(xdp)
+        self.xdp = xdp  # the filter the test asked for
+        # With an XDP stage in front (the test's XDP filter, or pktassert's pass-through that tc
+        # ingress needs for the traffic engine), frames go to the first stage; the others follow.
+        self.first = xdp.front if xdp.front is not None else xdp
+        self.path: Path = UnitPath(self.first.loaded) if xdp.tier == "unit" else LivePath(self.first)
         # Floods in the live tier go through the traffic engine; a few packets through a socket.
         self._engine: Path | None = None
         self._sender = sender
@@ -188,10 +192,10 @@ class Injector:
         # The engine delivers through an XDP program on the DUT; a tc-only DUT has none yet.
         if self._egress and self.path.tier == "live":
             return self._egress_path()
-        if self.path.tier == "unit" or n < ENGINE_FROM or self._sender is None or self.xdp.hook.name != "xdp":
+        if self.path.tier == "unit" or n < ENGINE_FROM or self._sender is None or self.first.hook.name != "xdp":
             return self.path
         if self._engine is None:
-            self._engine = EnginePath(self.xdp, self._sender())
+            self._engine = EnginePath(self.first, self._sender())
         return self._engine
 
     def _send(self, frames: list[bytes] | Flood, keep: int, schedule: np.ndarray | None = None) -> Capture:
@@ -201,11 +205,13 @@ class Injector:
         if path.tier == "unit":
             schedule = None
         step = -(-n // keep)  # 1 unless the flood is larger than what we keep records of
-        records = np.empty(-(-n // step), self.xdp.collector.dtype)
+        first = self.xdp if self._egress else self.first
+        records = np.empty(-(-n // step), first.collector.dtype)
         parts: list[Part] = []
-        actions = self.xdp.loaded.actions
+        actions = first.loaded.actions
         exact = np.zeros(actions.slots(), np.int64)  # every packet's verdict counted, sampled or not
-        first_tag = self.xdp.loaded.take_tags(n)
+        followers = [] if first is self.xdp else [Follower(self.xdp, n, step)]
+        first_tag = take_tags([first.loaded, *(f.dut.loaded for f in followers)], n)
 
         def wire_at(start: int) -> Wire:
             stop = min(n, start + path.chunk)
@@ -218,7 +224,8 @@ class Injector:
             schedule = schedule + time.monotonic() + 0.001  # from now: the first chunk is built
         starts = range(0, n, path.chunk)
         if len(starts) == 1:
-            parts.append(self._run(path, wire_at(0), 0, n, n, step, records, exact, schedule, actions, self._ctx))
+            parts.append(self._run(path, wire_at(0), 0, n, n, step, records, exact, schedule, actions, self._ctx,
+                                   followers))
         else:  # the next chunk is built on another thread while this one is in the kernel (GIL released)
             with ThreadPoolExecutor(1) as builder:
                 ahead = builder.submit(wire_at, 0)
@@ -227,30 +234,43 @@ class Injector:
                     if start + path.chunk < n:
                         ahead = builder.submit(wire_at, start + path.chunk)
                     parts.append(self._run(path, wire, start, start + len(wire), n, step, records, exact, schedule,
-                                           actions, self._ctx))
+                                           actions, self._ctx, followers))
         accounted = sum(p.accounted for p in parts)
         frame = frames.frame if isinstance(frames, Flood) else frames.__getitem__
         outputs: Outputs | LiveOutputs | None = None
         if parts[0].outputs is not None:
             outputs = Outputs.join([p.outputs for p in parts if p.outputs is not None], frame)
-        elif path.tier == "live" and step == 1 and self.xdp.receiver is not None:
-            outputs = live_outputs.collect(self.xdp.receiver, records, first_tag, frame, self.xdp.landings())
-        return Capture(records, frame, index=np.arange(0, n, step), sent=n, accounted=accounted, outputs=outputs,
-                       tier=path.tier, step=step, exact=exact if step > 1 else None,
-                       stray=sum(p.stray for p in parts), actions=actions)
+        elif path.tier == "live" and step == 1 and first.receiver is not None:
+            outputs = live_outputs.collect(first.receiver, records, first_tag, frame, first.landings())
+        capture = Capture(records, frame, index=np.arange(0, n, step), sent=n, accounted=accounted, outputs=outputs,
+                          tier=path.tier, step=step, exact=exact if step > 1 else None,
+                          stray=sum(p.stray for p in parts), actions=actions)
+        if not followers:
+            return capture
+        if self.xdp.front_hidden:  # pktassert's pass-through: the tc stage is the test's only filter
+            return followers[0].only_stage(capture)
+        capture.stages = {"xdp": capture, self.xdp.hook.name: followers[0].capture(capture)}
+        return capture
 
     @staticmethod
     def _run(path: Path, wire: Wire, start: int, stop: int, n: int, step: int, records: np.ndarray,
-             exact: np.ndarray, schedule: np.ndarray | None, actions: Any, ctx: bytes | None = None) -> Part:
+             exact: np.ndarray, schedule: np.ndarray | None, actions: Any, ctx: bytes | None = None,
+             followers: Sequence[Follower] = ()) -> Part:
         paced: dict[str, Any] = {} if schedule is None else {"at": schedule[start:stop]}
         if ctx is not None:
             paced["ctx"] = ctx
+        for f in followers:
+            f.before_send()
+        if followers and path.tier == "unit":
+            paced.pop("ctx", None)  # the sk_buff fields are the tc stage's; XDP has none
         if step == 1:
             part = path.send(wire, start, n, records[start:stop], **paced)
         else:
             part = path.send(wire, start, n, np.empty(stop - start, records.dtype), **paced)
             first = -start % step  # the sample is every packet whose position is a multiple of step
             records[-(-start // step):-(-stop // step)] = part.records[first::step]
+        for f in followers:
+            f.follow(path.magic, wire, part, start, stop, ctx)
         slots = actions.from_column(part.records["verdict"]).astype(np.int64) - actions.first()
         exact += np.bincount(slots[(slots >= 0) & (slots < len(exact))], minlength=len(exact))
         return Part(records[:0], part.accounted, part.stray, part.outputs if step == 1 else None)
