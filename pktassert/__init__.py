@@ -7,7 +7,7 @@ from pktassert.capture import Capture, Count, Outcome
 from pktassert.dut import XdpUnderTest
 from pktassert.errors import AccountingError, InjectError, PktassertError, ProgramError
 from pktassert.inject import Injector
-from pktassert.verdict import Verdict
+from pktassert.verdict import TcVerdict, Verdict
 
 __all__ = ["AccountingError", "BccSource", "Capture", "Count", "InjectError", "Injector", "LibbpfSource", "ObjectFile",
-           "Outcome", "PktassertError", "Program", "ProgramError", "Verdict", "XdpUnderTest"]
+           "Outcome", "PktassertError", "Program", "ProgramError", "TcVerdict", "Verdict", "XdpUnderTest"]
