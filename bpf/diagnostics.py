@@ -80,20 +80,20 @@ def user_line(maps: dict[str, list[int]], file: str, line: int) -> tuple[str, in
 
 
 def compile_failure(name: str, func: str, log: str, maps: dict[str, list[int]],
-                    stack: Callable[[], tuple[int | None, bool, int | None, str]]) -> str:
+                    stack: Callable[[], tuple[int | None, bool, int | None, str]], ctx: str = "struct xdp_md *") -> str:
     """The message for a source that does not compile; ``stack()`` (only called for a stack overflow)
     measures: the inspector's stack depth, whether the filter compiles alone, its depth, and the log."""
     before, after = split_log(log)
     if any(f"function '{func}' has internal linkage but is not defined" in ln for ln in before):
         return (f"{name} defines no function {func}() once its macros are expanded (clang: function '{func}' "
                 f"has internal linkage but is not defined). Fix: pass func= the name the entry function has "
-                f"after macro expansion, or define `int {func}(struct xdp_md *ctx)`.")
+                f"after macro expansion, or define `int {func}({ctx}ctx)`.")
     if any("BPF stack limit of" in ln for ln in after or before):
         return stack_message(name, func, *stack())
-    return f"{name} does not compile:\n{compiler_lines(log, func, maps)}"
+    return f"{name} does not compile:\n{compiler_lines(log, func, maps, ctx)}"
 
 
-def compiler_lines(log: str, func: str, maps: dict[str, list[int]]) -> str:
+def compiler_lines(log: str, func: str, maps: dict[str, list[int]], ctx: str = "struct xdp_md *") -> str:
     """clang's and LLVM's errors, each with the source line and caret clang prints after it, in the
     user's line numbers; warnings dropped; a hint for the causes we know."""
     before, after = split_log(log)
@@ -110,7 +110,7 @@ def compiler_lines(log: str, func: str, maps: dict[str, list[int]]) -> str:
             out.append(follow)
     text = "\n".join(out)
     if f"conflicting types for '{func}'" in text:
-        out.append(f"hint: the entry function must be `int {func}(struct xdp_md *ctx)`")
+        out.append(f"hint: the entry function must be `int {func}({ctx}ctx)`")
     for pattern, hint in BACKEND_HINTS:
         m = re.search(pattern, text)
         if m:

@@ -153,7 +153,8 @@ def entry_of(subject: LibbpfSource | ObjectFile, data: bytes) -> tuple[str, str,
             other = next((h for h in HOOKS.values() if h.prog_type == prog.type), None)
             fix = (f"put it at {other.name}: @pytest.mark.{other.name}(...)" if other is not None else
                    f"test a {hook.name} program here (SEC(\"{hook.sections[0]}\"))")
-            raise ProgramError(f"{label}: {prog.name}() is {_a(prog.type_name)} program (SEC(\"{prog.section}\")), not "
+            kind = other.title if other is not None and other.name != "tc" else prog.type_name
+            raise ProgramError(f"{label}: {prog.name}() is {_a(kind)} program (SEC(\"{prog.section}\")), not "
                                f"{_a(hook.title)} program. Fix: {fix}; its programs: {listing}.")
         ctx = btf_types.Btf(libbpf.lib().bpf_object__btf(obj)).func_param(prog.name)
     finally:

@@ -93,6 +93,7 @@ class Program:
         of the filter's reaches the inspector and compiler messages point at the user's lines."""
         text = self.text()
         source_check.check_entry(self.name, self.func, text)
+        source_check.check_hook_ctx(self.name, self.func, text, self.hook)
         source_check.check_reserved(self.name, text, _inspector())
         return (prelude(self.func, self.hook)
                 + f'#line 1 "{HERE / "inspector.c"}"\n' + _inspector() + "#undef PKTASSERT_FILTER\n"
@@ -177,14 +178,14 @@ class LoadedProgram(Loaded):
         checked = compile_check.check(text, flags)
         if not checked.ok:
             raise ProgramError(diagnostics.compile_failure(program.name, program.func, checked.log, checked.lines,
-                                                           lambda: _stack_share(program, flags)))
+                                                           lambda: _stack_share(program, flags), self.hook.ctx))
         log: list[str] = []
         try:
             with _stderr_into(log):
                 self.bpf = BPF(text=text.encode(), cflags=list(flags))
         except Exception:  # noqa: BLE001  (bcc raises plain Exception)
             raise ProgramError(f"{program.name} does not compile:\n"
-                               f"{diagnostics.compiler_lines(log[0], program.func, {})}") from None
+                               f"{diagnostics.compiler_lines(log[0], program.func, {}, self.hook.ctx)}") from None
         try:
             with _stderr_into(log):
                 self.fn = self.bpf.load_func(self.hook.entry.encode(), self.hook.prog_type)

@@ -100,6 +100,26 @@ def code_only(text: str) -> str:
     return _NOT_CODE.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), text)
 
 
+# The context each hook's entry takes, as a bcc source spells it: an entry that takes another hook's
+# is that hook's program.
+CONTEXTS = {"xdp": ("xdp_md", "an XDP program", "@pytest.mark.xdp"),
+            "tc": ("__sk_buff", "a tc classifier", "@pytest.mark.tc")}
+
+
+def check_hook_ctx(name: str, func: str, text: str, hook: str) -> None:
+    """That ``func``'s literal definition takes the context of ``hook`` (struct xdp_md for XDP,
+    struct __sk_buff for tc), not another hook's."""
+    m = re.search(rf"\b{func}\s*\(\s*(?:const\s+)?struct\s+(\w+)\s*\*", code_only(text))
+    if not m:
+        return
+    other = next((h for h, (ctx, _, _) in CONTEXTS.items() if ctx == m.group(1) and h != hook), None)
+    if other is not None:
+        _, what, marker = CONTEXTS[other]
+        raise ProgramError(f"{func}() in {name} takes struct {m.group(1)} *: it is {what}, not "
+                           f"{CONTEXTS[hook][1]}. Fix: put it under {marker}(...), or give a function that "
+                           f"takes struct {CONTEXTS[hook][0]} *.")
+
+
 def check_entry(name: str, func: str, text: str) -> None:
     """That ``func`` can be the function the kernel runs. A literal definition is enough here; a name
     made by a macro is left to clang, which compose()'s flags make refuse an undefined entry."""

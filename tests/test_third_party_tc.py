@@ -18,7 +18,6 @@ below). Each test runs in the tiers where what it asserts is observable.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import shutil
 import subprocess
 import time
@@ -26,9 +25,16 @@ from pathlib import Path
 
 import pytest
 from scapy.layers.igmp import IGMP
-from scapy.layers.inet import IP, TCP, UDP, ICMP
-from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6MLReport, ICMPv6MLReport2, IPv6, IPv6ExtHdrDestOpt,
-                                IPv6ExtHdrHopByHop, RouterAlert)
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import (
+    ICMPv6EchoRequest,
+    ICMPv6MLReport,
+    ICMPv6MLReport2,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrHopByHop,
+    RouterAlert,
+)
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from pktassert import LibbpfSource, ObjectFile
@@ -391,7 +397,7 @@ class TestLoopFilterEgress:
         assert [p[IP].proto for p in at_peer] == [17] and at_peer[0][UDP].sport == 5001
 
     @UNIT
-    @pytest.mark.xfail(strict=True, reason=(
+    @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
         "pktassert cannot size a map before load as the program's loader does: pkt-loop-filter.c calls "
         "bpf_map__set_max_entries(skel->maps.iface_state, 1024) (the object declares max_entries 1, 'set from "
         "userspace before load'); loaded as the object declares it, the LRU map holds one source MAC, and "
@@ -402,9 +408,8 @@ class TestLoopFilterEgress:
         r = inject.from_dut([IP(dst=tc.peer.ip) / UDP(dport=53),
                              Ether(src=OTHER_HOST, dst=tc.peer.mac) / IP(dst=tc.peer.ip) / UDP(dport=53)])
         assert r.verdicts == [OK, OK]
-        state = tc.map("iface_state")
-        assert loop_key(tc.dut.mac)["src_mac"] in {k.src_mac for k in state.keys()}
-        assert {k.src_mac for k in state.keys()} == {loop_key(m)["src_mac"] for m in (tc.dut.mac, OTHER_HOST)}
+        recorded = {key.src_mac for key, _ in tc.map("iface_state").items()}
+        assert recorded == {loop_key(mac)["src_mac"] for mac in (tc.dut.mac, OTHER_HOST)}
 
 
 # --- preserve-dscp ---------------------------------------------------------------------------------------------
@@ -438,31 +443,44 @@ class TestPreserveDscpRead:
     def test_each_flow_s_dscp_is_remembered(self, tc, inject):
         """Origin: xdp-project/bpf-examples, preserve-dscp/preserve_dscp_kern.c (+ include/xdp/parsing_helpers.h),
         commit 659ce29ebfc40ff1819b23a9c4b3a5d14b44ece3."""
-        r = inject.from_dut([IP(dst=tc.peer.ip, tos=46 << 2) / UDP(sport=4000, dport=53),        # EF
-                             IPv6(dst=tc.peer.ip6, tc=10 << 2 | 1) / TCP(sport=4001, dport=80),    # AF11, ECT(1)
-                             Ether(dst=tc.peer.mac) / Dot1Q(vlan=3) / IP(dst=tc.peer.ip, tos=34 << 2) / UDP(sport=4002, dport=53),
-                             IP(dst=tc.peer.ip, tos=0) / UDP(sport=4003, dport=53)])                # best effort
-        assert r.verdicts == [OK] * 4
+        r = inject.from_dut([IP(dst=tc.peer.ip, tos=46 << 2) / UDP(sport=4000, dport=53),              # EF
+                             IP(dst=tc.peer.ip, tos=10 << 2 | 1) / TCP(sport=4001, dport=80),          # AF11, ECT(1)
+                             Ether(dst=tc.peer.mac) / Dot1Q(vlan=3) / IP(dst=tc.peer.ip, tos=34 << 2)  # AF41, tagged
+                             / UDP(sport=4002, dport=53),
+                             IP(dst=tc.peer.ip, tos=0) / UDP(sport=4003, dport=53),                    # best effort
+                             IPv6(dst=tc.peer.ip6, tc=0) / UDP(sport=4004, dport=53)])                 # best effort
+        assert r.verdicts == [OK] * 5
         assert sorted(dict(tc.map("flow_dscps").items()).values()) == [10, 34, 46]   # one entry per marked flow
 
     @BOTH_TIERS
     def test_the_latest_dscp_of_a_flow_counts_and_none_forgets_it(self, tc, inject):
         """Origin: xdp-project/bpf-examples, preserve-dscp/preserve_dscp_kern.c (bpf_map_update_elem(BPF_ANY) /
         bpf_map_delete_elem), commit 659ce29ebfc40ff1819b23a9c4b3a5d14b44ece3."""
-        flow_a = IP(dst=tc.peer.ip) / UDP(sport=4000, dport=53)
-        flow_b = IPv6(dst=tc.peer.ip6) / UDP(sport=4001, dport=53)
+        def flow(sport: int, dscp: int, ecn: int = 0) -> IP:
+            return IP(dst=tc.peer.ip, tos=dscp << 2 | ecn) / UDP(sport=sport, dport=53)
+
         dscps = tc.map("flow_dscps")
-        for pkt in (flow_a.copy(), flow_b.copy()):
-            (pkt[IP] if IP in pkt else pkt[IPv6]).setfieldval("tos" if IP in pkt else "tc", 46 << 2)
-            assert inject.from_dut(pkt).verdict == OK
-        assert sorted(dict(dscps.items()).values()) == [46, 46]
-        flow_a[IP].tos = 12 << 2
-        assert inject.from_dut(flow_a).verdict == OK
-        assert sorted(dict(dscps.items()).values()) == [12, 46]                 # re-marked: the same flow's entry
-        flow_a[IP].tos = 0b11                                      # CE, DSCP 0
-        r = inject.from_dut([flow_a, Ether(dst=BROADCAST) / ARP(psrc=tc.ip, pdst=tc.peer.ip)])
+        assert inject.from_dut([flow(4000, 46), flow(4001, 26)]).verdicts == [OK, OK]
+        assert sorted(dict(dscps.items()).values()) == [26, 46]
+        assert inject.from_dut(flow(4000, 12)).verdict == OK
+        assert sorted(dict(dscps.items()).values()) == [12, 26]              # re-marked: the same flow's entry
+        r = inject.from_dut([flow(4000, 0, ecn=3), Ether(dst=BROADCAST) / ARP(psrc=tc.ip, pdst=tc.peer.ip)])
+        assert r.verdicts == [OK, OK]                                        # CE but DSCP 0; ARP: no DSCP
+        assert list(dict(dscps.items()).values()) == [26]                    # flow 4000 forgotten, 4001 kept
+
+    @BOTH_TIERS
+    @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+        "bug in the vendored program, not in pktassert: get_dscp() returns `bpf_ntohs(*(__u16 *)ipv6hdr) >> 4` "
+        "truncated to __u8, which is the whole IPv6 Traffic Class byte (DSCP << 2 | ECN), not the DSCP (that "
+        "would be >> 6): an IPv6 packet with DSCP 10 and ECT(1) is stored as 41 (and one with DSCP 0 but an "
+        "ECN bit set as a nonzero 'DSCP')."))
+    def test_an_ipv6_flow_s_dscp_is_remembered(self, tc, inject):
+        """Origin: xdp-project/bpf-examples, preserve-dscp/preserve_dscp_kern.c (get_dscp(), its IPv6 branch), commit
+        659ce29ebfc40ff1819b23a9c4b3a5d14b44ece3. README.org: "reads the DSCP value out of the packet"."""
+        r = inject.from_dut([IPv6(dst=tc.peer.ip6, tc=10 << 2 | 1) / TCP(sport=4001, dport=80),     # AF11, ECT(1)
+                             IPv6(dst=tc.peer.ip6, tc=46 << 2) / UDP(sport=4002, dport=53)])       # EF
         assert r.verdicts == [OK, OK]
-        assert list(dict(dscps.items()).values()) == [46]                       # flow A forgotten, flow B kept
+        assert sorted(dict(tc.map("flow_dscps").items()).values()) == [10, 46]
 
 
 @FORMS
