@@ -12,6 +12,7 @@ from scapy.layers.l2 import Ether
 from pktassert.bpf.loaded import Loaded
 from pktassert.bpf.receiver import Receiver
 from pktassert.bpf.source_check import RESERVED
+from pktassert.bpf.tag_mover import TagMover
 from pktassert.bpf.test_run import TestRunner
 from pktassert.collect import Collector, Tally
 from pktassert.errors import InjectError, PktassertError
@@ -35,14 +36,14 @@ class XdpUnderTest:
 
     def __init__(self, loaded: Loaded, collector: Collector, topology: Topology | None = None,
                  receiver: Receiver | None = None, direction: str = "ingress", front: XdpUnderTest | None = None,
-                 front_hidden: bool = False) -> None:
+                 mover: TagMover | None = None) -> None:
         self.loaded, self.collector, self._topology = loaded, collector, topology
         # Live tier: pktassert's receiver on the peer's end (and the honeypot's, once made), so that
         # frames the filter sends out arrive as on a real link and are captured.
         self.receiver = receiver if topology is not None else None
-        # An XDP stage in front of this tc ingress filter: the test's XDP filter, or (front_hidden)
-        # pktassert's pass-through, which the traffic engine needs on the DUT to deliver frames.
-        self.front, self.front_hidden = front, front_hidden
+        # An XDP stage in front of this tc ingress filter: the test's XDP filter, or pktassert's tag
+        # mover (bpf/tag_mover.c), which the traffic engine needs on the DUT to deliver frames.
+        self.front, self.mover = front, mover
         if front is not None:
             self.receiver = front.receiver  # attached already, by the front
         self._map_ns: Namespace | None = None  # unit tier: where map writes resolve interface indexes
@@ -53,6 +54,8 @@ class XdpUnderTest:
         collector.discard()
         if topology is not None:
             dut = topology.dut
+            if mover is not None:
+                mover.attach(dut.ns, dut.ifindex)
             self.hook.attach(dut.ns.ipr, dut.ifindex, loaded.fd, direction)  # inside the DUT netns
             if self.receiver is not None and front is None:
                 self.receiver.clear()
@@ -186,8 +189,8 @@ class XdpUnderTest:
             reader.close()
         if self.receiver is not None and self.front is None:
             self.receiver.detach()
-        if self.front is not None and self.front_hidden:
-            self.front.close()
+        if self.mover is not None:
+            self.mover.detach()
         if self._map_ns is not None:
             self._map_ns.close()
             self._map_ns = None

@@ -192,7 +192,8 @@ class Injector:
         # The engine delivers through an XDP program on the DUT; a tc-only DUT has none yet.
         if self._egress and self.path.tier == "live":
             return self._egress_path()
-        if self.path.tier == "unit" or n < ENGINE_FROM or self._sender is None or self.first.hook.name != "xdp":
+        delivers = self.first.hook.name == "xdp" or self.first.mover is not None  # an XDP program on the DUT
+        if self.path.tier == "unit" or n < ENGINE_FROM or self._sender is None or not delivers:
             return self.path
         if self._engine is None:
             self._engine = EnginePath(self.first, self._sender())
@@ -247,8 +248,6 @@ class Injector:
                           stray=sum(p.stray for p in parts), actions=actions)
         if not followers:
             return capture
-        if self.xdp.front_hidden:  # pktassert's pass-through: the tc stage is the test's only filter
-            return followers[0].only_stage(capture)
         capture.stages = {"xdp": capture, self.xdp.hook.name: followers[0].capture(capture)}
         return capture
 

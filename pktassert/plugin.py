@@ -15,13 +15,14 @@ from pktassert.bpf.hooks import HOOKS
 from pktassert.bpf.program import looks_like_path
 from pktassert.bpf.receiver import Receiver
 from pktassert.bpf.sender import Sender
+from pktassert.bpf.tag_mover import TagMover
 from pktassert.dut import XdpUnderTest
 from pktassert.errors import ProgramError
 from pktassert.inject import MTU, Injector
 from pktassert.netns import Topology, leftovers
 from pktassert.program_cache import ProgramCache, raise_fd_limit
 from pktassert.record import const
-from pktassert.subjects import SUBJECTS, BccSource, Subject, subject_of
+from pktassert.subjects import SUBJECTS, Subject, subject_of
 from pktassert.verdict import Verdict
 
 T = TypeVar("T")
@@ -225,6 +226,14 @@ def xdp(tier: str, xdp_program: Subject, pktassert_programs: ProgramCache,
 
 
 @pytest.fixture(scope="session")
+def pktassert_tag_mover(pktassert_ready: None) -> Iterator[OnFirstUse[TagMover]]:
+    """The XDP stage a tc ingress filter alone gets in the live tier (bpf/tag_mover.c), on first use."""
+    mover = OnFirstUse(TagMover)
+    yield mover
+    mover.close()
+
+
+@pytest.fixture(scope="session")
 def pktassert_sender(pktassert_ready: None) -> Iterator[OnFirstUse[Sender]]:
     """The traffic engine, compiled on first use in the session."""
     sender = OnFirstUse(Sender)
@@ -245,30 +254,22 @@ def tc(tier: str, tc_program: Subject, pktassert_programs: ProgramCache,
     if direction not in HOOKS["tc"].directions:
         raise ProgramError(f"@pytest.mark.tc(direction={direction!r}): tc filters attach at "
                            f"{' or '.join(map(repr, HOOKS['tc'].directions))}.")
-    front, hidden = None, False
+    front, mover = None, None
     if direction == "ingress":
         if request.node.get_closest_marker("xdp") is not None or "xdp" in request.fixturenames:
             front = request.getfixturevalue("xdp")  # the test's XDP filter runs first, on the same veth
         elif tier == "live":  # the traffic engine delivers through an XDP program on the DUT
-            loaded, collector = pktassert_programs.get(PASS_THROUGH)
-            front = XdpUnderTest(loaded, collector, request.getfixturevalue("topology"),
-                                 request.getfixturevalue("pktassert_receiver")())
-            hidden = True
-    yield from _under_test(tc_program, tier, pktassert_programs, request, direction, front, hidden)
-
-
-# pktassert's own XDP stage in front of a tc ingress filter: passes every frame (its inspector moves
-# the tag into XDP metadata for the tc inspector).
-PASS_THROUGH = BccSource("int pass_through(struct xdp_md *ctx) { return XDP_PASS; }", "pass_through")
+            mover = request.getfixturevalue("pktassert_tag_mover")()
+    yield from _under_test(tc_program, tier, pktassert_programs, request, direction, front, mover)
 
 
 def _under_test(program: Subject, tier: str, programs: ProgramCache, request: pytest.FixtureRequest,
                 direction: str = "ingress", front: XdpUnderTest | None = None,
-                hidden: bool = False) -> Iterator[XdpUnderTest]:
+                mover: TagMover | None = None) -> Iterator[XdpUnderTest]:
     loaded, collector = programs.get(program)
     topo = request.getfixturevalue("topology") if tier == "live" else None
     receiver = request.getfixturevalue("pktassert_receiver")() if tier == "live" and front is None else None
-    dut = XdpUnderTest(loaded, collector, topo, receiver, direction, front, hidden)
+    dut = XdpUnderTest(loaded, collector, topo, receiver, direction, front, mover)
     yield dut
     dut.close()
     counts = {v.name: n for v, n in dut.counts().items() if n}

@@ -101,16 +101,6 @@ class Follower:
                        tier=first.tier, step=first.step, exact=self.exact if first.step > 1 else None,
                        actions=self.dut.loaded.actions)
 
-    def only_stage(self, first: Capture) -> Capture:
-        """This stage as the test's only filter (behind pktassert's pass-through XDP stage, which
-        passes every frame): every packet must have reached it."""
-        if not self.reached.all() or self.accounted != first.sent:
-            raise AccountingError(f"bug in pktassert: its pass-through XDP stage passed {self.accounted} of "
-                                  f"{first.sent} frames to the {self.dut.hook.title} stage. Please report it.")
-        return Capture(self.records, first._frame, first.index, sent=first.sent, accounted=self.accounted,
-                       tier=first.tier, step=first.step, exact=self.exact if first.step > 1 else None,
-                       stray=first.stray, actions=self.dut.loaded.actions)
-
 
 def take_tags(loaded: list[Any], n: int) -> int:
     """``n`` tags fresh for every stage's program: a frame keeps its tag through all of them."""

@@ -5,7 +5,7 @@ Both come from xdp-project/bpf-examples:
 
 - pkt-loop-filter: ``filter_ingress_pkt`` drops frames whose source MAC+VLAN was recently seen leaving
   (a switch looped them back), keeps multicast to the bond's active interface, and lets gratuitous ARP
-  release a MAC; ``record_egress_pkt`` records every source MAC+VLAN that leaves, and sends IGMP/MLD
+  release a MAC; ``record_egress_pkt`` records every source MAC+VLAN that leaves, and sends IGMP and MLD
   reports out of the active interface only.
 - preserve-dscp: ``read_dscp`` remembers each flow's DSCP (keyed by the skb hash), ``write_dscp``
   writes it back into the IPv4/IPv6 header of packets whose ``skb->hash`` is in the map.
@@ -181,7 +181,7 @@ class TestLoopFilterIngress:
     that was already seen on egress, that packet is simply dropped (subject to a 10-second expiry time)";
     the code: each such drop counted in the entry's `drops`; a gratuitous ARP for a MAC whose lock time
     has passed expires its entry instead ("expiring filter"); "Only allow multicast on the currently
-    active interface" (`active_ifindex`, set by the loader), IGMP/MLD reports and gratuitous ARP excepted."""
+    active interface" (`active_ifindex`, set by the loader), IGMP, MLD reports and gratuitous ARP excepted."""
 
     @pytest.fixture
     def tc_program(self, form: str, third_party_tc_objects: dict[str, Path]) -> LibbpfSource | ObjectFile:
@@ -330,7 +330,7 @@ class TestLoopFilterEgress:
     attached at egress by pkt-loop-filter.c). README.org: "keeping track of the source VLAN+MAC on every
     packet going out any of the included interfaces" and "The BPF programs will record which interface a
     given source MAC+VLAN was last seen on"; the code: expiry now + STATE_LIFETIME (10 s), lock now +
-    LOCK_LIFETIME (5 s) for a gratuitous ARP; IGMP/MLD reports leaving by another interface than the
+    LOCK_LIFETIME (5 s) for a gratuitous ARP; IGMP and MLD reports leaving by another interface than the
     active one are redirected to it (bpf_redirect) and not recorded; every other frame TC_ACT_OK."""
 
     @pytest.fixture
@@ -364,15 +364,15 @@ class TestLoopFilterEgress:
         assert t0 + STATE_LIFETIME <= entry.expiry_time <= t1 + STATE_LIFETIME
 
     @BOTH_TIERS
-    def test_reports_leave_only_by_the_active_interface(self, tc, inject):
+    def test_igmp_and_mld_reports_leave_only_by_the_active_interface(self, tc, inject):
         """Origin: xdp-project/bpf-examples, pkt-loop-filter/pkt-loop-filter.kern.c ("Redirecting IGMP from %d
         to active %d"; `return bpf_redirect(act_ifindex, 0)`), commit 659ce29ebfc40ff1819b23a9c4b3a5d14b44ece3."""
-        reports = [igmp_query(tc.dut.mac, tc.peer.ip), mld_report(tc.dut.mac, tc.peer.ip6)]
-        r = inject.from_dut(reports)
+        igmp_mld = [igmp_query(tc.dut.mac, tc.peer.ip), mld_report(tc.dut.mac, tc.peer.ip6, hop_by_hop=True)]
+        r = inject.from_dut(igmp_mld)
         assert r.verdicts == [REDIRECT, REDIRECT]                  # active_ifindex 0: another interface
         assert len(tc.map("iface_state")) == 0                    # redirected before anything is recorded
         tc.globals["active_ifindex"] = tc.ifindex                  # this interface is the active one
-        r = inject.from_dut(reports)
+        r = inject.from_dut(igmp_mld)
         assert r.verdicts == [OK, OK]
         assert tc.map("iface_state")[loop_key(tc.dut.mac)].ifindex == tc.ifindex
 
@@ -386,7 +386,7 @@ class TestLoopFilterEgress:
         assert tc.map("iface_state")[loop_key(tc.dut.mac)].drops == 0
 
     @LIVE
-    def test_a_report_is_redirected_out_of_the_active_interface(self, tc, inject):
+    def test_igmp_is_redirected_out_of_the_active_interface(self, tc, inject):
         """Origin: xdp-project/bpf-examples, pkt-loop-filter/pkt-loop-filter.kern.c, commit
         659ce29ebfc40ff1819b23a9c4b3a5d14b44ece3. The honeypot's port stands for the bond's active slave."""
         tc.globals["active_ifindex"] = tc.honeypot.ifindex

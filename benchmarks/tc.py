@@ -1,0 +1,104 @@
+"""tc filters beside XDP, side by side in one run: live injected packets/s through a tc ingress
+classifier (every packet accounted, behind pktassert's pass-through XDP stage so the traffic engine
+delivers) and through an XDP filter; unit-tier distinct packets/s through each against the bare
+test-run loop on the same frames.
+
+Run as root: .venv/bin/python benchmarks/tc.py [--json] [--packets N] [--unit-packets N]
+Goals (issue 11): tc live >= 1 Mpps, tc unit >= 0.9x raw. Compare the figures with each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from pktassert.bpf.receiver import Receiver
+from pktassert.bpf.sender import Sender
+from pktassert.bpf.tag_mover import TagMover
+from pktassert.netns import Topology
+from report import show  # benchmarks/report.py (scripts run from this folder)
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+from unit import raw_loop
+
+from pktassert import BccSource, LibbpfSource, TcVerdict, Verdict
+from pktassert.collect import Collector
+from pktassert.dut import XdpUnderTest
+from pktassert.flood import build
+from pktassert.inject import MTU, Injector
+from pktassert.record import const
+from pktassert.unit_path import UnitPath
+from pktassert.wire import Wire
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+XDP = LibbpfSource(EXAMPLES / "port_blocklist.bpf.c", "port_blocklist")
+TC = BccSource(EXAMPLES / "mark_guard.c", "mark_guard", hook="tc")
+VARY = {"src": "198.51.100.0/24", "sport": (1024, 65535)}
+
+
+def live(kind: str, n: int, sender: Sender, receiver: Receiver, mover: TagMover) -> dict[str, object]:
+    loaded = (TC if kind == "tc" else XDP).load()
+    with Topology(mtu=MTU + const("TRAILER_LEN")) as topo:
+        dut = XdpUnderTest(loaded, Collector(loaded), topo, receiver, mover=mover if kind == "tc" else None)
+        inject = Injector(dut, lambda: sender)
+        template = IP(dst=dut.ip) / TCP(dport=22 if kind == "tc" else 23, flags="S")
+        inject(template, count=1000, vary=VARY)  # warm
+        t = time.perf_counter()
+        capture = inject(template, count=n, vary=VARY)
+        seconds = time.perf_counter() - t
+        want = TcVerdict.SHOT if kind == "tc" else Verdict.DROP
+        assert capture.accounted == n and capture.count(want) == n, capture
+        inject.close()
+        dut.close()
+    loaded.close()
+    return {"pps": round(n / seconds), "accounted": capture.accounted, "seconds": round(seconds, 3)}
+
+
+def unit(kind: str, n: int, rounds: int = 5) -> dict[str, object]:
+    loaded = (TC if kind == "tc" else XDP).load()
+    dut = XdpUnderTest(loaded, Collector(loaded))
+    inject = Injector(dut)
+    template = IP(dst=dut.ip) / TCP(dport=22 if kind == "tc" else 23, flags="S")
+    rows = build(Ether(src=dut.peer.mac, dst=dut.mac) / template, n, VARY)
+    wire = Wire.build(rows, UnitPath.magic, 1)
+    ours, raw = [], []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        capture = inject(template, count=n, vary=VARY)
+        ours.append(time.perf_counter() - t)
+        assert capture.accounted == n
+        raw.append(raw_loop(loaded.fd, wire))
+    inject.close()
+    loaded.close()
+    return {"distinct_pps": round(n / min(ours)), "raw_pps": round(n / min(raw)),
+            "distinct_over_raw": round(min(raw) / min(ours), 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--packets", type=int, default=1_000_000)
+    ap.add_argument("--unit-packets", type=int, default=200_000)
+    args = ap.parse_args()
+    sender, receiver, mover = Sender(), Receiver(), TagMover()
+    out: dict[str, object] = {}
+    try:
+        for kind in ("tc", "xdp"):
+            out[f"{kind}_live"] = live(kind, args.packets, sender, receiver, mover)
+            out[f"{kind}_unit"] = unit(kind, args.unit_packets)
+    finally:
+        sender.close()
+        receiver.close()
+        mover.close()
+    tc_live, xdp_live = out["tc_live"], out["xdp_live"]
+    assert isinstance(tc_live, dict) and isinstance(xdp_live, dict)
+    out["tc_live_over_xdp_live"] = round(int(tc_live["pps"]) / int(xdp_live["pps"]), 2)
+    tc_unit = out["tc_unit"]
+    assert isinstance(tc_unit, dict)
+    out["goal_met"] = bool(int(tc_live["pps"]) >= 1_000_000 and float(tc_unit["distinct_over_raw"]) >= 0.9)
+    show(out, args.json)
+
+
+if __name__ == "__main__":
+    main()

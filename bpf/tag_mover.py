@@ -1,0 +1,39 @@
+"""pktassert's XDP stage for a tc ingress filter alone (bpf/tag_mover.c): one per session."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from pktassert.netns import Namespace
+
+from pktassert.errors import ProgramError
+
+HERE = Path(__file__).resolve().parent
+
+
+class TagMover:
+    def __init__(self) -> None:
+        from bcc import BPF
+
+        try:
+            self.bpf = BPF(src_file=str(HERE / "tag_mover.c").encode(), cflags=[f"-I{HERE}"])
+            self.fd = self.bpf.load_func(b"pktassert_tag_mover", BPF.XDP).fd
+        except Exception as e:  # noqa: BLE001 -- ours, not the user's
+            raise ProgramError(f"pktassert's XDP tag mover (bpf/tag_mover.c) does not load here: {e}") from None
+        self._attached: list[tuple[Namespace, int]] = []
+
+    def attach(self, ns: Namespace, ifindex: int) -> None:
+        ns.ipr.link("set", index=ifindex, xdp_fd=self.fd)
+        self._attached.append((ns, ifindex))
+
+    def detach(self) -> None:
+        while self._attached:
+            ns, ifindex = self._attached.pop()
+            if ns.fd >= 0:
+                with contextlib.suppress(Exception):
+                    ns.ipr.link("set", index=ifindex, xdp_fd=-1)
+
+    def close(self) -> None:
+        self.detach()
+        self.bpf.cleanup()
