@@ -36,6 +36,7 @@ class LibbpfSource:
     cflags: tuple[str, ...] = ()
     globals: tuple[tuple[str, Any], ...] = ()
     hook: str = "xdp"  # where it hooks: a key of bpf/hooks.py's HOOKS
+    max_entries: tuple[tuple[str, int], ...] = ()  # maps sized before load, as a loader does
     kind = "libbpf source"
 
     def __post_init__(self) -> None:
@@ -55,7 +56,7 @@ class LibbpfSource:
 
     def cache_key(self) -> tuple:
         # The object's bytes decide what is loaded; building it is cheap when cached.
-        return ("libbpf", self.build()[0], self.func, self.globals, self.hook)
+        return ("libbpf", self.build()[0], self.func, self.globals, self.hook, self.max_entries)
 
     def load(self) -> LibbpfLoaded:
         return LibbpfLoaded(self, self.build()[0])
@@ -71,6 +72,7 @@ class ObjectFile:
     globals: tuple[tuple[str, Any], ...] = ()
     cflags: tuple[str, ...] = ()
     hook: str = "xdp"
+    max_entries: tuple[tuple[str, int], ...] = ()  # maps sized before load, as a loader does
     kind = "ELF object"
     is_file = True
 
@@ -93,7 +95,7 @@ class ObjectFile:
                                f"path relative to the test file or the rootdir.") from None
 
     def cache_key(self) -> tuple:
-        return ("object", self.build()[0], self.func, self.globals, self.hook)
+        return ("object", self.build()[0], self.func, self.globals, self.hook, self.max_entries)
 
     def load(self) -> LibbpfLoaded:
         return LibbpfLoaded(self, self.build()[0])
@@ -215,11 +217,22 @@ class LibbpfLoaded(Loaded):
             if self.frags and lib.bpf_program__name(p).decode().startswith(RESERVED):  # ours
                 lib.bpf_program__set_flags(p, XDP_HAS_FRAGS)
         m = None
+        names = []
         while True:
             m = lib.bpf_object__next_map(self.obj, m)
             if not m:
                 break
             lib.bpf_map__set_pin_path(m, None)
+            names.append(lib.bpf_map__name(m).decode())
+        for name, entries in subject.max_entries:
+            m = lib.bpf_object__find_map_by_name(self.obj, name.encode()) if not name.startswith(RESERVED) else None
+            if not m:
+                theirs = [n for n in names if not n.startswith(RESERVED)]
+                raise ProgramError(f"max_entries={{{name!r}: ...}}: {self.label} has no map {name!r}; its maps: "
+                                   f"{', '.join(theirs) or 'none'}.")
+            if (isinstance(entries, bool) or not isinstance(entries, int) or entries < 1
+                    or lib.bpf_map__set_max_entries(m, entries)):
+                raise ProgramError(f"max_entries={{{name!r}: {entries!r}}}: give a whole number of entries from 1.")
         self.initial: dict[str, bytes] = {}
         btf = btf_types.Btf(lib.bpf_object__btf(self.obj))
         wanted = dict(subject.globals)

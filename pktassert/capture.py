@@ -225,6 +225,11 @@ class Capture:
         return [self.output_at(i) for i in range(len(self))]
 
     def output_at(self, pos: int) -> Ether:
+        if self._outputs is None and self.tier == "live" and self.actions is not Verdict:
+            raise PktassertError("the live tier does not pair the frames a tc filter sends on (OK, REDIRECT) with "
+                                 "their packets. Fix: read what arrived with tc.received_by_peer() or "
+                                 "tc.honeypot.received(), or use the unit tier, where c[i].output is the frame as "
+                                 "the filter left it.")
         if self._outputs is None:
             raise PktassertError("no output frames were kept for this capture: a flood sampled above keep= "
                                  "keeps records only. Fix: a smaller count or a larger keep=, or xdp.run(packet).")

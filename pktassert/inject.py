@@ -241,7 +241,7 @@ class Injector:
         outputs: Outputs | LiveOutputs | None = None
         if parts[0].outputs is not None:
             outputs = Outputs.join([p.outputs for p in parts if p.outputs is not None], frame)
-        elif path.tier == "live" and step == 1 and first.receiver is not None:
+        elif path.tier == "live" and step == 1 and first.receiver is not None and first.hook.name == "xdp":
             outputs = live_outputs.collect(first.receiver, records, first_tag, frame, first.landings())
         capture = Capture(records, frame, index=np.arange(0, n, step), sent=n, accounted=accounted, outputs=outputs,
                           tier=path.tier, step=step, exact=exact if step > 1 else None,

@@ -147,6 +147,7 @@ def _subject(request: pytest.FixtureRequest, hook: str) -> Subject | None:
     func = kwargs.pop("func") if "func" in kwargs else (args.pop(0) if args else None)
     cflags = kwargs.pop("cflags", ())
     global_values = kwargs.pop("globals", None)
+    sizes = kwargs.pop("max_entries", None)
     kwargs.pop("direction", None)  # the tc fixture's (where it attaches), not the filter's
     if source is None or func is None or args or kwargs:
         extra = [repr(a) for a in args] + list(kwargs)
@@ -158,7 +159,7 @@ def _subject(request: pytest.FixtureRequest, hook: str) -> Subject | None:
         raise ProgramError(f"@pytest.mark.{hook}: the source {source!r} is a {type(source).__name__}. Fix: a path to "
                            f"the filter's C file or object, or its C text.")
     # func and cflags go to the subject as given: it checks them, and says what is wrong.
-    return subject_of(_resolve(str(source), request.node), func, cflags, global_values, hook)
+    return subject_of(_resolve(str(source), request.node), func, cflags, global_values, hook, sizes)
 
 
 @pytest.fixture

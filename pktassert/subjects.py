@@ -25,12 +25,13 @@ _LIBBPF = re.compile(r"\bSEC\s*\(|#\s*include\s*[<\"](?:bpf/bpf_helpers\.h|vmlin
 
 
 def subject_of(source: str | os.PathLike[str], func: str, cflags: Any = (), globals: Any = None,
-               hook: str = "xdp") -> Subject:
+               hook: str = "xdp", max_entries: Any = None) -> Subject:
     check_source(source)
     pairs = _globals(globals)
+    sizes = _globals(max_entries, "max_entries", "{\"iface_state\": 1024}")
     is_path = isinstance(source, os.PathLike) or looks_like_path(str(source))
     if is_path and (str(source).endswith(".o") or _starts_elf(Path(source))):
-        return ObjectFile(source, func, pairs, tuple(cflags) if isinstance(cflags, (list, tuple)) else cflags, hook)
+        return ObjectFile(source, func, pairs, tuple(cflags) if isinstance(cflags, (list, tuple)) else cflags, hook, sizes)
     if is_path:
         try:
             text = decode(Path(source).read_bytes(), str(source))
@@ -40,7 +41,10 @@ def subject_of(source: str | os.PathLike[str], func: str, cflags: Any = (), glob
         text = str(source)
     if _LIBBPF.search(code_only(text)):
         path = Path(source) if is_path else _inline_file(text)
-        return LibbpfSource(path, func, cflags, pairs, hook)
+        return LibbpfSource(path, func, cflags, pairs, hook, sizes)
+    if sizes:
+        raise ProgramError("max_entries= sizes a libbpf object's maps before load; a bcc source sizes its maps in "
+                           "its BPF_HASH(...) declarations. Fix: drop max_entries=, or use cflags=(\"-DSIZE=N\",).")
     if pairs:
         raise ProgramError(f"globals= for {source if is_path else '<source text>'}, a bcc source: bcc sources keep "
                            f"their state in maps, not global variables. Fix: drop globals=, or use cflags=(\"-DX=1\",).")
@@ -67,10 +71,9 @@ def _inline_file(text: str) -> Path:
     return path
 
 
-def _globals(value: Any) -> tuple[tuple[str, Any], ...]:
+def _globals(value: Any, what: str = "globals", example: str = "{\"blocked_port\": 23}") -> tuple[tuple[str, Any], ...]:
     if value is None:
         return ()
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise ProgramError(f"globals={value!r}: give a dict of global variable names to values, "
-                           f"e.g. globals={{\"blocked_port\": 23}}.")
+        raise ProgramError(f"{what}={value!r}: give a dict of names to values, e.g. {what}={example}.")
     return tuple(sorted(value.items()))

@@ -49,7 +49,8 @@ def test_no_filter_chosen_says_how(pytester):
      "  return *(unsigned char *)(d + 20) ? XDP_DROP : XDP_PASS;\\n}\\n", "f",
      "*the verifier rejected f() from <source text>: invalid access to packet*"),
     ("int g(struct xdp_md *ctx) { return XDP_PASS; }", "f", "*defines no function f(). Functions it defines: g.*"),
-    ("int f(struct __sk_buff *skb) { return 0; }", "f", "*must be `int f(struct xdp_md *ctx)`*"),
+    ("int f(struct __sk_buff *skb) { return 0; }", "f",
+     "*it is a tc classifier, not an XDP program. Fix: put it under @pytest.mark.tc*"),
     ("missing.c", "f", "*@pytest.mark.xdp: no file 'missing.c'*"),
 ], ids=["syntax", "verifier", "no-entry", "wrong-type", "no-file"])
 def test_bad_filter_fails_the_test_with_its_cause(pytester, source, func, expected):

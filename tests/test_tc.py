@@ -198,3 +198,13 @@ def test_a_libbpf_classifier_given_as_xdp(tmp_path):
     with pytest.raises(ProgramError, match=r'port_guard\(\) is an XDP program \(SEC\("xdp"\)\), not a tc program. '
                                            r'Fix: put it at xdp: @pytest.mark.xdp'):
         subject_of(xdp_src, "port_guard", hook="tc").load()
+
+
+@pytest.mark.tc(EGRESS, func="egress_guard", direction="egress")
+def test_live_outputs_of_tc_say_where_to_look(tc, inject):
+    c = inject.from_dut(IP(dst=tc.peer.ip) / TCP(dport=80, flags="S"))
+    assert c.verdict == TcVerdict.OK
+    with pytest.raises(PktassertError, match=r"the live tier does not pair the frames a tc filter sends on .* "
+                                             r"tc.received_by_peer\(\)"):
+        c[0].output
+    assert [p[TCP].dport for p in tc.received_by_peer() if TCP in p] == [80]

@@ -71,13 +71,16 @@ class Vendored:
     source: Path
     includes: tuple[Path, ...] = INCLUDES
     flags: tuple[str, ...] = BPF_EXAMPLES_FLAGS
+    max_entries: tuple[tuple[str, int], ...] = ()  # what its loader sizes before load
 
     @property
     def cflags(self) -> tuple[str, ...]:
         return tuple(f"-I{d}" for d in self.includes)
 
 
-LOOP_FILTER = Vendored(BPF_EXAMPLES_DIR / "pkt-loop-filter/pkt-loop-filter.kern.c")
+# pkt-loop-filter.c (the loader): bpf_map__set_max_entries(skel->maps.iface_state, 1024) before load.
+LOOP_FILTER = Vendored(BPF_EXAMPLES_DIR / "pkt-loop-filter/pkt-loop-filter.kern.c",
+                       max_entries=(("iface_state", 1024),))
 PRESERVE_DSCP = Vendored(BPF_EXAMPLES_DIR / "preserve-dscp/preserve_dscp_kern.c")
 PROGRAMS = {"pkt_loop_filter": LOOP_FILTER, "preserve_dscp": PRESERVE_DSCP}
 
@@ -110,9 +113,9 @@ def subject(name: str, func: str, form: str, objects: dict[str, Path]) -> Libbpf
     prog = PROGRAMS[name]
     _needs_clang()
     if form == "source":
-        return LibbpfSource(prog.source, func, prog.cflags, hook="tc")
+        return LibbpfSource(prog.source, func, prog.cflags, hook="tc", max_entries=prog.max_entries)
     if form == "object":
-        return ObjectFile(objects[name], func, hook="tc")
+        return ObjectFile(objects[name], func, hook="tc", max_entries=prog.max_entries)
     raise AssertionError(form)
 
 
@@ -174,7 +177,8 @@ SHOT, OK, REDIRECT = TcVerdict.SHOT, TcVerdict.OK, TcVerdict.REDIRECT
 
 
 @FORMS
-@pytest.mark.tc(LOOP_FILTER.source, func="filter_ingress_pkt", cflags=LOOP_FILTER.cflags, direction="ingress")
+@pytest.mark.tc(LOOP_FILTER.source, func="filter_ingress_pkt", cflags=LOOP_FILTER.cflags, direction="ingress",
+                max_entries=dict(LOOP_FILTER.max_entries))
 class TestLoopFilterIngress:
     """xdp-project/bpf-examples pkt-loop-filter/pkt-loop-filter.kern.c, `filter_ingress_pkt` (SEC("tc"),
     attached at ingress by pkt-loop-filter.c). README.org: "If a packet comes back in with a source MAC+VLAN
@@ -324,7 +328,8 @@ class TestLoopFilterIngress:
 # --- pkt-loop-filter: record_egress_pkt -----------------------------------------------------------------------
 
 @FORMS
-@pytest.mark.tc(LOOP_FILTER.source, func="record_egress_pkt", cflags=LOOP_FILTER.cflags, direction="egress")
+@pytest.mark.tc(LOOP_FILTER.source, func="record_egress_pkt", cflags=LOOP_FILTER.cflags, direction="egress",
+                max_entries=dict(LOOP_FILTER.max_entries))
 class TestLoopFilterEgress:
     """xdp-project/bpf-examples pkt-loop-filter/pkt-loop-filter.kern.c, `record_egress_pkt` (SEC("tc"),
     attached at egress by pkt-loop-filter.c). README.org: "keeping track of the source VLAN+MAC on every
@@ -397,14 +402,10 @@ class TestLoopFilterEgress:
         assert [p[IP].proto for p in at_peer] == [17] and at_peer[0][UDP].sport == 5001
 
     @UNIT
-    @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-        "pktassert cannot size a map before load as the program's loader does: pkt-loop-filter.c calls "
-        "bpf_map__set_max_entries(skel->maps.iface_state, 1024) (the object declares max_entries 1, 'set from "
-        "userspace before load'); loaded as the object declares it, the LRU map holds one source MAC, and "
-        "recording a second evicts the first."))
     def test_every_source_mac_that_leaves_is_recorded(self, tc, inject):
         """Origin: xdp-project/bpf-examples, pkt-loop-filter/pkt-loop-filter.kern.c and pkt-loop-filter.c
-        (the loader), commit 659ce29ebfc40ff1819b23a9c4b3a5d14b44ece3."""
+        (the loader, which sizes iface_state to 1024 before load: max_entries= here), commit
+        659ce29ebfc40ff1819b23a9c4b3a5d14b44ece3."""
         r = inject.from_dut([IP(dst=tc.peer.ip) / UDP(dport=53),
                              Ether(src=OTHER_HOST, dst=tc.peer.mac) / IP(dst=tc.peer.ip) / UDP(dport=53)])
         assert r.verdicts == [OK, OK]
