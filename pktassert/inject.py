@@ -69,6 +69,9 @@ class Injector:
                  keep: int = KEEP, rate: float | None = None, duration: float | None = None,
                  seed: int | None = None, **skb: Any) -> Capture:
         """Packets from the peer to the DUT; see _inject."""
+        if self.tier == "live" and self.xdp.hook.name == "tc" and self.xdp.direction == "egress":
+            raise InjectError("inject() sends from the peer to the DUT, which a tc egress filter never sees. Fix: "
+                              "inject.from_dut(...) for what the DUT sends, or direction=\"ingress\".")
         return self._inject(packets, count, vary, keep, rate, duration, seed, skb, egress=False)
 
     def from_dut(self, packets: Any, count: int | None = None, vary: Mapping[str, Any] | None = None,

@@ -202,6 +202,9 @@ def test_a_libbpf_classifier_given_as_xdp(tmp_path):
 
 @pytest.mark.tc(EGRESS, func="egress_guard", direction="egress")
 def test_live_outputs_of_tc_say_where_to_look(tc, inject):
+    with pytest.raises(InjectError, match=r"inject\(\) sends from the peer to the DUT, which a tc egress filter "
+                                          r"never sees. Fix: inject.from_dut"):
+        inject(IP(dst=tc.ip) / TCP(dport=80, flags="S"))
     c = inject.from_dut(IP(dst=tc.peer.ip) / TCP(dport=80, flags="S"))
     assert c.verdict == TcVerdict.OK
     with pytest.raises(PktassertError, match=r"the live tier does not pair the frames a tc filter sends on .* "
