@@ -211,3 +211,15 @@ def test_live_outputs_of_tc_say_where_to_look(tc, inject):
                                              r"tc.received_by_peer\(\)"):
         c[0].output
     assert [p[TCP].dport for p in tc.received_by_peer() if TCP in p] == [80]
+
+
+@pytest.mark.parametrize("tier", ["live", "unit"], indirect=True)
+@pytest.mark.parametrize("src", [BCC, pytest.param(LIBBPF, marks=needs_clang)], ids=["bcc", "libbpf"])
+def test_run_and_cost(request, src, tier):
+    """run() and cost() work on a tc filter as on an XDP one (test runs of sched_cls)."""
+    request.node.add_marker(pytest.mark.tc(src, func="port_guard"))
+    tc = request.getfixturevalue("tc")
+    run = tc.run(IP(dst=tc.ip) / UDP(dport=53))
+    assert run.verdict == TcVerdict.SHOT and run.ret == 2 and UDP in run.packet
+    assert tc.run(IP(dst=tc.ip) / UDP(dport=99)).verdict == TcVerdict.UNSPEC
+    assert tc.cost(IP(dst=tc.ip) / UDP(dport=53), repeat=1000).ns_per_packet > 0
