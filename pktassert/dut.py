@@ -55,7 +55,7 @@ class XdpUnderTest:
         if topology is not None:
             dut = topology.dut
             if mover is not None:
-                mover.attach(dut.ns, dut.ifindex)
+                mover.attach(dut.ns, dut.ifindex, dut.ifname)
             self.hook.attach(dut.ns.ipr, dut.ifindex, loaded.fd, direction)  # inside the DUT netns
             if self.receiver is not None and front is None:
                 self.receiver.clear()
