@@ -69,10 +69,13 @@ class Injector:
                  keep: int = KEEP, rate: float | None = None, duration: float | None = None,
                  seed: int | None = None, **skb: Any) -> Capture:
         """Packets from the peer to the DUT; see _inject."""
-        if self.tier == "live" and self.xdp.hook.name == "tc" and self.xdp.direction == "egress":
-            raise InjectError("inject() sends from the peer to the DUT, which a tc egress filter never sees. Fix: "
-                              "inject.from_dut(...) for what the DUT sends, or direction=\"ingress\".")
+        self._check_ingress("inject()")
         return self._inject(packets, count, vary, keep, rate, duration, seed, skb, egress=False)
+
+    def _check_ingress(self, call: str) -> None:
+        if self.tier == "live" and self.xdp.hook.name == "tc" and self.xdp.direction == "egress":
+            raise InjectError(f"{call} sends from the peer to the DUT, which a tc egress filter never sees. Fix: "
+                              f"inject.from_dut(...) for what the DUT sends, or direction=\"ingress\".")
 
     def from_dut(self, packets: Any, count: int | None = None, vary: Mapping[str, Any] | None = None,
                  keep: int = KEEP, seed: int | None = None, **skb: Any) -> Capture:
@@ -167,6 +170,7 @@ class Injector:
             raise InjectError(f"keep={keep!r}: give how many per-packet records to keep, a whole number from 1.")
         if rate is not None and not (_number(rate) and rate > 0):
             raise InjectError(f"rate={rate!r}: give packets per second, a number more than 0.")
+        self._check_ingress("inject.pcap()")
         self._ctx, self._egress = None, False
         frames, times = pcap.read(path)
         check_size(frames, MTU)
@@ -192,7 +196,8 @@ class Injector:
         return self._egress_out
 
     def _path_for(self, n: int) -> Path:
-        # The engine delivers through an XDP program on the DUT; a tc-only DUT has none yet.
+        # Egress: the DUT's own socket. Ingress floods: the engine, which delivers through an XDP program
+        # on the DUT (the test's XDP filter, or for tc alone pktassert's tag mover).
         if self._egress and self.path.tier == "live":
             return self._egress_path()
         delivers = self.first.hook.name == "xdp" or self.first.mover is not None  # an XDP program on the DUT
