@@ -24,6 +24,14 @@ static __always_inline void pktassert_parse_skb(struct __sk_buff *skb, struct pk
 	r->len = skb->len;
 	r->ifindex = skb->ifindex;
 	pktassert_parse_bytes((void *)(long)skb->data, (void *)(long)skb->data_end, r);
+	/* On a real receive path the kernel takes the outer VLAN tag out of the frame into the sk_buff
+	 * before tc (skb_vlan_untag); a test run leaves it in. Record it the same either way. */
+	if (skb->vlan_present) {
+		r->vlan_inner = r->vlan_outer;
+		r->vlan_outer = skb->vlan_tci & 0x0fff;
+		r->vlan_count++;
+		r->len += 4;
+	}
 }
 
 static __always_inline __u32 pktassert_be32(__u8 *p)

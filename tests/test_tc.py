@@ -223,3 +223,18 @@ def test_run_and_cost(request, src, tier):
     assert run.verdict == TcVerdict.SHOT and run.ret == 2 and UDP in run.packet
     assert tc.run(IP(dst=tc.ip) / UDP(dport=99)).verdict == TcVerdict.UNSPEC
     assert tc.cost(IP(dst=tc.ip) / UDP(dport=53), repeat=1000).ns_per_packet > 0
+
+
+@pytest.mark.parametrize("tier", ["live", "unit"], indirect=True)
+@pytest.mark.tc(BCC, func="port_guard")
+def test_vlan_tags_recorded_the_same_in_both_tiers(tc, inject):
+    """Live, the kernel moves the outer VLAN tag into the sk_buff before tc; the record says the same as
+    the unit tier's, where the tag stays in the frame."""
+    from scapy.layers.l2 import Dot1Q, Ether
+
+    c = inject([Ether(src=tc.peer.mac, dst=tc.mac) / Dot1Q(vlan=10) / IP(dst=tc.ip) / UDP(dport=54),
+                Ether(src=tc.peer.mac, dst=tc.mac) / Dot1Q(vlan=20) / Dot1Q(vlan=30) / IP(dst=tc.ip) / UDP(dport=54)])
+    assert c.records["vlan_outer"].tolist() == [10, 20]
+    assert c.records["vlan_inner"].tolist() == [0, 30]
+    assert c.records["vlan_count"].tolist() == [1, 2]
+    assert c.records["len"].tolist() == [14 + 4 + 20 + 8, 14 + 8 + 20 + 8]
