@@ -108,12 +108,16 @@ class Loaded:
     def read_slots(self, first_tag: int, records: np.ndarray) -> np.ndarray:
         """Copy the records of tags first_tag... from the slots into ``records`` (consecutive
         tags: at most two slices)."""
-        slots = np.frombuffer(self.unit_slots(), records.dtype)
+        # As rows of bytes: numpy copies a dtype without its padding fields field by field (measured:
+        # 15 ms per 262,144 records, 3 ms as bytes).
+        size = records.dtype.itemsize
+        slots = np.frombuffer(self.unit_slots(), np.uint8).reshape(-1, size)
+        rows = records.view(np.uint8).reshape(len(records), size)
         n, at = len(records), first_tag % len(slots)
         head = min(n, len(slots) - at)
-        records[:head] = slots[at:at + head]
-        records[head:] = slots[:n - head]
-        del slots  # the mmap must have no views left when the program is closed
+        rows[:head] = slots[at:at + head]
+        rows[head:] = slots[:n - head]
+        del slots, rows  # the mmap must have no views left when the program is closed
         return records
 
     @functools.cached_property

@@ -238,3 +238,20 @@ def test_vlan_tags_recorded_the_same_in_both_tiers(tc, inject):
     assert c.records["vlan_inner"].tolist() == [0, 30]
     assert c.records["vlan_count"].tolist() == [1, 2]
     assert c.records["len"].tolist() == [14 + 4 + 20 + 8, 14 + 8 + 20 + 8]
+
+
+@pytest.mark.parametrize("tier", ["live", "unit"], indirect=True)
+@pytest.mark.tc(BCC, func="port_guard")
+def test_pcap_replay_and_where(tc, inject, tmp_path):
+    """A capture replayed through a tc ingress filter, as through an XDP one; where() on its verdicts."""
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    frames = [Ether(src=tc.peer.mac, dst=tc.mac) / IP(src="198.51.100.7", dst=tc.ip) / UDP(sport=1000 + i, dport=port)
+              for i, port in enumerate([53, 80, 53, 99, 53])]
+    wrpcap(str(tmp_path / "dns.pcap"), frames)
+    replay = inject.pcap(tmp_path / "dns.pcap")
+    assert replay.sent == replay.accounted == 5
+    assert replay.verdicts == [TcVerdict.SHOT, TcVerdict.OK, TcVerdict.SHOT, TcVerdict.UNSPEC, TcVerdict.SHOT]
+    assert replay.where(UDP, dport=53).count(TcVerdict.SHOT) == 3
+    assert replay.where(sport=1003)[0].ret == 3
