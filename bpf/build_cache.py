@@ -68,11 +68,23 @@ def kernel_btf_id() -> str:
     return digest(Path("/sys/kernel/btf/vmlinux").read_bytes())
 
 
+_digests: dict[str, tuple[tuple[int, int, int], str]] = {}
+
+
 def _file_digest(path: str) -> str | None:
+    """The file's content digest, read again only when its inode, size or mtime changed: every
+    test's lookup checks every include (vmlinux.h is 3 MB)."""
     try:
-        return digest(Path(path).read_bytes())
+        st = os.stat(path)
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        hit = _digests.get(path)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        value = digest(Path(path).read_bytes())
     except OSError:
         return None
+    _digests[path] = (stamp, value)
+    return value
 
 
 @contextlib.contextmanager

@@ -81,23 +81,9 @@ static __always_inline int pktassert_inspect(struct xdp_md *ctx)
 	if (!s)
 		return XDP_ABORTED; /* cannot happen: a one-slot per-CPU array always has slot 0 */
 	__u32 tag = pktassert_take_tag(ctx, s);
-	struct pktassert_record *r = &s->r;
-	__builtin_memset(r, 0, sizeof(*r));
-	r->ts_ns = bpf_ktime_get_ns();
-	r->tag = tag;
-	r->verdict = PKTASSERT_PENDING;
+	struct pktassert_record *r = pktassert_start(s, tag);
 	PKTASSERT_PARSE(ctx, r);
-
-	/* Slot records are written before the filter runs: one that leaves through a tail call
-	 * keeps PENDING there, and the test run's return value tells its verdict (unit tier). */
-	if (s->magic == PKTASSERT_MAGIC_UNIT || s->magic == PKTASSERT_MAGIC_ENGINE) {
-		key = tag % PKTASSERT_SLOTS;
-		struct pktassert_record *slot = pktassert_slot_at(&key);
-		if (slot)
-			__builtin_memcpy(slot, r, sizeof(*r));
-	}
-	if (tag != PKTASSERT_UNTAGGED)
-		pktassert_count(&key, PKTASSERT_CTR_ENTERED);
+	pktassert_entered(s, &key);
 
 	int ret = PKTASSERT_CALL(ctx);
 
@@ -115,20 +101,7 @@ static __always_inline int pktassert_inspect(struct xdp_md *ctx)
 		pktassert_tag_out(ctx, r);
 	else if (action == XDP_PASS && s->magic != PKTASSERT_MAGIC_UNIT && r->tag != PKTASSERT_UNTAGGED)
 		pktassert_tag_pass(ctx, r->tag, s->magic);
-	/* The record first, then the count: a reader that sees the count finds the record. */
-	if (s->magic == PKTASSERT_MAGIC_UNIT || s->magic == PKTASSERT_MAGIC_ENGINE) {
-		key = r->tag % PKTASSERT_SLOTS;
-		struct pktassert_record *slot = pktassert_slot_at(&key);
-		if (slot) {
-			slot->ret = ret;
-			slot->note = r->note;
-			slot->verdict = action;
-		}
-	} else if (r->tag != PKTASSERT_UNTAGGED && pktassert_emit(r)) {
-		pktassert_count(&key, PKTASSERT_CTR_LOST);
-	}
-	__u32 group = r->tag == PKTASSERT_UNTAGGED ? PKTASSERT_CTR_STRAY : PKTASSERT_CTR_TAGGED;
-	pktassert_count(&key, group + ((__u32)ret <= XDP_REDIRECT ? (__u32)ret : PKTASSERT_CTR_INVALID));
+	pktassert_finish(s, &key, (__u32)ret <= XDP_REDIRECT ? (__u32)ret : PKTASSERT_CTR_INVALID);
 	return ret;
 }
 

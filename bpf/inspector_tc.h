@@ -100,21 +100,9 @@ static __always_inline int pktassert_inspect_tc(struct __sk_buff *skb)
 	if (!s)
 		return TC_ACT_OK; /* cannot happen: a one-slot per-CPU array always has slot 0 */
 	__u32 tag = pktassert_tc_tag(skb, s, &key);
-	struct pktassert_record *r = &s->r;
-	__builtin_memset(r, 0, sizeof(*r));
-	r->ts_ns = bpf_ktime_get_ns();
-	r->tag = tag;
-	r->verdict = PKTASSERT_PENDING;
+	struct pktassert_record *r = pktassert_start(s, tag);
 	PKTASSERT_PARSE_SKB(skb, r);
-
-	if (s->magic == PKTASSERT_MAGIC_UNIT || s->magic == PKTASSERT_MAGIC_ENGINE) {
-		key = tag % PKTASSERT_SLOTS;
-		struct pktassert_record *slot = pktassert_slot_at(&key);
-		if (slot)
-			__builtin_memcpy(slot, r, sizeof(*r));
-	}
-	if (tag != PKTASSERT_UNTAGGED)
-		pktassert_count(&key, PKTASSERT_CTR_ENTERED);
+	pktassert_entered(s, &key);
 
 	int ret = PKTASSERT_CALL(skb);
 
@@ -126,19 +114,7 @@ static __always_inline int pktassert_inspect_tc(struct __sk_buff *skb)
 	int action = pktassert_tc_action(ret);
 	r->ret = ret;
 	r->verdict = (__u32)action;
-	if (s->magic == PKTASSERT_MAGIC_UNIT || s->magic == PKTASSERT_MAGIC_ENGINE) {
-		key = r->tag % PKTASSERT_SLOTS;
-		struct pktassert_record *slot = pktassert_slot_at(&key);
-		if (slot) {
-			slot->ret = ret;
-			slot->note = r->note;
-			slot->verdict = (__u32)action;
-		}
-	} else if (r->tag != PKTASSERT_UNTAGGED && pktassert_emit(r)) {
-		pktassert_count(&key, PKTASSERT_CTR_LOST);
-	}
-	__u32 group = r->tag == PKTASSERT_UNTAGGED ? PKTASSERT_CTR_STRAY : PKTASSERT_CTR_TAGGED;
-	pktassert_count(&key, group + (__u32)(action + 1));
+	pktassert_finish(s, &key, (__u32)(action + 1));  /* TC_ACT_UNSPEC (-1) counts in slot 0 */
 	return ret;
 }
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from pktassert.errors import ProgramError
 
-from . import btf_types, libbpf, libbpf_build, map_reset
+from . import btf_types, libbpf, libbpf_build
 from .elf_entry import ElfObject
 from .fd_table import FdTable
 from .hooks import HOOKS, UNSPEC, typed_by_section
@@ -282,11 +282,8 @@ class LibbpfLoaded(Loaded):
                 return out
             out[lib.bpf_map__name(m).decode()] = int(m)
 
-    def _map(self, name: str) -> int:
-        return self._maps[name]
-
     def our_map_fd(self, name: str) -> int:
-        return int(libbpf.lib().bpf_map__fd(self._map(name)))
+        return int(libbpf.lib().bpf_map__fd(self._maps[name]))
 
     def _user_maps(self) -> dict[str, int]:
         lib = libbpf.lib()
@@ -323,10 +320,6 @@ class LibbpfLoaded(Loaded):
             key = ctypes.c_uint32(0)
             buf = ctypes.create_string_buffer(image, len(image))
             libbpf.lib().bpf_map_update_elem(fd, ctypes.byref(key), buf, 0)
-
-    @property
-    def resettable(self) -> bool:  # type: ignore[override]
-        return all(map_reset.resettable(fd) for fd in self.map_fds().values())
 
     def program_fd(self, func: str) -> int:
         lib = libbpf.lib()

@@ -25,6 +25,8 @@ from pktassert.netns import Namespace  # type: ignore[import-not-found]  # insta
 
 from pktassert.errors import ProgramError
 
+from .xdp_attachments import XdpAttachments
+
 HERE = Path(__file__).resolve().parent
 MAGIC = 0x706B746F                 # "pkto": the metadata is [magic be32][tag be32] at data_meta
 SNAP = 2048                        # bytes kept and hashed per frame
@@ -138,21 +140,15 @@ class Receiver:
         self._lock = threading.Lock()
         self._summaries: list[np.ndarray] = []
         self._frames: list[Frame] = []
-        self._attached: list[tuple[Namespace, int]] = []
+        self._attached = XdpAttachments(self.fd)
         self.clear(keep)
 
     def attach(self, ns: Namespace, ifindex: int) -> None:
-        """Attach to ``ifindex`` in ``ns`` (native XDP), through the namespace's own netlink socket."""
-        ns.ipr.link("set", index=ifindex, xdp_fd=self.fd)
-        self._attached.append((ns, ifindex))
+        """Attach to ``ifindex`` in ``ns`` (native XDP)."""
+        self._attached.attach(ns, ifindex)
 
     def detach(self) -> None:
-        """Take the program off every interface it is still on (a closed namespace took it already)."""
-        while self._attached:
-            ns, ifindex = self._attached.pop()
-            if ns.fd >= 0:
-                with contextlib.suppress(Exception):
-                    ns.ipr.link("set", index=ifindex, xdp_fd=-1)
+        self._attached.detach()
 
     def clear(self, keep: int | None = None) -> None:
         """Forget every record and counter; the next ``keep`` frames (default: as before) keep bytes."""

@@ -29,4 +29,55 @@ static __always_inline void pktassert_count(__u32 *key, __u32 slot)
 		*c += 1;
 }
 
+/* Before the filter runs: the record begun (the hook parses the frame into it next). */
+static __always_inline struct pktassert_record *pktassert_start(struct pktassert_scratch_value *s, __u32 tag)
+{
+	struct pktassert_record *r = &s->r;
+	__builtin_memset(r, 0, sizeof(*r));
+	r->ts_ns = bpf_ktime_get_ns();
+	r->tag = tag;
+	r->verdict = PKTASSERT_PENDING;
+	return r;
+}
+
+static __always_inline int pktassert_to_slots(struct pktassert_scratch_value *s)
+{
+	return s->magic == PKTASSERT_MAGIC_UNIT || s->magic == PKTASSERT_MAGIC_ENGINE;
+}
+
+/* Slot records are written before the filter runs: one that leaves through a tail call keeps
+ * PENDING there, and the test run's return value tells its verdict (unit tier). */
+static __always_inline void pktassert_entered(struct pktassert_scratch_value *s, __u32 *key)
+{
+	struct pktassert_record *r = &s->r;
+	if (pktassert_to_slots(s)) {
+		*key = r->tag % PKTASSERT_SLOTS;
+		struct pktassert_record *slot = pktassert_slot_at(key);
+		if (slot)
+			__builtin_memcpy(slot, r, sizeof(*r));
+	}
+	if (r->tag != PKTASSERT_UNTAGGED)
+		pktassert_count(key, PKTASSERT_CTR_ENTERED);
+}
+
+/* After the filter, with r->ret and r->verdict set: the record first (its slot, or the ring), then
+ * the count in counter ``slot`` of the frame's group: a reader that sees the count finds the record. */
+static __always_inline void pktassert_finish(struct pktassert_scratch_value *s, __u32 *key, __u32 slot_in_group)
+{
+	struct pktassert_record *r = &s->r;
+	if (pktassert_to_slots(s)) {
+		*key = r->tag % PKTASSERT_SLOTS;
+		struct pktassert_record *slot = pktassert_slot_at(key);
+		if (slot) {
+			slot->ret = r->ret;
+			slot->note = r->note;
+			slot->verdict = r->verdict;
+		}
+	} else if (r->tag != PKTASSERT_UNTAGGED && pktassert_emit(r)) {
+		pktassert_count(key, PKTASSERT_CTR_LOST);
+	}
+	__u32 group = r->tag == PKTASSERT_UNTAGGED ? PKTASSERT_CTR_STRAY : PKTASSERT_CTR_TAGGED;
+	pktassert_count(key, group + slot_in_group);
+}
+
 #endif

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from pktassert.netns import Namespace
 
 from pktassert.errors import ProgramError
+
+from .xdp_attachments import XdpAttachments
 
 HERE = Path(__file__).resolve().parent
 
@@ -21,7 +22,7 @@ class TagMover:
             self.fd = self.bpf.load_func(b"pktassert_tag_mover", BPF.XDP).fd
         except Exception as e:  # noqa: BLE001 -- ours, not the user's
             raise ProgramError(f"pktassert's XDP tag mover (bpf/tag_mover.c) does not load here: {e}") from None
-        self._attached: list[tuple[Namespace, int]] = []
+        self._attached = XdpAttachments(self.fd)
 
     def attach(self, ns: Namespace, ifindex: int, ifname: str) -> None:
         """On ``ifindex`` in ``ns``, with GRO off there: injected frames carry metadata that differs from
@@ -29,8 +30,7 @@ class TagMover:
         through tc ingress without it). What the tc filter sees per frame is the same either way."""
         from pyroute2.ethtool import Ethtool
 
-        ns.ipr.link("set", index=ifindex, xdp_fd=self.fd)
-        self._attached.append((ns, ifindex))
+        self._attached.attach(ns, ifindex)
         with ns.entered():
             ethtool = Ethtool()
             try:
@@ -41,11 +41,7 @@ class TagMover:
                 ethtool.close()
 
     def detach(self) -> None:
-        while self._attached:
-            ns, ifindex = self._attached.pop()
-            if ns.fd >= 0:
-                with contextlib.suppress(Exception):
-                    ns.ipr.link("set", index=ifindex, xdp_fd=-1)
+        self._attached.detach()
 
     def close(self) -> None:
         self.detach()

@@ -118,6 +118,20 @@ class Collector:
                 out[i] = int(self._values.sum())
         return Tally(out, self.loaded.actions)
 
+    def await_counts(self, before: Tally, expected: int, quiet_s: float = 1.0) -> Tally:
+        """Wait until the counters since ``before`` show ``expected`` more injected frames judged (or
+        all entered and the rest left through a tail call), or stop moving for ``quiet_s``; the
+        counters' difference. The NAPI that runs the filter may still be working when a send returns."""
+        state, moved = None, time.monotonic()
+        while True:
+            delta = self.tally() - before
+            now = (delta.entered, delta.completed)
+            if now != state:
+                state, moved = now, time.monotonic()
+            if settled(delta, expected, time.monotonic() - moved, quiet_s):
+                return delta
+            time.sleep(0.0005)  # the counters are a map: nothing to block on; a short, bounded poll
+
     def discard(self) -> None:
         """Drop whatever is in the ring (used between tests)."""
         libbpf.lib().ring_buffer__consume(self._ring)

@@ -3,14 +3,11 @@ read in bulk from the inspector's slots, every frame accounted for by the exact 
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from pyroute2.ethtool.ioctl import IoctlEthtool
 
 from pktassert.accounting import Shortfall
 from pktassert.bpf.sender import FRAMES, Sender
-from pktassert.collect import Tally, settled
 from pktassert.dut import XdpUnderTest
 from pktassert.netns import Endpoint
 from pktassert.path import Part
@@ -53,7 +50,7 @@ class EnginePath:
             placed = self.sender.place(wire.data, offsets[done:], lengths[done:])
             s, r = self.sender.send(placed, peer.ns, peer.ifindex)
             sent, refused, done = sent + s, refused + r, done + placed
-        delta = self._await(before, sent)
+        delta = collector.await_counts(before, sent, QUIET_S)
         self.xdp.loaded.read_slots(int(wire.tags[0]), records)
         own = records["tag"] == wire.tags                     # written for this very frame
         tail = own & (records["verdict"] == const("PENDING"))  # entered, never returned to us
@@ -71,20 +68,6 @@ class EnginePath:
                          f"{xmit_errors(peer) - errors_before} XDP frames it could not pass on",
                 tail_calls=int(tail.sum()), stray=delta.stray_total).error()
         return Part(records, int(have.sum()), delta.stray_total)
-
-    def _await(self, before: Tally, sent: int) -> Tally:
-        """Wait until the DUT's counters have seen ``sent`` more injected frames (its NAPI may still be
-        working when the send returns), or stop moving; the counters' difference."""
-        collector = self.xdp.collector
-        state, moved = None, time.monotonic()
-        while True:
-            delta = collector.tally() - before
-            now = (delta.entered, delta.completed)
-            if now != state:
-                state, moved = now, time.monotonic()
-            if settled(delta, sent, time.monotonic() - moved, QUIET_S):
-                return delta
-            time.sleep(0.0005)  # the counters are a map: nothing to block on; a short, bounded poll
 
     def close(self) -> None:
         pass

@@ -8,13 +8,12 @@ never saw (dropped, sent back, redirected by XDP) has none, and says so.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
 from pktassert.capture import Capture
-from pktassert.collect import Tally, settled
+from pktassert.collect import Tally
 from pktassert.dut import XdpUnderTest
 from pktassert.errors import AccountingError
 from pktassert.path import Part
@@ -58,7 +57,9 @@ class Follower:
                 out[at] = UnitPath(self.dut.loaded).send(w, 0, len(frames), ctx=ctx).records
             have = reached.copy()
         elif magic == const("MAGIC_ENGINE"):
-            self._await(int(reached.sum()))
+            assert self._before is not None
+            self.dut.collector.await_counts(self._before, int(reached.sum()), QUIET_S)
+            self._before = self.dut.collector.tally()
             self.dut.loaded.read_slots(int(wire.tags[0]), out)
             have = (out["tag"] == wire.tags) & (out["verdict"] != const("PENDING"))
         else:
@@ -80,19 +81,6 @@ class Follower:
         lo, hi = -(-start // self.step), -(-stop // self.step)
         self.records[lo:hi] = out[first_kept::self.step]
         self.reached[lo:hi] = reached[first_kept::self.step]
-
-    def _await(self, expected: int) -> None:
-        assert self._before is not None
-        state, moved = None, time.monotonic()
-        while True:
-            delta = self.dut.collector.tally() - self._before
-            now = (delta.entered, delta.completed)
-            if now != state:
-                state, moved = now, time.monotonic()
-            if settled(delta, expected, time.monotonic() - moved, QUIET_S):
-                self._before = self.dut.collector.tally()
-                return
-            time.sleep(0.0005)  # the counters are a map: nothing to block on; a short, bounded poll
 
     def capture(self, first: Capture) -> Capture:
         """This stage's Capture: the packets that reached it, by their send positions."""

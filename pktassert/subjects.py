@@ -27,8 +27,8 @@ _LIBBPF = re.compile(r"\bSEC\s*\(|#\s*include\s*[<\"](?:bpf/bpf_helpers\.h|vmlin
 def subject_of(source: str | os.PathLike[str], func: str, cflags: Any = (), globals: Any = None,
                hook: str = "xdp", max_entries: Any = None) -> Subject:
     check_source(source)
-    pairs = _globals(globals)
-    sizes = _globals(max_entries, "max_entries", "{\"iface_state\": 1024}")
+    pairs = _named_values(globals)
+    sizes = _named_values(max_entries, "max_entries", "{\"iface_state\": 1024}")
     is_path = isinstance(source, os.PathLike) or looks_like_path(str(source))
     if is_path and (str(source).endswith(".o") or _starts_elf(Path(source))):
         return ObjectFile(source, func, pairs, tuple(cflags) if isinstance(cflags, (list, tuple)) else cflags, hook, sizes)
@@ -71,7 +71,7 @@ def _inline_file(text: str) -> Path:
     return path
 
 
-def _globals(value: Any, what: str = "globals", example: str = "{\"blocked_port\": 23}") -> tuple[tuple[str, Any], ...]:
+def _named_values(value: Any, what: str = "globals", example: str = "{\"blocked_port\": 23}") -> tuple[tuple[str, Any], ...]:
     if value is None:
         return ()
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
