@@ -56,6 +56,7 @@ _SIGNATURES: dict[str, tuple[list, object]] = {
     "btf__name_by_offset": ([c_void_p, c_uint32], c_char_p),
     "btf__find_by_name_kind": ([c_void_p, c_char_p, c_uint32], c_int),
     "bpf_map_lookup_elem": ([c_int, c_void_p, c_void_p], c_int),
+    "bpf_map_lookup_batch": ([c_int, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p], c_int),
     "bpf_map_update_elem": ([c_int, c_void_p, c_void_p, ctypes.c_uint64], c_int),
     "bpf_map_delete_elem": ([c_int, c_void_p], c_int),
     "bpf_map_get_next_key": ([c_int, c_void_p, c_void_p], c_int),

@@ -96,8 +96,12 @@ class Collector:
         # Over the maps' fds with libbpf, whichever loader made them.
         self._counters_fd = loaded.our_map_fd("pktassert_counters")
         self._cpus = libbpf.possible_cpus()
-        self._values = np.zeros(self._cpus, np.uint64)
-        self._key = ctypes.c_uint32()
+        # All counters in one syscall (a flood reads them a few times a chunk; each call into C lets
+        # the frame-building thread take the GIL).
+        self._keys = np.zeros(const("CTR_SLOTS"), np.uint32)
+        self._values = np.zeros((const("CTR_SLOTS"), self._cpus), np.uint64)
+        self._batch = ctypes.c_uint32()
+        self._count = ctypes.c_uint32()
         self._callback = libbpf.RINGBUF_SAMPLE_FN(self._on_record)  # kept alive as long as the ring
         self._ring = libbpf.lib().ring_buffer__new(loaded.our_map_fd("pktassert_events"), self._callback, None, None)
         if not self._ring:
@@ -111,12 +115,14 @@ class Collector:
         return 0
 
     def tally(self) -> Tally:
-        lookup, out = libbpf.lib().bpf_map_lookup_elem, np.zeros(const("CTR_SLOTS"), np.int64)
-        for i in range(len(out)):
-            self._key.value = i
-            if lookup(self._counters_fd, ctypes.byref(self._key), self._values.ctypes.data) == 0:
-                out[i] = int(self._values.sum())
-        return Tally(out, self.loaded.actions)
+        self._count.value = len(self._keys)
+        rc = libbpf.lib().bpf_map_lookup_batch(self._counters_fd, None, ctypes.byref(self._batch),
+                                               self._keys.ctypes.data, self._values.ctypes.data,
+                                               ctypes.byref(self._count), None)
+        # -ENOENT: the whole array came back and there is nothing after it
+        if rc not in (0, -2) or self._count.value != len(self._keys):
+            raise OSError(-rc, f"reading pktassert_counters: {self._count.value} of {len(self._keys)} counters")
+        return Tally(self._values.sum(axis=1).astype(np.int64), self.loaded.actions)
 
     def await_counts(self, before: Tally, expected: int, quiet_s: float = 1.0) -> Tally:
         """Wait until the counters since ``before`` show ``expected`` more injected frames judged (or

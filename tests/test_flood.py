@@ -357,3 +357,19 @@ def test_ipv6_address_range_as_a_pair():
     assert column(rows, IPv6, "src") == ["2001:db8::fffe", "2001:db8::ffff", "2001:db8::1:0", "2001:db8::1:1",
                                          "2001:db8::1:2", "2001:db8::fffe"]
     assert_checksums(rows)
+
+
+@given(st.integers(1, 3_000_000), st.sampled_from([16384, 65536, 262144]))
+def test_chunks_cover_every_frame_once_and_grow_to_the_most(n, most):
+    """The engine's chunks: contiguous, each at most ``most``, a flood larger than one chunk starting small
+    (the kernel starts while the next is built) and growing by at most 3x (each build done in time)."""
+    from pktassert.inject import _chunks
+
+    bounds = _chunks(n, most)
+    sizes = np.diff(bounds)
+    assert bounds[0] == 0 and bounds[-1] == n and (sizes > 0).all() and (sizes <= most).all()
+    if n > most:
+        assert sizes[0] == 4096
+        assert (sizes[1:-1] <= 3 * sizes[:-2]).all()
+    else:
+        assert list(sizes) == [n]
