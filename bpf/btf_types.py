@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 from typing import Any
 
 from . import libbpf
@@ -153,3 +154,22 @@ class Btf:
             return "void *"
         word = {STRUCT: "struct ", UNION: "union ", TYPEDEF: ""}.get(self.kind(target))
         return None if word is None else f"{word}{self.name(target)} *"
+
+    def enum(self, name: str) -> dict[int, str]:
+        """The members of C enum ``name`` by value (32-bit enums: ``enum skb_drop_reason``)."""
+        tid = self.find(name, ENUM)
+        if tid <= 0:
+            return {}
+        head, extra = self._head(tid)
+        words = self._words(extra, 2 * (head.info & 0xFFFF))
+        lib = libbpf.lib()
+        return {words[i + 1]: (lib.btf__name_by_offset(self.ptr, words[i]) or b"").decode()
+                for i in range(0, len(words), 2)}
+
+
+@functools.cache
+def kernel() -> Btf:
+    """The running kernel's BTF (/sys/kernel/btf/vmlinux), kept for the process: types refer into it."""
+    lib = libbpf.lib()
+    lib.btf__load_vmlinux_btf.argtypes, lib.btf__load_vmlinux_btf.restype = [], ctypes.c_void_p
+    return Btf(lib.btf__load_vmlinux_btf())

@@ -33,6 +33,8 @@ _SIGNATURES: dict[str, tuple[list, object]] = {
     "bpf_program__section_name": ([c_void_p], c_char_p),
     "bpf_program__type": ([c_void_p], c_int),
     "bpf_program__fd": ([c_void_p], c_int),
+    "bpf_program__attach": ([c_void_p], c_void_p),
+    "bpf_link__destroy": ([c_void_p], c_int),
     "bpf_program__set_autoload": ([c_void_p, ctypes.c_bool], c_int),
     "bpf_program__set_type": ([c_void_p, c_int], c_int),
     "bpf_program__set_flags": ([c_void_p, c_uint32], c_int),

@@ -7,13 +7,12 @@ convert___skb_to_skb); any other byte must be zero.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 from typing import Any
 
 from pktassert.errors import InjectError
 
-from . import btf_types, libbpf
+from . import btf_types
 
 SETTABLE = ("mark", "priority", "ingress_ifindex", "ifindex", "cb", "tstamp", "wire_len", "gso_segs", "gso_size",
             "hwtstamp")
@@ -21,9 +20,7 @@ SETTABLE = ("mark", "priority", "ingress_ifindex", "ifindex", "cb", "tstamp", "w
 
 @functools.cache
 def skb_type() -> Any:
-    lib = libbpf.lib()
-    lib.btf__load_vmlinux_btf.argtypes, lib.btf__load_vmlinux_btf.restype = [], ctypes.c_void_p
-    btf = btf_types.Btf(lib.btf__load_vmlinux_btf())  # kept for the process: types refer into it
+    btf = btf_types.kernel()
     return btf.ctype(btf.find("__sk_buff", btf_types.STRUCT))
 
 

@@ -6,8 +6,9 @@ from pktassert.bpf.program import Program as BccSource
 from pktassert.capture import Capture, Count, Outcome
 from pktassert.dut import XdpUnderTest
 from pktassert.errors import AccountingError, InjectError, PktassertError, ProgramError
+from pktassert.fate import Fate
 from pktassert.inject import Injector
 from pktassert.verdict import TcVerdict, Verdict
 
-__all__ = ["AccountingError", "BccSource", "Capture", "Count", "InjectError", "Injector", "LibbpfSource", "ObjectFile",
-           "Outcome", "PktassertError", "Program", "ProgramError", "TcVerdict", "Verdict", "XdpUnderTest"]
+__all__ = ["AccountingError", "BccSource", "Capture", "Count", "Fate", "InjectError", "Injector", "LibbpfSource",
+           "ObjectFile", "Outcome", "PktassertError", "Program", "ProgramError", "TcVerdict", "Verdict", "XdpUnderTest"]

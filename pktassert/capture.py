@@ -12,7 +12,10 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet
 
+from pktassert.capture_fates import CaptureFates, OutcomeFate
 from pktassert.errors import PktassertError
+from pktassert.fate import Fate
+from pktassert.fate_reader import FateReader
 from pktassert.live_outputs import LiveOutputs
 from pktassert.outputs import Outputs
 from pktassert.record import const
@@ -58,7 +61,7 @@ def _same_hook(actions: type[Actions], other: object) -> None:
                              f"verdict is a {actions.__name__}. Fix: compare with {actions.__name__}.X.")
 
 
-class Outcome:
+class Outcome(OutcomeFate):
     """One packet's verdict; compares equal to a Verdict, and shows its packet when it doesn't."""
 
     def __init__(self, capture: Capture, pos: int) -> None:
@@ -117,7 +120,7 @@ class Outcome:
         return f"{self.capture.actions.name_of(self.ret)} for {self.capture.summary(self.pos)}"
 
 
-class Capture:
+class Capture(CaptureFates):
     """Verdicts and parsed fields of injected packets, in send order.
 
     ``records`` is a numpy array laid out as struct pa_record (bpf/record.h).
@@ -141,10 +144,16 @@ class Capture:
         # With an XDP filter and a tc filter on the DUT: each stage's Capture by hook name ("xdp", "tc");
         # a later stage's holds only the packets that reached it.
         self.stages: dict[str, Capture] = {}
+        self.fate_codes: np.ndarray | None = None    # live tier with the dut fixture: pktassert.fate
+        self.fate_records: np.ndarray | None = None
+        self._fate_exact: FateReader | None = None
 
     def _subset(self, mask: np.ndarray) -> Capture:
-        return Capture(self.records[mask], self._frame, self.index[mask], self.sent, self.accounted,
-                       self._outputs, self.tier, self.step, stray=self.stray, actions=self.actions)
+        sub = Capture(self.records[mask], self._frame, self.index[mask], self.sent, self.accounted,
+                      self._outputs, self.tier, self.step, stray=self.stray, actions=self.actions)
+        if self.fate_codes is not None and self.fate_records is not None:
+            sub.fate_codes, sub.fate_records = self.fate_codes[mask], self.fate_records[mask]
+        return sub
 
     def __len__(self) -> int:
         return len(self.records)
@@ -174,9 +183,11 @@ class Capture:
                              f"Use .verdicts, .count(Verdict.X) or [i].")
         return Outcome(self, 0)
 
-    def count(self, verdict: Actions | int | None = None) -> Count:
-        """How many packets got ``verdict`` (all packets when None). In a sampled capture
+    def count(self, verdict: Actions | Fate | int | None = None) -> Count:
+        """How many packets got ``verdict`` (all packets when None), or met a Fate. In a sampled capture
         (``step`` > 1) exact for the whole flood, from the counters; after where(), of the sample."""
+        if isinstance(verdict, Fate):
+            return Count(self.fate_count(verdict), self, None)
         acts = self.actions
         known = {int(v) for v in acts}
         if verdict is not None and not (isinstance(verdict, int) and int(verdict) in known

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import socket
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 from scapy.layers.l2 import Ether
 
+from pktassert.bpf.fate_tracker import FateTracker, netns_cookie
 from pktassert.bpf.loaded import Loaded
 from pktassert.bpf.receiver import Receiver
 from pktassert.bpf.source_check import RESERVED
@@ -19,7 +21,9 @@ from pktassert.errors import InjectError, PktassertError
 from pktassert.events import Events
 from pktassert.frames import to_frames
 from pktassert.globals_view import Globals
+from pktassert.listeners import Listener, open_listeners
 from pktassert.netns import UNIT_DUT, UNIT_PEER, Endpoint, Namespace, Topology
+from pktassert.nft_ruleset import RuleSet
 from pktassert.record import const
 from pktassert.state_map import StateMap
 from pktassert.unit_path import UnitPath
@@ -62,6 +66,35 @@ class XdpUnderTest:
                 self.receiver.attach(topology.peer.ns, topology.peer.ifindex)
         self._start = collector.tally()
         self._unit = UnitPath(loaded)
+        self.fates: FateTracker | None = None  # the whole stack's view (the dut fixture), live tier
+        self._listeners: list[Listener] = []
+        self.nft: RuleSet | None = None  # the test's nftables rule set (@pytest.mark.nftables)
+
+    def track_fates(self, tracker: FateTracker) -> None:
+        """From now on, say what became of each injected packet after the filters (live tier)."""
+        dut = self.topology.dut
+        with contextlib.closing(dut.ns.socket(socket.AF_INET, socket.SOCK_DGRAM)) as s:
+            tracker.watch(netns_cookie(s), dut.ifindex)
+        self.fates = tracker
+
+    def listen(self, tcp: int | Iterable[int] | None = None, udp: int | Iterable[int] | None = None,
+               raw: int | Iterable[int] | None = None, backlog: int = 4096) -> Listener | list[Listener]:
+        """Open real sockets in the DUT namespace: TCP listening on ports, UDP bound to ports, raw for
+        IP protocol numbers (IPv4 and IPv6 on one socket, raw IPv4). Each packet's fate then says
+        which one took it (``capture[i].socket`` is its cookie, ``dut.listener(cookie)``)."""
+        if self.fates is None:
+            raise PktassertError("dut.listen(): sockets and fates are for the `dut` fixture in the live tier. Fix: ask "
+                                 "for `dut` in the test's arguments"
+                                 + (", and run the test live." if self.tier == "unit" else "."))
+        opened = open_listeners(self.topology.dut.ns, self.fates, backlog, tcp=tcp, udp=udp, raw=raw)
+        if not opened:
+            raise PktassertError("dut.listen(): nothing to open. Fix: tcp=22, udp=[53, 123] or raw=1.")
+        self._listeners += opened
+        return opened[0] if len(opened) == 1 else opened
+
+    def listener(self, cookie: int | None) -> Listener | None:
+        """The test socket with this cookie (a packet's ``.socket``), or None."""
+        return next((lst for lst in self._listeners if lst.cookie == cookie), None)
 
     @property
     def tier(self) -> str:
@@ -187,6 +220,10 @@ class XdpUnderTest:
     def close(self) -> None:
         for reader in self._events.values():
             reader.close()
+        for listener in self._listeners:
+            listener.close()
+        if self.fates is not None:
+            self.fates.unwatch()
         if self.receiver is not None and self.front is None:
             self.receiver.detach()
         if self.mover is not None:

@@ -19,6 +19,7 @@ from pktassert.dut import XdpUnderTest
 from pktassert.egress_path import EgressPath, check_egress
 from pktassert.engine_path import EnginePath
 from pktassert.errors import InjectError
+from pktassert.fate_reader import FateReader
 from pktassert.flood import Flood
 from pktassert.frames import check_size, complete, to_frames
 from pktassert.live_outputs import LiveOutputs
@@ -238,6 +239,8 @@ class Injector:
         exact = np.zeros(actions.slots(), np.int64)  # every packet's verdict counted, sampled or not
         followers = [] if first is self.xdp else [Follower(self.xdp, n, step)]
         first_tag = take_tags([first.loaded, *(f.dut.loaded for f in followers)], n)
+        tracker = self.xdp.fates if path.tier == "live" and not self._egress else None
+        fates = FateReader(tracker, n, step) if tracker is not None else None
 
         bounds = _chunks(n, path.chunk)
 
@@ -254,7 +257,7 @@ class Injector:
             schedule = schedule + time.monotonic() + 0.001  # from now: the first chunk is built
         if len(bounds) == 2:
             parts.append(self._run(path, wire_at(0), 0, n, n, step, records, exact, schedule, actions, self._ctx,
-                                   followers))
+                                   followers, fates))
         else:  # the next chunk is built on another thread while this one is in the kernel (GIL released)
             with ThreadPoolExecutor(1) as builder:
                 ahead = builder.submit(wire_at, 0)
@@ -263,7 +266,7 @@ class Injector:
                     if k + 2 < len(bounds):
                         ahead = builder.submit(wire_at, k + 1, True)
                     parts.append(self._run(path, wire, start, start + len(wire), n, step, records, exact, schedule,
-                                           actions, self._ctx, followers))
+                                           actions, self._ctx, followers, fates))
         accounted = sum(p.accounted for p in parts)
         frame = frames.frame if isinstance(frames, Flood) else frames.__getitem__
         outputs: Outputs | LiveOutputs | None = None
@@ -274,6 +277,8 @@ class Injector:
         capture = Capture(records, frame, index=np.arange(0, n, step), sent=n, accounted=accounted, outputs=outputs,
                           tier=path.tier, step=step, exact=exact if step > 1 else None,
                           stray=sum(p.stray for p in parts), actions=actions)
+        if fates is not None:
+            capture.fate_codes, capture.fate_records, capture._fate_exact = fates.codes, fates.records, fates
         if not followers:
             return capture
         capture.stages = {"xdp": capture, self.xdp.hook.name: followers[0].capture(capture)}
@@ -282,7 +287,7 @@ class Injector:
     @staticmethod
     def _run(path: Path, wire: Wire, start: int, stop: int, n: int, step: int, records: np.ndarray,
              exact: np.ndarray, schedule: np.ndarray | None, actions: Any, ctx: bytes | None = None,
-             followers: Sequence[Follower] = ()) -> Part:
+             followers: Sequence[Follower] = (), fates: FateReader | None = None) -> Part:
         paced: dict[str, Any] = {} if schedule is None else {"at": schedule[start:stop]}
         if ctx is not None:
             paced["ctx"] = ctx
@@ -298,6 +303,8 @@ class Injector:
             records[-(-start // step):-(-stop // step)] = part.records[first::step]
         for f in followers:
             f.follow(path.magic, wire, part, start, stop, ctx)
+        if fates is not None:  # after the filters' records: the stack works on what they passed
+            fates.take(wire.tags, part.records["verdict"], actions, start)
         slots = actions.from_column(part.records["verdict"]).astype(np.int64) - actions.first()
         exact += np.bincount(slots[(slots >= 0) & (slots < len(exact))], minlength=len(exact))
         return Part(records[:0], part.accounted, part.stray, part.outputs if step == 1 else None)

@@ -11,8 +11,10 @@ import pytest
 
 from pktassert import assertion, preflight
 from pktassert.bpf import build_cache
+from pktassert.bpf.fate_tracker import FateTracker
 from pktassert.bpf.hooks import HOOKS
-from pktassert.bpf.program import looks_like_path
+from pktassert.bpf.libbpf_program import LibbpfSource
+from pktassert.bpf.program import HERE, looks_like_path
 from pktassert.bpf.receiver import Receiver
 from pktassert.bpf.sender import Sender
 from pktassert.bpf.tag_mover import TagMover
@@ -20,12 +22,14 @@ from pktassert.dut import XdpUnderTest
 from pktassert.errors import ProgramError
 from pktassert.inject import MTU, Injector
 from pktassert.netns import Topology, leftovers
+from pktassert.nft_ruleset import RuleSet
 from pktassert.program_cache import ProgramCache, raise_fd_limit
 from pktassert.record import const
 from pktassert.subjects import SUBJECTS, Subject, subject_of
 from pktassert.verdict import Verdict
 
 T = TypeVar("T")
+PASS_THROUGH = LibbpfSource(HERE / "pass_through.bpf.c", "pass_through")
 TIERS = ("live", "unit")
 
 
@@ -53,6 +57,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "tc(source, func, cflags=(), globals=None, direction=\"ingress\"): the tc "
                                        "classifier under test (sched_cls, direct action), attached through clsact "
                                        "at ingress or egress of the DUT's veth; kinds as for xdp")
+    config.addinivalue_line("markers", "nftables(source): an nftables rule set under test (a .nft path, relative to "
+                                       "the test file or rootdir, or the text), loaded into the DUT namespace "
+                                       "(live tier; use the dut fixture for each packet's fate)")
     chosen = config.getoption("pktassert_cache_dir")
     if chosen:  # through the environment, so xdist workers and child processes share it
         os.environ[build_cache.ENV] = os.path.abspath(chosen)
@@ -83,7 +90,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     if _parametrizes_tier(metafunc):
         return
-    metafunc.parametrize("tier", TIERS, indirect=True)
+    # A rule set has no unit tier: the kernel's test run has no stack behind the filter.
+    live_only = metafunc.definition.get_closest_marker("nftables") is not None
+    metafunc.parametrize("tier", ("live",) if live_only else TIERS, indirect=True)
 
 
 def _parametrizes_tier(metafunc: pytest.Metafunc) -> bool:
@@ -280,13 +289,79 @@ def _under_test(program: Subject, tier: str, programs: ProgramCache, request: py
     request.node.user_properties.append(("pktassert", {"filter": f"{program.func} ({where})", "counts": counts}))
 
 
+@pytest.fixture(scope="session")
+def pktassert_fate_tracker(pktassert_ready: None) -> Iterator[OnFirstUse[FateTracker]]:
+    """pktassert's fate tracker (bpf/fates.bpf.c) on the kernel's tracepoints, on first use."""
+    tracker = OnFirstUse(FateTracker)
+    yield tracker
+    tracker.close()
+
+
+def _wants(request: pytest.FixtureRequest, name: str) -> bool:
+    return request.node.get_closest_marker(name) is not None or name in request.fixturenames
+
+
+@pytest.fixture
+def nftables(tier: str, request: pytest.FixtureRequest) -> RuleSet:
+    """The test's nftables rule set (@pytest.mark.nftables), loaded fresh into the DUT namespace."""
+    mark = request.node.get_closest_marker("nftables")
+    if mark is None or not mark.args:
+        raise ProgramError("the nftables fixture needs @pytest.mark.nftables(\"rules.nft\") (a file or the rule set text).")
+    if tier == "unit":
+        raise ProgramError("@pytest.mark.nftables: a rule set needs the live tier (the unit tier runs a BPF filter "
+                           "alone, with no stack). Fix: @pytest.mark.parametrize(\"tier\", [\"live\"], indirect=True).")
+    source = mark.args[0]
+    where = _resolve_rules(str(source), request.node)
+    return RuleSet(request.getfixturevalue("topology").dut.ns, where)
+
+
+def _resolve_rules(source: str, item: pytest.Item) -> str | Path:
+    if "\n" in source or "{" in source:
+        return source
+    candidates = [Path(source)] if os.path.isabs(source) else [item.path.parent / source, item.config.rootpath / source]
+    for c in candidates:
+        if c.exists():
+            return c
+    raise ProgramError(f"@pytest.mark.nftables: no file {source!r} (looked at {', '.join(map(str, candidates))}). "
+                       f"Fix: a path relative to the test file or the rootdir, or the rule set text itself.")
+
+
+@pytest.fixture
+def pktassert_pass_through(tier: str, pktassert_programs: ProgramCache,
+                           request: pytest.FixtureRequest) -> Iterator[XdpUnderTest]:
+    """pktassert's pass-through XDP filter (bpf/pass_through.bpf.c): the DUT of a test without a filter of its own."""
+    yield from _under_test(PASS_THROUGH, tier, pktassert_programs, request)
+
+
+@pytest.fixture
+def dut(tier: str, request: pytest.FixtureRequest,
+        pktassert_fate_tracker: OnFirstUse[FateTracker]) -> XdpUnderTest:
+    """The device under test as a whole: its XDP or tc filter (the test's markers; without one,
+    pktassert's pass-through), its rule set (@pytest.mark.nftables) and its stack; in the live tier
+    each injected packet's fate (pktassert.Fate) is tracked and ``dut.listen()`` opens real sockets."""
+    if _wants(request, "tc"):
+        under = request.getfixturevalue("tc")
+    elif _wants(request, "xdp"):
+        under = request.getfixturevalue("xdp")
+    else:
+        under = request.getfixturevalue("pktassert_pass_through")
+    if _wants(request, "nftables"):
+        under.nft = request.getfixturevalue("nftables")
+    if tier == "live":
+        under.track_fates(pktassert_fate_tracker())
+    return under  # closed by the fixture that made it
+
+
 @pytest.fixture
 def inject(request: pytest.FixtureRequest, pktassert_sender: OnFirstUse[Sender]) -> Iterator[Injector]:
     """Run scapy packets through the filter (live: sent from the peer over the veth; unit: by
     BPF_PROG_TEST_RUN); returns a Capture of their verdicts. The filter is the test's tc filter
-    when it has @pytest.mark.tc (or asks for the tc fixture), else its XDP filter."""
-    wants_tc = request.node.get_closest_marker("tc") is not None or "tc" in request.fixturenames
-    under = request.getfixturevalue("tc" if wants_tc else "xdp")
+    when it has @pytest.mark.tc (or asks for the tc fixture), else its XDP filter; with the dut
+    fixture, whatever the DUT runs, and each packet's fate too."""
+    if "dut" in request.fixturenames or _wants(request, "nftables"):
+        under = request.getfixturevalue("dut")
+    else:
+        under = request.getfixturevalue("tc" if _wants(request, "tc") else "xdp")
     injector = Injector(under, pktassert_sender)
     yield injector
     injector.close()

@@ -1,4 +1,4 @@
-"""The one place the Python side reads the inspector's contract (bpf/record.h).
+"""The one place the Python side reads the kernel side's contracts (bpf/record.h, bpf/fate.h).
 
 Constants come from the header's #defines; the record's layout comes from the compiled program
 (bcc's own description of struct pktassert_record), so no field offset is written down twice.
@@ -18,17 +18,17 @@ from pktassert.bpf.program import HERE
 
 @functools.cache
 def constants() -> dict[str, int]:
-    text = (HERE / "record.h").read_text()
+    text = (HERE / "record.h").read_text() + (HERE / "fate.h").read_text()
     return {m[1]: int(m[2], 0) for m in re.finditer(r"^#define\s+(PKTASSERT_\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", text, re.MULTILINE)}
 
 
 def const(name: str) -> int:
-    """A #define of record.h by its name without the PKTASSERT_ prefix."""
+    """A #define of record.h or fate.h by its name without the PKTASSERT_ prefix."""
     return constants()["PKTASSERT_" + name]
 
 
 def dtype_of(record_type: type[ctypes.Structure]) -> np.dtype:
-    """numpy's view of struct pktassert_record, from the ctypes type the loader built for the compiled
+    """numpy's view of struct pktassert_record (or pktassert_fate), from the ctypes type the loader built for the compiled
     program (bcc's description, or the object's BTF): the named fields at their offsets, without the
     padding fields each describer names its own way, so both loaders give one and the same dtype."""
     full = np.dtype(record_type)

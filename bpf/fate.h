@@ -1,0 +1,30 @@
+/* The fate tracker's contract (bpf/fates.bpf.c): one record per injected packet that reached the
+ * DUT's stack, in slot tag % PKTASSERT_SLOTS of the mmap-able array pktassert_fates.
+ * pktassert/fate.py reads this file; nothing else on the Python side knows these numbers. */
+#ifndef PKTASSERT_FATE_H
+#define PKTASSERT_FATE_H
+
+/* pktassert_fate.flags: what the kernel did with the packet's sk_buff, in the order it happened. */
+#define PKTASSERT_F_RECEIVED 0x01    /* entered the DUT's stack (netif_receive_skb on its veth) */
+#define PKTASSERT_F_DELIVERED 0x02   /* a test socket's filter saw it: the socket took it in */
+#define PKTASSERT_F_DROPPED 0x04     /* freed as a drop (kfree_skb): reason and location say where */
+#define PKTASSERT_F_CONSUMED 0x08    /* freed as done with (consume_skb), not dropped */
+#define PKTASSERT_F_RESET 0x10       /* TCP answered it with a reset (tcp_send_reset) */
+#define PKTASSERT_F_ICMP 0x20        /* answered with an ICMP error (icmp_send): answer = type << 8 | code */
+
+/* Counter slots (per-CPU array pktassert_fate_counts). */
+#define PKTASSERT_FC_RECEIVED 0
+#define PKTASSERT_FC_ENDED 1         /* dropped or consumed: the sk_buff is gone */
+#define PKTASSERT_FC_STALE 2         /* a tracked sk_buff seen again as another packet */
+#define PKTASSERT_FC_SLOTS 4
+
+struct pktassert_fate {
+	__u32 tag;
+	__u32 flags;
+	__u32 reason;        /* enum skb_drop_reason of the running kernel (names from its BTF) */
+	__u32 answer;
+	__u64 location;      /* kernel text address that dropped it */
+	__u64 socket;        /* SO_COOKIE of the test socket that took it */
+};
+
+#endif

@@ -1,0 +1,206 @@
+/* The fate tracker: what became of each injected packet after the filters passed it, from the
+ * kernel's own tracepoints (tp_btf: trampolines are refused here, these are not).
+ *
+ * An sk_buff is identified by its address while it lives: netif_receive_skb on the DUT's veth
+ * registers it with the tag our XDP stage put in its metadata; the drop and consume tracepoints,
+ * the test sockets' filter and the reply tracepoints look it up. Nothing of the packet changes. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "record.h"
+#include "fate.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Which device is the DUT's: written by Python after load (key 0). */
+struct pktassert_fate_config {
+	__u64 netns;      /* the DUT namespace's cookie (SO_NETNS_COOKIE) */
+	__u32 ifindex;    /* its veth */
+	__u32 generation; /* one per test: an sk_buff registered for an earlier test is not this one's */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pktassert_fate_config);
+} pktassert_fate_config SEC(".maps");
+
+struct live {
+	__u32 tag;
+	__u32 generation;
+	void *head;   /* the data buffer it had: the same address later with another buffer is another packet */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct live);
+} pktassert_live SEC(".maps");
+
+/* The same by data buffer, for clones (a raw socket gets a clone of the packet, sharing its buffer). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct live);
+} pktassert_live_heads SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, PKTASSERT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct pktassert_fate);
+} pktassert_fates SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PKTASSERT_FC_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} pktassert_fate_counts SEC(".maps");
+
+extern void *bpf_cast_to_kern_ctx(void *) __ksym;
+
+static __always_inline void count(__u32 slot)
+{
+	__u64 *c = bpf_map_lookup_elem(&pktassert_fate_counts, &slot);
+	if (c)
+		*c += 1;
+}
+
+/* The fate slot of a tracked sk_buff, or NULL. */
+static __always_inline struct pktassert_fate *tracked(struct sk_buff *skb, struct live **out)
+{
+	if (!skb)   /* some tracepoints' sk_buff may be NULL (tcp_send_reset without one) */
+		return NULL;
+	__u64 key = (__u64)skb;
+	struct live *l = bpf_map_lookup_elem(&pktassert_live, &key);
+	__u32 zero = 0;
+	struct pktassert_fate_config *cfg = bpf_map_lookup_elem(&pktassert_fate_config, &zero);
+	if (!l || !cfg || l->generation != cfg->generation || l->head != BPF_CORE_READ(skb, head))
+		return NULL;
+	__u32 slot = l->tag % PKTASSERT_SLOTS;
+	struct pktassert_fate *f = bpf_map_lookup_elem(&pktassert_fates, &slot);
+	if (!f || f->tag != l->tag)
+		return NULL;
+	if (out)
+		*out = l;
+	return f;
+}
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(pktassert_on_receive, struct sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct pktassert_fate_config *cfg = bpf_map_lookup_elem(&pktassert_fate_config, &zero);
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	if (!cfg || !dev || BPF_CORE_READ(dev, ifindex) != cfg->ifindex ||
+	    BPF_CORE_READ(dev, nd_net.net, net_cookie) != cfg->netns)
+		return 0;
+	__u64 key = (__u64)skb;
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	struct skb_shared_info *shinfo = (void *)(head + BPF_CORE_READ(skb, end));
+	__u8 meta_len = BPF_CORE_READ(shinfo, meta_len);
+	__u32 meta[2] = {};
+	if (meta_len < sizeof(meta) ||
+	    bpf_probe_read_kernel(meta, sizeof(meta), head + BPF_CORE_READ(skb, mac_header) - meta_len)) {
+		bpf_map_delete_elem(&pktassert_live, &key);   /* not ours: never let an old entry stand for it */
+		return 0;
+	}
+	__u32 magic = __builtin_bswap32(meta[0]), tag = __builtin_bswap32(meta[1]);
+	if (magic != PKTASSERT_MAGIC_RING && magic != PKTASSERT_MAGIC_ENGINE) {
+		bpf_map_delete_elem(&pktassert_live, &key);
+		return 0;
+	}
+	struct live l = {.tag = tag, .generation = cfg->generation, .head = head};
+	if (bpf_map_lookup_elem(&pktassert_live, &key))
+		count(PKTASSERT_FC_STALE);
+	bpf_map_update_elem(&pktassert_live, &key, &l, BPF_ANY);
+	__u64 head_key = (__u64)head;
+	bpf_map_update_elem(&pktassert_live_heads, &head_key, &l, BPF_ANY);
+	__u32 slot = tag % PKTASSERT_SLOTS;
+	struct pktassert_fate *f = bpf_map_lookup_elem(&pktassert_fates, &slot);
+	if (f) {
+		struct pktassert_fate fresh = {.tag = tag, .flags = PKTASSERT_F_RECEIVED};
+		*f = fresh;
+	}
+	count(PKTASSERT_FC_RECEIVED);
+	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(pktassert_on_drop, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	struct pktassert_fate *f = tracked(skb, NULL);
+	if (!f)
+		return 0;
+	f->flags |= PKTASSERT_F_DROPPED;
+	f->reason = reason;
+	f->location = (__u64)location;
+	__u64 key = (__u64)skb;
+	bpf_map_delete_elem(&pktassert_live, &key);
+	count(PKTASSERT_FC_ENDED);
+	return 0;
+}
+
+SEC("tp_btf/consume_skb")
+int BPF_PROG(pktassert_on_consume, struct sk_buff *skb, void *location)
+{
+	struct pktassert_fate *f = tracked(skb, NULL);
+	if (!f)
+		return 0;
+	f->flags |= PKTASSERT_F_CONSUMED;
+	__u64 key = (__u64)skb;
+	bpf_map_delete_elem(&pktassert_live, &key);
+	count(PKTASSERT_FC_ENDED);
+	return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(pktassert_on_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	struct pktassert_fate *f = tracked((struct sk_buff *)skb, NULL);
+	if (f)
+		f->flags |= PKTASSERT_F_RESET;
+	return 0;
+}
+
+SEC("tp_btf/icmp_send")
+int BPF_PROG(pktassert_on_icmp, const struct sk_buff *skb, int type, int code)
+{
+	struct pktassert_fate *f = tracked((struct sk_buff *)skb, NULL);
+	if (f) {
+		f->flags |= PKTASSERT_F_ICMP;
+		f->answer = (__u32)type << 8 | (__u32)code;
+	}
+	return 0;
+}
+
+/* Attached (SO_ATTACH_BPF) to each test socket: runs when the kernel hands the socket a packet. */
+SEC("socket")
+int pktassert_on_socket(struct __sk_buff *ctx)
+{
+	struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
+	struct pktassert_fate *f = tracked(skb, NULL);
+	if (!f) {   /* a clone (raw sockets): the same data buffer as a tracked packet */
+		__u64 head_key = (__u64)BPF_CORE_READ(skb, head);
+		struct live *l = bpf_map_lookup_elem(&pktassert_live_heads, &head_key);
+		__u32 zero = 0;
+		struct pktassert_fate_config *cfg = bpf_map_lookup_elem(&pktassert_fate_config, &zero);
+		if (l && cfg && l->generation == cfg->generation) {
+			__u32 slot = l->tag % PKTASSERT_SLOTS;
+			f = bpf_map_lookup_elem(&pktassert_fates, &slot);
+			if (f && f->tag != l->tag)
+				f = NULL;
+		}
+	}
+	if (f) {
+		f->flags |= PKTASSERT_F_DELIVERED;
+		f->socket = bpf_get_socket_cookie(ctx);
+	}
+	return -1;   /* keep the whole packet */
+}

@@ -1,0 +1,99 @@
+"""The whole-stack half of a Capture: each packet's Fate, drop reason, the socket that took it and
+the answer the stack gave (live tier, with the ``dut`` fixture's fate tracking)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pktassert.errors import PktassertError
+from pktassert.fate import BY_CODE, CODES, Fate, reason_names
+from pktassert.fate_reader import FateReader
+from pktassert.record import const
+
+ANSWERS = {const("F_RESET"): "RST"}
+
+
+class CaptureFates:
+    """Mixed into Capture: ``fate_codes``/``fate_records`` align with its records."""
+
+    tier: str
+    fate_codes: np.ndarray | None
+    fate_records: np.ndarray | None
+    _fate_exact: FateReader | None
+    sent: int
+
+    def _need_fates(self, what: str) -> tuple[np.ndarray, np.ndarray]:
+        if self.fate_codes is None or self.fate_records is None:
+            if self.tier == "unit":
+                raise PktassertError(f"{what}: the unit tier runs the filter alone (BPF_PROG_TEST_RUN), there is no "
+                                     f"stack behind it for a packet to meet. Fix: run the test in the live tier "
+                                     f"(@pytest.mark.parametrize(\"tier\", [\"live\"], indirect=True)).")
+            raise PktassertError(f"{what}: this capture has no fates: pktassert tracks them for the `dut` fixture "
+                                 f"(ingress). Fix: ask for `dut` in the test's arguments instead of `xdp`/`tc`.")
+        return self.fate_codes, self.fate_records
+
+    def fate_count(self, fate: Fate) -> int:
+        codes, _ = self._need_fates(f"count({fate!r})")
+        if self._fate_exact is not None:
+            return int(self._fate_exact.exact[CODES[fate]])
+        return int((codes == CODES[fate]).sum())
+
+    def fates(self) -> dict[Fate, int]:
+        """How many packets met each fate (exact for a whole flood, of the sample after where())."""
+        codes, _ = self._need_fates("fates()")
+        if self._fate_exact is not None:
+            return self._fate_exact.fate_counts()
+        vals, n = np.unique(codes, return_counts=True)
+        return {BY_CODE[int(v)]: int(c) for v, c in zip(vals, n)}
+
+    def reasons(self) -> dict[str, int]:
+        """The kernel's drop reasons (``enum skb_drop_reason`` names of the running kernel, without
+        SKB_DROP_REASON_) and how many packets were dropped for each, filters' own drops excluded
+        where the filter's verdict says it all (XDP_DROP has no sk_buff to free)."""
+        _, recs = self._need_fates("reasons()")
+        if self._fate_exact is not None:
+            return self._fate_exact.reason_counts()
+        dropped = (recs["flags"] & const("F_DROPPED")) != 0
+        names = reason_names()
+        vals, n = np.unique(recs["reason"][dropped], return_counts=True)
+        return {names.get(int(v), str(int(v))): int(c) for v, c in sorted(zip(vals, n), key=lambda vc: -vc[1])}
+
+
+class OutcomeFate:
+    """Mixed into Outcome: this packet's fate."""
+
+    capture: Any
+    pos: int
+
+    def _fate_record(self) -> Any:
+        _, recs = self.capture._need_fates("a packet's fate")
+        return recs[self.pos]
+
+    @property
+    def fate(self) -> Fate:
+        codes, _ = self.capture._need_fates("a packet's fate")
+        return BY_CODE[int(codes[self.pos])]
+
+    @property
+    def reason(self) -> str | None:
+        """The kernel's drop reason by name, or None when it was not dropped as an sk_buff."""
+        r = self._fate_record()
+        return reason_names().get(int(r["reason"]), str(int(r["reason"]))) if r["flags"] & const("F_DROPPED") else None
+
+    @property
+    def answer(self) -> str | None:
+        """How the stack answered it: "RST", "ICMP 3/3" (type/code), or None."""
+        r = self._fate_record()
+        if r["flags"] & const("F_RESET"):
+            return "RST"
+        if r["flags"] & const("F_ICMP"):
+            return f"ICMP {int(r['answer']) >> 8}/{int(r['answer']) & 0xFF}"
+        return None
+
+    @property
+    def socket(self) -> int | None:
+        """The cookie (SO_COOKIE) of the test socket that took it, or None; dut.listener(cookie) names it."""
+        r = self._fate_record()
+        return int(r["socket"]) if r["flags"] & const("F_DELIVERED") else None

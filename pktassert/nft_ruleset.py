@@ -1,0 +1,83 @@
+"""An nftables rule set under test, loaded into the DUT namespace through libnftables (Debian's
+python3-nftables): a context created inside a namespace stays bound to it, so nothing here ever
+touches the root namespace's rule set. Each test gets a fresh namespace, so a fresh rule set."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pktassert.errors import ProgramError
+from pktassert.netns import Namespace  # type: ignore[import-not-found]  # installed from netns/
+
+_HANDLE = re.compile(r"^\s*(.*?)\s+# handle (\d+)$")
+
+
+def _nftables() -> Any:
+    try:
+        import nftables  # Debian's python3-nftables (ctypes over libnftables1); not on PyPI
+    except ImportError:
+        raise ProgramError("@pytest.mark.nftables needs libnftables' Python module. Fix: apt install python3-nftables "
+                           "(and a venv made with --system-site-packages).") from None
+    return nftables
+
+
+class RuleSet:
+    """The rule set in the DUT namespace: ``counters()``, ``rule(handle)``, ``nft(command)``."""
+
+    def __init__(self, ns: Namespace, source: str | Path) -> None:
+        nftables = _nftables()
+        with ns.entered():
+            self._nft = nftables.Nftables()
+        self.source = source
+        if isinstance(source, Path):
+            rc, _, err = self._nft.cmd_from_file(str(source))
+            where = str(source)
+        else:
+            rc, _, err = self._nft.cmd(source)
+            where = "the rule set text"
+        if rc != 0:
+            raise ProgramError(f"nftables rejects {where}:\n{err.strip()}\nFix: the rule set as `nft -c -f` accepts it.")
+
+    def nft(self, command: str) -> str:
+        """Run an nft command in the DUT namespace (``"list ruleset"``, ``"add element ..."``); its output."""
+        rc, out, err = self._nft.cmd(command)
+        if rc != 0:
+            raise ProgramError(f"nft {command!r} in the DUT namespace: {err.strip()}")
+        return str(out)
+
+    def rules(self) -> dict[int, str]:
+        """Every rule by handle, as nft prints it (``tcp dport 22 ip saddr != 198.51.100.0/24 drop``)."""
+        self._nft.set_handle_output(True)
+        try:
+            text = self.nft("list ruleset")
+        finally:
+            self._nft.set_handle_output(False)
+        out = {}
+        for line in text.splitlines():
+            m = _HANDLE.match(line)
+            if m and not m[1].startswith(("table ", "chain ", "set ", "map ", "type ")) and not m[1].endswith("{"):
+                out[int(m[2])] = re.sub(r"\s*counter packets \d+ bytes \d+", " counter", m[1]).strip()
+        return out
+
+    def counters(self) -> dict[str, int]:
+        """Packets counted by each rule that has a counter, keyed by the rule as nft prints it."""
+        self._nft.set_json_output(True)
+        self._nft.set_handle_output(True)
+        try:
+            data = json.loads(self.nft("list ruleset"))
+        finally:
+            self._nft.set_json_output(False)
+            self._nft.set_handle_output(False)
+        rules = self.rules()
+        out = {}
+        for item in data.get("nftables", []):
+            rule = item.get("rule")
+            if not rule:
+                continue
+            packets = [e["counter"]["packets"] for e in rule.get("expr", []) if isinstance(e, dict) and "counter" in e]
+            if packets:
+                out[rules.get(rule["handle"], f"handle {rule['handle']}")] = int(packets[0])
+        return out
