@@ -147,12 +147,15 @@ class Capture(CaptureFates):
         self.fate_codes: np.ndarray | None = None    # live tier with the dut fixture: pktassert.fate
         self.fate_records: np.ndarray | None = None
         self._fate_exact: FateReader | None = None
+        self.fate_rules: np.ndarray | None = None    # with a rule set: (chain, rule) that decided, or None
 
     def _subset(self, mask: np.ndarray) -> Capture:
         sub = Capture(self.records[mask], self._frame, self.index[mask], self.sent, self.accounted,
                       self._outputs, self.tier, self.step, stray=self.stray, actions=self.actions)
         if self.fate_codes is not None and self.fate_records is not None:
             sub.fate_codes, sub.fate_records = self.fate_codes[mask], self.fate_records[mask]
+        if self.fate_rules is not None:
+            sub.fate_rules = self.fate_rules[mask]
         return sub
 
     def __len__(self) -> int:

@@ -10,6 +10,7 @@ import numpy as np
 from pktassert.errors import PktassertError
 from pktassert.fate import BY_CODE, CODES, Fate, reason_names
 from pktassert.fate_reader import FateReader
+from pktassert.nft_trace import MOST
 from pktassert.record import const
 
 ANSWERS = {const("F_RESET"): "RST"}
@@ -21,6 +22,7 @@ class CaptureFates:
     tier: str
     fate_codes: np.ndarray | None
     fate_records: np.ndarray | None
+    fate_rules: np.ndarray | None
     _fate_exact: FateReader | None
     sent: int
 
@@ -91,6 +93,28 @@ class OutcomeFate:
         if r["flags"] & const("F_ICMP"):
             return f"ICMP {int(r['answer']) >> 8}/{int(r['answer']) & 0xFF}"
         return None
+
+    def _decision(self) -> tuple[str, str] | None:
+        self.capture._need_fates("a packet's rule")
+        rules = self.capture.fate_rules
+        if rules is None:
+            raise PktassertError("no nftables rule is known for this capture: it has no rule set "
+                                 "(@pytest.mark.nftables), or the inject() call sent more than "
+                                 f"{MOST:,} packets (traced up to that many). Fix: inject fewer at once.")
+        return rules[self.pos]  # type: ignore[no-any-return]
+
+    @property
+    def rule(self) -> str | None:
+        """The nftables rule that decided this packet, as nft prints it (``policy drop`` for a
+        chain's policy); None when no trace event was seen for it (it never reached netfilter)."""
+        d = self._decision()
+        return None if d is None else d[1]
+
+    @property
+    def chain(self) -> str | None:
+        """The chain of that rule: ``inet edge input`` (family, table, chain)."""
+        d = self._decision()
+        return None if d is None else d[0]
 
     @property
     def socket(self) -> int | None:

@@ -24,6 +24,7 @@ from pktassert.globals_view import Globals
 from pktassert.listeners import Listener, open_listeners
 from pktassert.netns import UNIT_DUT, UNIT_PEER, Endpoint, Namespace, Topology
 from pktassert.nft_ruleset import RuleSet
+from pktassert.nft_trace import Tracer
 from pktassert.record import const
 from pktassert.state_map import StateMap
 from pktassert.unit_path import UnitPath
@@ -69,6 +70,7 @@ class XdpUnderTest:
         self.fates: FateTracker | None = None  # the whole stack's view (the dut fixture), live tier
         self._listeners: list[Listener] = []
         self.nft: RuleSet | None = None  # the test's nftables rule set (@pytest.mark.nftables)
+        self._tracer: Tracer | None = None
 
     def track_fates(self, tracker: FateTracker) -> None:
         """From now on, say what became of each injected packet after the filters (live tier)."""
@@ -91,6 +93,13 @@ class XdpUnderTest:
             raise PktassertError("dut.listen(): nothing to open. Fix: tcp=22, udp=[53, 123] or raw=1.")
         self._listeners += opened
         return opened[0] if len(opened) == 1 else opened
+
+    def nft_tracer(self) -> Tracer | None:
+        """nftables tracing of the rule set under test (made on first use), or None without one."""
+        if self.nft is not None and self._tracer is None:
+            dut = self.topology.dut
+            self._tracer = Tracer(dut.ns, self.nft, dut.ifname)
+        return self._tracer
 
     def listener(self, cookie: int | None) -> Listener | None:
         """The test socket with this cookie (a packet's ``.socket``), or None."""
@@ -222,6 +231,8 @@ class XdpUnderTest:
             reader.close()
         for listener in self._listeners:
             listener.close()
+        if self._tracer is not None:
+            self._tracer.close()
         if self.fates is not None:
             self.fates.unwatch()
         if self.receiver is not None and self.front is None:

@@ -285,6 +285,13 @@ class Flood:
             self.sums.apply(rows, lengths)
         return rows, lengths
 
+    def rows_bytes(self, start: int, stop: int) -> list[bytes]:
+        """Frames start..stop as bytes (for the few thousand a trace is matched against)."""
+        rows, lengths = self.rows(start, stop)
+        if lengths is None:
+            return [r.tobytes() for r in rows]
+        return [r[:n].tobytes() for r, n in zip(rows, lengths.tolist())]
+
     def frame(self, i: int) -> bytes:
         rows, lengths = self.rows(i, i + 1)
         return rows[0, :None if lengths is None else int(lengths[0])].tobytes()

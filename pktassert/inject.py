@@ -12,7 +12,7 @@ import numpy as np
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
-from pktassert import live_outputs, pcap
+from pktassert import live_outputs, nft_trace, pcap
 from pktassert.bpf.sender import Sender
 from pktassert.capture import Capture
 from pktassert.dut import XdpUnderTest
@@ -241,6 +241,10 @@ class Injector:
         first_tag = take_tags([first.loaded, *(f.dut.loaded for f in followers)], n)
         tracker = self.xdp.fates if path.tier == "live" and not self._egress else None
         fates = FateReader(tracker, n, step) if tracker is not None else None
+        tracer = self.xdp.nft_tracer() if fates is not None else None
+        if tracer is not None:
+            tracer.switch(n <= nft_trace.MOST)
+            tracer.events()  # what earlier traffic left
 
         bounds = _chunks(n, path.chunk)
 
@@ -279,6 +283,9 @@ class Injector:
                           stray=sum(p.stray for p in parts), actions=actions)
         if fates is not None:
             capture.fate_codes, capture.fate_records, capture._fate_exact = fates.codes, fates.records, fates
+        if tracer is not None and tracer.on:
+            every = frames.rows_bytes(0, n) if isinstance(frames, Flood) else frames
+            capture.fate_rules = np.array(tracer.decide(every) + [None], object)[:-1][::step]
         if not followers:
             return capture
         capture.stages = {"xdp": capture, self.xdp.hook.name: followers[0].capture(capture)}

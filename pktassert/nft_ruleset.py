@@ -13,6 +13,9 @@ from pktassert.errors import ProgramError
 from pktassert.netns import Namespace  # type: ignore[import-not-found]  # installed from netns/
 
 _HANDLE = re.compile(r"^\s*(.*?)\s+# handle (\d+)$")
+_TABLE = re.compile(r"^table (\S+) (\S+) \{")
+_NOT_RULES = ("table ", "chain ", "set ", "map ", "flowtable ")
+OURS = ("pktassert_trace",)  # pktassert's own table (nftables tracing), not the rule set's
 
 
 def _nftables() -> Any:
@@ -48,22 +51,27 @@ class RuleSet:
             raise ProgramError(f"nft {command!r} in the DUT namespace: {err.strip()}")
         return str(out)
 
-    def rules(self) -> dict[int, str]:
-        """Every rule by handle, as nft prints it (``tcp dport 22 ip saddr != 198.51.100.0/24 drop``)."""
+    def rules(self) -> dict[tuple[str, str, int], str]:
+        """Every rule by (family, table, handle) (handles count per table), as nft prints it
+        (``tcp dport 22 ip saddr != 198.51.100.0/24 drop``; a counter without its numbers)."""
         self._nft.set_handle_output(True)
         try:
             text = self.nft("list ruleset")
         finally:
             self._nft.set_handle_output(False)
-        out = {}
+        out, table = {}, ("", "")
         for line in text.splitlines():
+            t = _TABLE.match(line)
+            if t:
+                table = (t[1], t[2])
+                continue
             m = _HANDLE.match(line)
-            if m and not m[1].startswith(("table ", "chain ", "set ", "map ", "type ")) and not m[1].endswith("{"):
-                out[int(m[2])] = re.sub(r"\s*counter packets \d+ bytes \d+", " counter", m[1]).strip()
+            if m and not m[1].startswith(_NOT_RULES) and not m[1].endswith("{"):
+                out[(*table, int(m[2]))] = re.sub(r"\s*counter packets \d+ bytes \d+", " counter", m[1]).strip()
         return out
 
     def counters(self) -> dict[str, int]:
-        """Packets counted by each rule that has a counter, keyed by the rule as nft prints it."""
+        """Packets counted by each rule of the rule set that has a counter, keyed by the rule as nft prints it."""
         self._nft.set_json_output(True)
         self._nft.set_handle_output(True)
         try:
@@ -75,9 +83,9 @@ class RuleSet:
         out = {}
         for item in data.get("nftables", []):
             rule = item.get("rule")
-            if not rule:
+            if not rule or rule["table"] in OURS:
                 continue
             packets = [e["counter"]["packets"] for e in rule.get("expr", []) if isinstance(e, dict) and "counter" in e]
             if packets:
-                out[rules.get(rule["handle"], f"handle {rule['handle']}")] = int(packets[0])
+                out[rules.get((rule["family"], rule["table"], rule["handle"]), f"handle {rule['handle']}")] = int(packets[0])
         return out

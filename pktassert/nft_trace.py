@@ -1,0 +1,181 @@
+"""Which nftables rule decided each packet: nftables' own tracing (``meta nftrace set 1`` in a
+netdev ingress chain of pktassert's on the DUT's veth, before any of the rule set's chains), its
+trace events read from the netfilter netlink group in the DUT namespace and parsed by libnftnl
+(what ``nft monitor trace`` uses; on Debian's 1.0.6 that command prints text only).
+
+A trace event carries no tag: its ID is a keyed hash the kernel does not reveal. Events are
+matched to packets by the header bytes nftables copies into them (network header, then up to 20
+bytes of the transport header), packets with equal bytes in the order they arrived (one veth
+queue, one CPU: the order they were sent). A packet without a match gets no rule, never a guess."""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import ctypes.util
+import functools
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pktassert.netns import Namespace  # type: ignore[import-not-found]  # installed from netns/
+from pktassert.nft_ruleset import OURS, RuleSet
+
+NETLINK_NETFILTER, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTRACE = 12, 270, 1, 9
+SO_RCVBUFFORCE = 33
+TABLE = OURS[0]
+MOST = 65536  # packets per inject() call traced; larger floods have fates but no rule (tracing costs ~µs each)
+# enum nftnl_trace_attr (libnftnl/trace.h)
+CHAIN, FAMILY, ID, TABLE_ATTR, TYPE, RULE_HANDLE, VERDICT, POLICY = 0, 1, 2, 12, 13, 14, 15, 17
+NETWORK_HEADER, TRANSPORT_HEADER = 10, 11
+RULE, POLICY_TYPE = 3, 1  # enum nft_trace_types
+NF_DROP, NF_ACCEPT = 0, 1
+TERMINAL = {0: "drop", 1: "accept", 2: "stolen", 3: "queue"}
+
+
+@functools.cache
+def _lib() -> ctypes.CDLL:
+    lib = ctypes.CDLL(ctypes.util.find_library("nftnl") or "libnftnl.so.11")
+    lib.nftnl_trace_alloc.restype = ctypes.c_void_p
+    lib.nftnl_trace_free.argtypes = [ctypes.c_void_p]
+    lib.nftnl_trace_nlmsg_parse.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    lib.nftnl_trace_is_set.argtypes, lib.nftnl_trace_is_set.restype = [ctypes.c_void_p, ctypes.c_uint16], ctypes.c_bool
+    lib.nftnl_trace_get_str.argtypes, lib.nftnl_trace_get_str.restype = [ctypes.c_void_p, ctypes.c_uint16], ctypes.c_char_p
+    lib.nftnl_trace_get_u32.argtypes, lib.nftnl_trace_get_u32.restype = [ctypes.c_void_p, ctypes.c_uint16], ctypes.c_uint32
+    lib.nftnl_trace_get_u64.argtypes, lib.nftnl_trace_get_u64.restype = [ctypes.c_void_p, ctypes.c_uint16], ctypes.c_uint64
+    lib.nftnl_trace_get_data.argtypes = [ctypes.c_void_p, ctypes.c_uint16, ctypes.POINTER(ctypes.c_uint32)]
+    lib.nftnl_trace_get_data.restype = ctypes.c_void_p
+    return lib
+
+
+@dataclass
+class Event:
+    id: int
+    table: str
+    chain: str
+    family: int
+    type: int
+    handle: int | None
+    verdict: int | None
+    headers: bytes
+
+
+def _parse(message: bytes) -> Event | None:
+    lib = _lib()
+    t = lib.nftnl_trace_alloc()
+    try:
+        buf = ctypes.create_string_buffer(message, len(message))
+        if lib.nftnl_trace_nlmsg_parse(buf, t) < 0:
+            return None
+
+        def data(attr: int) -> bytes:
+            if not lib.nftnl_trace_is_set(t, attr):
+                return b""
+            n = ctypes.c_uint32()
+            p = lib.nftnl_trace_get_data(t, attr, ctypes.byref(n))
+            return ctypes.string_at(p, n.value) if p else b""
+
+        def u32(attr: int) -> int | None:
+            return int(lib.nftnl_trace_get_u32(t, attr)) if lib.nftnl_trace_is_set(t, attr) else None
+
+        kind = u32(TYPE) or 0
+        verdict = u32(VERDICT) if kind != POLICY_TYPE else u32(POLICY)
+        return Event(u32(ID) or 0, (lib.nftnl_trace_get_str(t, TABLE_ATTR) or b"").decode(),
+                     (lib.nftnl_trace_get_str(t, CHAIN) or b"").decode(), u32(FAMILY) or 0, kind,
+                     int(lib.nftnl_trace_get_u64(t, RULE_HANDLE)) if lib.nftnl_trace_is_set(t, RULE_HANDLE) else None,
+                     None if verdict is None else ctypes.c_int32(verdict).value,
+                     data(NETWORK_HEADER) + data(TRANSPORT_HEADER))
+    finally:
+        lib.nftnl_trace_free(t)
+
+
+FAMILIES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
+
+
+class Tracer:
+    """Trace events of the DUT namespace, for the rule set under test."""
+
+    def __init__(self, ns: Namespace, ruleset: RuleSet, ifname: str) -> None:
+        self.ruleset = ruleset
+        self.sock = ns.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self.sock.bind((0, 0))
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTRACE)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+        self.sock.setblocking(False)
+        ruleset.nft(f"add table netdev {TABLE}")
+        ruleset.nft(f"add chain netdev {TABLE} pktassert_in {{ type filter hook ingress device {ifname} priority -1000; }}")
+        self.on = False
+
+    def switch(self, on: bool) -> None:
+        if on != self.on:
+            self.ruleset.nft(f"add rule netdev {TABLE} pktassert_in meta nftrace set 1" if on
+                             else f"flush chain netdev {TABLE} pktassert_in")
+            self.on = on
+
+    def events(self) -> list[Event]:
+        out: list[Event] = []
+        while True:
+            try:
+                data = self.sock.recv(1 << 20)
+            except BlockingIOError:
+                return out
+            at = 0
+            while at + 16 <= len(data):
+                size = int.from_bytes(data[at:at + 4], "little")
+                if size < 16:
+                    break
+                e = _parse(data[at:at + size])
+                if e is not None and e.table != TABLE:
+                    out.append(e)
+                at += (size + 3) & ~3
+
+    def decide(self, frames: Sequence[bytes]) -> list[tuple[str, str] | None]:
+        """Per packet (frames in send order, from the Ethernet header): (chain, rule) that decided
+        it, as nft prints them, or None (not traced, or no event matched it)."""
+        by_id: dict[int, list[Event]] = collections.defaultdict(list)
+        for e in self.events():
+            by_id[e.id].append(e)
+        queues: dict[bytes, collections.deque[list[Event]]] = collections.defaultdict(collections.deque)
+        for traced in by_id.values():  # dicts keep insertion order: the order packets were first traced
+            if traced[0].headers:
+                queues[traced[0].headers].append(traced)
+        rules = self.ruleset.rules() if by_id else {}
+        lengths = {len(h) for h in queues}
+        out: list[tuple[str, str] | None] = []
+        for frame in frames:
+            evs = _take(queues, lengths, frame)
+            out.append(None if evs is None else _decision(evs, rules))
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _take(queues: dict[bytes, collections.deque[list[Event]]], lengths: set[int], frame: bytes) -> list[Event] | None:
+    l3 = _l3(frame)
+    for n in lengths:
+        q = queues.get(l3[:n])
+        if q:
+            return q.popleft()
+    return None
+
+
+def _l3(frame: bytes) -> bytes:
+    at = 14
+    while frame[at - 2:at] in (b"\x81\x00", b"\x88\xa8"):  # VLAN tags
+        at += 4
+    return frame[at:]
+
+
+def _decision(evs: list[Event], rules: dict[tuple[str, str, int], str]) -> tuple[str, str] | None:
+    """The event that dropped it, else the last that let it go on."""
+    decisive = [e for e in evs if e.verdict in TERMINAL and e.type in (RULE, POLICY_TYPE)]
+    if not decisive:
+        return None
+    e = next((e for e in decisive if e.verdict != NF_ACCEPT), decisive[-1])
+    family = FAMILIES.get(e.family, str(e.family))
+    chain = f"{family} {e.table} {e.chain}"
+    if e.type == POLICY_TYPE:
+        return chain, f"policy {TERMINAL[e.verdict or 0]}"
+    return chain, rules.get((family, e.table, e.handle or 0), f"handle {e.handle}")
+
