@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -164,7 +164,16 @@ class Capture(CaptureFates):
     def __iter__(self) -> Iterator[Outcome]:
         return (Outcome(self, i) for i in range(len(self)))
 
-    def __getitem__(self, pos: int) -> Outcome:
+    @overload
+    def __getitem__(self, pos: int) -> Outcome: ...
+    @overload
+    def __getitem__(self, pos: slice) -> Capture: ...
+
+    def __getitem__(self, pos: int | slice) -> Outcome | Capture:
+        if isinstance(pos, slice):  # the packets at those positions, as a Capture
+            mask = np.zeros(len(self), bool)
+            mask[pos] = True
+            return self._subset(mask)
         return Outcome(self, range(len(self))[pos])
 
     @property

@@ -125,21 +125,31 @@ class Tracer:
                 if size < 16:
                     break
                 e = _parse(data[at:at + size])
-                if e is not None and e.table != TABLE:
+                if e is not None:
                     out.append(e)
                 at += (size + 3) & ~3
 
     def decide(self, frames: Sequence[bytes]) -> list[tuple[str, str] | None]:
         """Per packet (frames in send order, from the Ethernet header): (chain, rule) that decided
         it, as nft prints them, or None (not traced, or no event matched it)."""
-        by_id: dict[int, list[Event]] = collections.defaultdict(list)
+        # A trace ID is a hash of the sk_buff's address and flow: two identical packets one after the
+        # other can share it. Our rule's event (one per packet, first, at the veth's ingress) starts
+        # each packet's trace; our chain's other events (its policy) are not the rule set's.
+        traces: list[list[Event]] = []
+        current: dict[int, list[Event]] = {}
         for e in self.events():
-            by_id[e.id].append(e)
+            if e.table == TABLE:
+                if e.type == RULE and e.handle is not None:
+                    current[e.id] = [e]
+                    traces.append(current[e.id])
+            elif e.id in current:
+                current[e.id].append(e)
         queues: dict[bytes, collections.deque[list[Event]]] = collections.defaultdict(collections.deque)
-        for traced in by_id.values():  # dicts keep insertion order: the order packets were first traced
-            if traced[0].headers:
-                queues[traced[0].headers].append(traced)
-        rules = self.ruleset.rules() if by_id else {}
+        for trace in traces:  # in the order packets came in
+            headers = next((e.headers for e in trace if e.headers), b"")
+            if headers:
+                queues[headers].append(trace)
+        rules = self.ruleset.rules() if traces else {}
         lengths = {len(h) for h in queues}
         out: list[tuple[str, str] | None] = []
         for frame in frames:
@@ -169,7 +179,7 @@ def _l3(frame: bytes) -> bytes:
 
 def _decision(evs: list[Event], rules: dict[tuple[str, str, int], str]) -> tuple[str, str] | None:
     """The event that dropped it, else the last that let it go on."""
-    decisive = [e for e in evs if e.verdict in TERMINAL and e.type in (RULE, POLICY_TYPE)]
+    decisive = [e for e in evs if e.verdict in TERMINAL and e.type in (RULE, POLICY_TYPE) and e.table != TABLE]
     if not decisive:
         return None
     e = next((e for e in decisive if e.verdict != NF_ACCEPT), decisive[-1])

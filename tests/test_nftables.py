@@ -1,0 +1,82 @@
+"""nftables rule sets under test: loaded fresh into each test's DUT namespace through libnftables,
+nft's own errors, the rule that decided each packet, and the root namespace never touched."""
+
+import sys
+
+import pytest
+from scapy.layers.inet import IP, UDP
+
+from pktassert import Fate, PktassertError, ProgramError
+from pktassert.netns import Topology
+from pktassert.nft_ruleset import RuleSet
+
+LIMITED = """
+table ip svc {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    udp dport 53 limit rate 1/minute burst 5 packets counter accept
+    udp dport 53 counter drop
+  }
+}
+"""
+
+
+def _root_ruleset() -> str:
+    import nftables  # Debian's python3-nftables; a context made here is bound to this (the root) namespace
+
+    rc, out, err = nftables.Nftables().cmd("list ruleset")
+    assert rc == 0, err
+    return out
+
+
+@pytest.fixture
+def root_before():
+    return _root_ruleset()
+
+
+@pytest.mark.nftables(LIMITED)
+def test_identical_packets_each_get_the_rule_that_decided_them(root_before, dut, inject):
+    # Twenty identical datagrams: no header tells them apart, their order does (one veth queue).
+    dut.listen(udp=53)
+    r = inject(IP(dst=dut.ip) / UDP(sport=5353, dport=53) / b"same", count=20)
+    assert r.fates() == {Fate.DELIVERED: 5, Fate.NETFILTER_DROPPED: 15}
+    assert [p.fate for p in r[:5]] == [Fate.DELIVERED] * 5
+    assert {p.rule for p in r[:5]} == {"udp dport 53 limit rate 1/minute counter accept"}
+    assert {p.rule for p in r[5:]} == {"udp dport 53 counter drop"}
+    assert {p.chain for p in r} == {"ip svc input"}
+    assert dut.nft.counters() == {"udp dport 53 limit rate 1/minute counter accept": 5,
+                                  "udp dport 53 counter drop": 15}
+    assert _root_ruleset() == root_before  # the rule set and our tracing live in the DUT namespace only
+
+
+@pytest.mark.nftables(LIMITED)
+def test_each_test_gets_a_fresh_rule_set(dut, inject):
+    dut.nft.nft("add rule ip svc input udp dport 54 drop")
+    r = inject(IP(dst=dut.ip) / UDP(dport=53), count=5)
+    assert r.count(Fate.NETFILTER_DROPPED) == 0  # the burst is whole again: a new namespace, a new rule set
+    assert "udp dport 54 drop" in dut.nft.rules().values()
+
+
+@pytest.mark.nftables(LIMITED)
+def test_a_flood_has_exact_fates_and_says_why_it_has_no_rules(dut, inject):
+    dut.listen(udp=53)
+    r = inject(IP(dst=dut.ip) / UDP(dport=53), count=100_000, vary={"src": "198.51.100.0/24"})
+    assert r.fates() == {Fate.DELIVERED: 5, Fate.NETFILTER_DROPPED: 99_995}
+    assert r.reasons()["NETFILTER_DROP"] == 99_995
+    with pytest.raises(PktassertError, match="traced up to that many"):
+        r[0].rule
+
+
+def test_a_rule_set_that_does_not_load_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.nft"
+    bad.write_text("table inet t {\n  chain input {\n    tcp dport 22 acept\n  }\n}\n")
+    with Topology() as topo, pytest.raises(ProgramError) as e:
+        RuleSet(topo.dut.ns, bad)
+    assert f"{bad}:3:" in str(e.value) and "acept" in str(e.value) and "Fix:" in str(e.value)
+
+
+def test_without_libnftables_the_message_says_what_to_install(monkeypatch):
+    # Mocked: CI has python3-nftables; its absence is simulated by hiding the module.
+    monkeypatch.setitem(sys.modules, "nftables", None)
+    with Topology() as topo, pytest.raises(ProgramError, match="apt install python3-nftables"):
+        RuleSet(topo.dut.ns, "table inet t {}")
