@@ -4,10 +4,10 @@ nft's own errors, the rule that decided each packet, and the root namespace neve
 import sys
 
 import pytest
+from pktassert.netns import Topology
 from scapy.layers.inet import IP, UDP
 
 from pktassert import Fate, PktassertError, ProgramError
-from pktassert.netns import Topology
 from pktassert.nft_ruleset import RuleSet
 
 LIMITED = """
