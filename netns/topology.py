@@ -168,6 +168,14 @@ class Topology:
         ipr.link("set", index=idx, state="up")
         return Endpoint(ns, ifname, idx, mac, ip, ip6)
 
+    def route_via_peer(self) -> None:
+        """Make the peer the DUT's gateway, as a router is a host's: the stack's answers to any
+        source (the documentation ranges a test's packets come from) go back out of its veth."""
+        assert self.dut.ns is not None
+        ipr = self.dut.ns.ipr
+        ipr.route("add", dst="0.0.0.0/0", gateway=PEER_IP, oif=self.dut.ifindex)
+        ipr.route("add", dst="::/0", gateway=PEER_IP6, oif=self.dut.ifindex, family=10)
+
     def close(self) -> None:
         self._honeypot = None
         while self._namespaces:

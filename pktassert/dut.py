@@ -75,6 +75,10 @@ class XdpUnderTest:
     def track_fates(self, tracker: FateTracker) -> None:
         """From now on, say what became of each injected packet after the filters (live tier)."""
         dut = self.topology.dut
+        # The whole stack answers as a host behind a router does: to any source, through the peer.
+        # (Only here: the filter-only fixtures keep a DUT that cannot answer spoofed sources, so a
+        # flood is not slowed by a million answers.)
+        self.topology.route_via_peer()
         with contextlib.closing(dut.ns.socket(socket.AF_INET, socket.SOCK_DGRAM)) as s:
             tracker.watch(netns_cookie(s), dut.ifindex)
         self.fates = tracker

@@ -90,8 +90,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     if _parametrizes_tier(metafunc):
         return
-    # A rule set has no unit tier: the kernel's test run has no stack behind the filter.
-    live_only = metafunc.definition.get_closest_marker("nftables") is not None
+    # A rule set, and the DUT's whole stack, have no unit tier: the kernel's test run has no stack
+    # behind the filter.
+    live_only = metafunc.definition.get_closest_marker("nftables") is not None or "dut" in metafunc.fixturenames
     metafunc.parametrize("tier", ("live",) if live_only else TIERS, indirect=True)
 
 

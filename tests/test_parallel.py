@@ -24,7 +24,7 @@ def test_expected_wrong(xdp, inject):
 
 def _suite(path: Path) -> None:
     for f in EXAMPLES.iterdir():
-        if f.suffix in (".c", ".py") and not f.name.startswith("test_icmp"):
+        if f.suffix in (".c", ".py", ".nft") and not f.name.startswith("test_icmp"):
             shutil.copy(f, path / f.name)
     shutil.copytree(EXAMPLES / "captures", path / "captures")
     shutil.copytree(EXAMPLES / "build", path / "build")  # the objects `make -C examples` built

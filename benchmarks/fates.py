@@ -1,0 +1,80 @@
+"""Fate tracking's cost, side by side in one run: live injected packets/s through the DUT's whole
+stack (pktassert's pass-through XDP stage, then the kernel: no socket on the port, so each packet
+ends as a NO_SOCKET drop) with each packet's fate tracked and without, every packet accounted;
+the median of three floods after one to warm up.
+
+Run as root: .venv/bin/python benchmarks/fates.py [--json] [--packets N]
+Goal (issue 12): >= 0.5 Mpps with fates. Compare the figures with each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from pktassert.bpf.fate_tracker import FateTracker
+from pktassert.bpf.receiver import Receiver
+from pktassert.bpf.sender import Sender
+from pktassert.netns import Topology
+from report import show  # benchmarks/report.py (scripts run from this folder)
+from scapy.layers.inet import IP, UDP
+
+from pktassert import Fate
+from pktassert.collect import Collector
+from pktassert.dut import XdpUnderTest
+from pktassert.inject import MTU, Injector
+from pktassert.plugin import PASS_THROUGH
+from pktassert.record import const
+
+VARY = {"src": "198.51.100.0/24", "sport": (1024, 65535)}
+
+
+def live(n: int, tracker: FateTracker | None, sender: Sender, receiver: Receiver, floods: int = 3) -> dict[str, object]:
+    loaded = PASS_THROUGH.load()
+    with Topology(mtu=MTU + const("TRAILER_LEN")) as topo:
+        dut = XdpUnderTest(loaded, Collector(loaded), topo, receiver)
+        if tracker is not None:
+            dut.track_fates(tracker)
+        inject = Injector(dut, lambda: sender)
+        template = IP(dst=dut.ip) / UDP(dport=9)
+        inject(template, count=n, vary=VARY)  # warm
+        seconds = []
+        for _ in range(floods):
+            t = time.perf_counter()
+            capture = inject(template, count=n, vary=VARY)
+            seconds.append(time.perf_counter() - t)
+            assert capture.accounted == n, capture
+            if tracker is not None:
+                assert capture.reasons() == {"NO_SOCKET": n}, capture.reasons()
+                assert capture.count(Fate.DROPPED) + capture.count(Fate.ANSWERED) == n
+        inject.close()
+        dut.close()
+    loaded.close()
+    return {"pps": round(n / statistics.median(seconds)),
+            "pps_range": [round(n / max(seconds)), round(n / min(seconds))], "accounted": capture.accounted}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--packets", type=int, default=1_000_000)
+    args = ap.parse_args()
+    sender, receiver, tracker = Sender(), Receiver(), FateTracker()
+    out: dict[str, object] = {}
+    try:
+        out["fates_off"] = live(args.packets, None, sender, receiver)
+        out["fates_on"] = live(args.packets, tracker, sender, receiver)
+    finally:
+        sender.close()
+        receiver.close()
+        tracker.close()
+    on, off = out["fates_on"], out["fates_off"]
+    assert isinstance(on, dict) and isinstance(off, dict)
+    out["on_over_off"] = round(int(on["pps"]) / int(off["pps"]), 2)
+    out["goal_met"] = bool(int(on["pps"]) >= 500_000)
+    show(out, args.json)
+
+
+if __name__ == "__main__":
+    main()
