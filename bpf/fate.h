@@ -12,12 +12,6 @@
 #define PKTASSERT_F_RESET 0x10       /* TCP answered it with a reset (tcp_send_reset) */
 #define PKTASSERT_F_ICMP 0x20        /* answered with an ICMP error (icmp_send): answer = type << 8 | code */
 
-/* Counter slots (per-CPU array pktassert_fate_counts). */
-#define PKTASSERT_FC_RECEIVED 0
-#define PKTASSERT_FC_ENDED 1         /* dropped or consumed: the sk_buff is gone */
-#define PKTASSERT_FC_STALE 2         /* a tracked sk_buff seen again as another packet */
-#define PKTASSERT_FC_SLOTS 4
-
 struct pktassert_fate {
 	__u32 tag;
 	__u32 flags;

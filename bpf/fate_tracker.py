@@ -43,6 +43,7 @@ class FateTracker:
         self._links: list[int] = []
         self._mm: mmap.mmap | None = None
         self._generation = 0
+        self._netns = self._ifindex = 0
         try:
             for name in TRACEPOINTS:
                 prog = lib.bpf_object__find_program_by_name(self.obj, name.encode())
@@ -53,7 +54,6 @@ class FateTracker:
                 self._links.append(link)
             self.socket_fd = self._prog_fd("pktassert_on_socket")
             self._config_fd = self._map_fd("pktassert_fate_config")
-            self.counts_fd = self._map_fd("pktassert_fate_counts")
             btf = btf_types.Btf(lib.bpf_object__btf(self.obj))
             self.dtype = dtype_of(btf.ctype(btf.find("pktassert_fate", btf_types.STRUCT)))
             self._mm = mmap.mmap(self._map_fd("pktassert_fates"), const("SLOTS") * self.dtype.itemsize, mmap.MAP_SHARED,
@@ -74,7 +74,15 @@ class FateTracker:
         only: records and sk_buffs of what was watched before are forgotten."""
         self._generation += 1
         self.slots.fill(0)
-        key, value = ctypes.c_uint32(0), (ctypes.c_uint64 * 2)(netns, ifindex | self._generation << 32)
+        self._configure(netns, ifindex, raw=False)
+
+    def track_raw(self) -> None:
+        """Also follow data buffers: a raw socket is handed a clone of the packet (the same buffer)."""
+        self._configure(self._netns, self._ifindex, raw=True)
+
+    def _configure(self, netns: int, ifindex: int, raw: bool) -> None:
+        self._netns, self._ifindex = netns, ifindex
+        key, value = ctypes.c_uint32(0), (ctypes.c_uint64 * 3)(netns, ifindex | self._generation << 32, int(raw))
         if libbpf.lib().bpf_map_update_elem(self._config_fd, ctypes.byref(key), value, 0):
             raise OSError(ctypes.get_errno(), "pktassert_fate_config")
 

@@ -7,7 +7,6 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
-#include <bpf/bpf_core_read.h>
 #include "record.h"
 #include "fate.h"
 
@@ -18,6 +17,8 @@ struct pktassert_fate_config {
 	__u64 netns;      /* the DUT namespace's cookie (SO_NETNS_COOKIE) */
 	__u32 ifindex;    /* its veth */
 	__u32 generation; /* one per test: an sk_buff registered for an earlier test is not this one's */
+	__u32 raw;        /* a raw test socket is open: track data buffers too (raw sockets get clones) */
+	__u32 pad;
 };
 
 struct {
@@ -35,6 +36,7 @@ struct live {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);   /* per-CPU LRU lists: no lock shared between CPUs */
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct live);
@@ -43,6 +45,7 @@ struct {
 /* The same by data buffer, for clones (a raw socket gets a clone of the packet, sharing its buffer). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);   /* per-CPU LRU lists: no lock shared between CPUs */
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct live);
@@ -56,21 +59,8 @@ struct {
 	__type(value, struct pktassert_fate);
 } pktassert_fates SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, PKTASSERT_FC_SLOTS);
-	__type(key, __u32);
-	__type(value, __u64);
-} pktassert_fate_counts SEC(".maps");
 
 extern void *bpf_cast_to_kern_ctx(void *) __ksym;
-
-static __always_inline void count(__u32 slot)
-{
-	__u64 *c = bpf_map_lookup_elem(&pktassert_fate_counts, &slot);
-	if (c)
-		*c += 1;
-}
 
 /* The fate slot of a tracked sk_buff, or NULL. */
 static __always_inline struct pktassert_fate *tracked(struct sk_buff *skb, struct live **out)
@@ -81,7 +71,7 @@ static __always_inline struct pktassert_fate *tracked(struct sk_buff *skb, struc
 	struct live *l = bpf_map_lookup_elem(&pktassert_live, &key);
 	__u32 zero = 0;
 	struct pktassert_fate_config *cfg = bpf_map_lookup_elem(&pktassert_fate_config, &zero);
-	if (!l || !cfg || l->generation != cfg->generation || l->head != BPF_CORE_READ(skb, head))
+	if (!l || !cfg || l->generation != cfg->generation || l->head != skb->head)
 		return NULL;
 	__u32 slot = l->tag % PKTASSERT_SLOTS;
 	struct pktassert_fate *f = bpf_map_lookup_elem(&pktassert_fates, &slot);
@@ -97,38 +87,33 @@ int BPF_PROG(pktassert_on_receive, struct sk_buff *skb)
 {
 	__u32 zero = 0;
 	struct pktassert_fate_config *cfg = bpf_map_lookup_elem(&pktassert_fate_config, &zero);
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
-	if (!cfg || !dev || BPF_CORE_READ(dev, ifindex) != cfg->ifindex ||
-	    BPF_CORE_READ(dev, nd_net.net, net_cookie) != cfg->netns)
+	struct net_device *dev = skb->dev;   /* tp_btf: the kernel's own pointers, read directly */
+	if (!cfg || !dev || dev->ifindex != cfg->ifindex || dev->nd_net.net->net_cookie != cfg->netns)
 		return 0;
 	__u64 key = (__u64)skb;
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	struct skb_shared_info *shinfo = (void *)(head + BPF_CORE_READ(skb, end));
-	__u8 meta_len = BPF_CORE_READ(shinfo, meta_len);
+	unsigned char *head = skb->head;
+	struct skb_shared_info *shinfo = (void *)(head + skb->end);
+	__u8 meta_len = 0;
 	__u32 meta[2] = {};
-	if (meta_len < sizeof(meta) ||
-	    bpf_probe_read_kernel(meta, sizeof(meta), head + BPF_CORE_READ(skb, mac_header) - meta_len)) {
+	bpf_probe_read_kernel(&meta_len, 1, &shinfo->meta_len);
+	if (meta_len < sizeof(meta) || bpf_probe_read_kernel(meta, sizeof(meta), head + skb->mac_header - meta_len) ||
+	    (__builtin_bswap32(meta[0]) != PKTASSERT_MAGIC_RING && __builtin_bswap32(meta[0]) != PKTASSERT_MAGIC_ENGINE)) {
 		bpf_map_delete_elem(&pktassert_live, &key);   /* not ours: never let an old entry stand for it */
 		return 0;
 	}
-	__u32 magic = __builtin_bswap32(meta[0]), tag = __builtin_bswap32(meta[1]);
-	if (magic != PKTASSERT_MAGIC_RING && magic != PKTASSERT_MAGIC_ENGINE) {
-		bpf_map_delete_elem(&pktassert_live, &key);
-		return 0;
-	}
+	__u32 tag = __builtin_bswap32(meta[1]);
 	struct live l = {.tag = tag, .generation = cfg->generation, .head = head};
-	if (bpf_map_lookup_elem(&pktassert_live, &key))
-		count(PKTASSERT_FC_STALE);
 	bpf_map_update_elem(&pktassert_live, &key, &l, BPF_ANY);
-	__u64 head_key = (__u64)head;
-	bpf_map_update_elem(&pktassert_live_heads, &head_key, &l, BPF_ANY);
+	if (cfg->raw) {
+		__u64 head_key = (__u64)head;
+		bpf_map_update_elem(&pktassert_live_heads, &head_key, &l, BPF_ANY);
+	}
 	__u32 slot = tag % PKTASSERT_SLOTS;
 	struct pktassert_fate *f = bpf_map_lookup_elem(&pktassert_fates, &slot);
 	if (f) {
 		struct pktassert_fate fresh = {.tag = tag, .flags = PKTASSERT_F_RECEIVED};
 		*f = fresh;
 	}
-	count(PKTASSERT_FC_RECEIVED);
 	return 0;
 }
 
@@ -143,7 +128,6 @@ int BPF_PROG(pktassert_on_drop, struct sk_buff *skb, void *location, enum skb_dr
 	f->location = (__u64)location;
 	__u64 key = (__u64)skb;
 	bpf_map_delete_elem(&pktassert_live, &key);
-	count(PKTASSERT_FC_ENDED);
 	return 0;
 }
 
@@ -156,7 +140,6 @@ int BPF_PROG(pktassert_on_consume, struct sk_buff *skb, void *location)
 	f->flags |= PKTASSERT_F_CONSUMED;
 	__u64 key = (__u64)skb;
 	bpf_map_delete_elem(&pktassert_live, &key);
-	count(PKTASSERT_FC_ENDED);
 	return 0;
 }
 
@@ -187,7 +170,7 @@ int pktassert_on_socket(struct __sk_buff *ctx)
 	struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
 	struct pktassert_fate *f = tracked(skb, NULL);
 	if (!f) {   /* a clone (raw sockets): the same data buffer as a tracked packet */
-		__u64 head_key = (__u64)BPF_CORE_READ(skb, head);
+		__u64 head_key = (__u64)skb->head;
 		struct live *l = bpf_map_lookup_elem(&pktassert_live_heads, &head_key);
 		__u32 zero = 0;
 		struct pktassert_fate_config *cfg = bpf_map_lookup_elem(&pktassert_fate_config, &zero);

@@ -29,6 +29,8 @@ class Listener:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 self.sock.bind(("::", number))
             tracker.attach_socket(self.sock)  # before listen(): no packet reaches it unfiltered
+            if kind == "raw":
+                tracker.track_raw()
             if kind == "tcp":
                 self.sock.listen(backlog)
             self.sock.setblocking(False)
