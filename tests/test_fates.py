@@ -4,7 +4,7 @@ shown to change when the rule, the filter or the socket that decides it changes.
 import socket
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
 from scapy.layers.inet6 import IPv6
 
 from pktassert import Fate, PktassertError, TcVerdict, Verdict
@@ -154,3 +154,18 @@ def test_xdp_fixture_alone_has_no_fates(xdp, inject):
     r = inject(IP(dst=xdp.ip) / TCP(dport=22, flags="S"))
     with pytest.raises(PktassertError, match="Fix: ask for `dut`"):
         r[0].fate
+
+
+@pytest.mark.xdp("int bounce(struct xdp_md *ctx) { return XDP_TX; }", func="bounce")
+def test_a_frame_the_filter_sends_back_never_reaches_the_stack(dut, inject):
+    dut.listen(udp=53)
+    r = inject(IP(dst=dut.ip) / UDP(dport=53), count=5)
+    assert r.fates() == {Fate.FILTER_SENT: 5} and r.count(Verdict.TX) == 5 and r.reasons() == {}
+
+
+def test_a_reassembled_datagram_is_not_attributed_to_a_fragment(dut, inject):
+    # The datagram reaches the socket, but in a buffer no injected packet had: never guessed.
+    dns = dut.listen(udp=53)
+    r = inject(fragment(IP(dst=dut.ip, id=99) / UDP(dport=53) / (b"y" * 100), fragsize=64))
+    assert [p.fate for p in r] == [Fate.CONSUMED, Fate.UNKNOWN]
+    assert dns.received() == [b"y" * 100]

@@ -80,3 +80,36 @@ def test_without_libnftables_the_message_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "nftables", None)
     with Topology() as topo, pytest.raises(ProgramError, match="apt install python3-nftables"):
         RuleSet(topo.dut.ns, "table inet t {}")
+
+
+SUITE = '''
+import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from pktassert import Fate
+
+RULES = """
+table inet fw {
+  chain input {
+    type filter hook input priority filter; policy drop;
+    tcp dport 22 accept
+  }
+}
+"""
+
+@pytest.mark.nftables(RULES)
+@pytest.mark.parametrize("n", range(4))
+def test_rules(dut, inject, n):
+    dut.listen(tcp=22, udp=53)
+    assert inject(IP(dst=dut.ip) / TCP(dport=22, flags="S"), count=3).fates() == {Fate.DELIVERED: 3}
+    assert inject(IP(dst=dut.ip) / UDP(dport=53), count=3000).fates() == {Fate.NETFILTER_DROPPED: 3000}
+'''
+
+
+def test_runs_with_rule_sets_leave_the_root_namespace_as_it_was(pytester, pktassert_ready):
+    from pktassert.netns.snapshot import differences, snapshot  # root namespace: links, addresses, sysctls, rule set
+
+    before = snapshot()
+    pytester.makepyfile(test_rules=SUITE)
+    res = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", "-n", "2")
+    res.assert_outcomes(passed=4)
+    assert differences(before, snapshot()) == []
