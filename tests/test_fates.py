@@ -169,3 +169,12 @@ def test_a_reassembled_datagram_is_not_attributed_to_a_fragment(dut, inject):
     r = inject(fragment(IP(dst=dut.ip, id=99) / UDP(dport=53) / (b"y" * 100), fragsize=64))
     assert [p.fate for p in r] == [Fate.CONSUMED, Fate.UNKNOWN]
     assert dns.received() == [b"y" * 100]
+
+
+def test_answers_are_seen_at_the_peer(dut, inject):
+    dut.listen(tcp=22)
+    syn = inject(IP(dst=dut.ip) / TCP(sport=40001, dport=22, flags="S", seq=1000))
+    closed = inject(IP(dst=dut.ip) / TCP(sport=40002, dport=80, flags="S", seq=2000))
+    assert (syn[0].fate, closed[0].fate, closed[0].answer) == (Fate.DELIVERED, Fate.ANSWERED, "RST")
+    replies = {(t.dport, str(t.flags), t.ack) for t in (f[TCP] for f in dut.received_by_peer() if TCP in f)}
+    assert replies == {(40001, "SA", 1001), (40002, "RA", 2001)}
