@@ -6,6 +6,8 @@ import operator
 from typing import Any
 
 from pktassert.capture import Count, Outcome
+from pktassert.errors import PktassertError
+from pktassert.fate import CODES
 
 _OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _MIRROR = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
@@ -21,7 +23,39 @@ def explain(op: str, left: Any, right: Any) -> list[str] | None:
     return None
 
 
+def _explain_fate_count(op: str, got: Count, want: int) -> list[str]:
+    cap, fate = got.capture, got.fate
+    assert fate is not None
+    lines = [f"expected count(Fate.{fate.name}) {op} {want}, got {int(got)}",
+             f"fates of these {cap.sent if cap.step > 1 else len(cap)} packets: "
+             f"{', '.join(f'{f.name}={n}' for f, n in cap.fates().items()) or 'none'}"]
+    reasons = cap.reasons()
+    if reasons:
+        lines.append(f"the kernel's drop reasons: {', '.join(f'{r}={n}' for r, n in reasons.items())}")
+    wants_more = op in (">", ">=") or (op == "==" and int(got) < want)
+    code = CODES[fate]
+    codes: Any = cap.fate_codes if cap.fate_codes is not None else []
+    pos = next((i for i, c in enumerate(codes) if (c != code) == wants_more), None)
+    if pos is not None:
+        p = cap[pos]
+        said = [f"reason {p.reason}" if p.reason else "", f"rule '{p.rule}' in {p.chain}" if _rule_known(p) else "",
+                f"answered {p.answer}" if p.answer else ""]
+        detail = "; ".join(x for x in said if x)
+        lines.append(f"first packet that {'was not' if wants_more else 'was'} {fate.name}: {cap.summary(pos)} -> "
+                     f"{p.fate.name}{f' ({detail})' if detail else ''}")
+    return lines
+
+
+def _rule_known(p: Outcome) -> bool:
+    try:
+        return p.rule is not None
+    except PktassertError:
+        return False
+
+
 def _explain_count(op: str, got: Count, want: int) -> list[str]:
+    if got.fate is not None:
+        return _explain_fate_count(op, got, want)
     cap, v = got.capture, got.verdict
     what = f"count({v.name})" if v is not None else "count()"
     lines = [f"expected {what} {op} {want}, got {int(got)}",

@@ -46,10 +46,11 @@ class Count(int):
 
     capture: Capture
     verdict: Actions | None
+    fate: Fate | None
 
-    def __new__(cls, value: int, capture: Capture, verdict: Actions | None) -> Count:
+    def __new__(cls, value: int, capture: Capture, verdict: Actions | None, fate: Fate | None = None) -> Count:
         self = super().__new__(cls, value)
-        self.capture, self.verdict = capture, verdict
+        self.capture, self.verdict, self.fate = capture, verdict, fate
         return self
 
 
@@ -199,7 +200,7 @@ class Capture(CaptureFates):
         """How many packets got ``verdict`` (all packets when None), or met a Fate. In a sampled capture
         (``step`` > 1) exact for the whole flood, from the counters; after where(), of the sample."""
         if isinstance(verdict, Fate):
-            return Count(self.fate_count(verdict), self, None)
+            return Count(self.fate_count(verdict), self, None, verdict)
         acts = self.actions
         known = {int(v) for v in acts}
         if verdict is not None and not (isinstance(verdict, int) and int(verdict) in known

@@ -178,3 +178,17 @@ def test_answers_are_seen_at_the_peer(dut, inject):
     assert (syn[0].fate, closed[0].fate, closed[0].answer) == (Fate.DELIVERED, Fate.ANSWERED, "RST")
     replies = {(t.dport, str(t.flags), t.ack) for t in (f[TCP] for f in dut.received_by_peer() if TCP in f)}
     assert replies == {(40001, "SA", 1001), (40002, "RA", 2001)}
+
+
+@pytest.mark.nftables(DROP_SSH)
+def test_a_failed_fate_count_says_what_happened_instead(dut, inject):
+    from pktassert.assertion import explain
+
+    dut.listen(tcp=22)
+    r = inject(IP(src="203.0.113.9", dst=dut.ip) / TCP(dport=22, flags="S"), count=5)
+    lines = explain("==", r.count(Fate.DELIVERED), 5)
+    assert lines[:3] == ["expected count(Fate.DELIVERED) == 5, got 0", "fates of these 5 packets: NETFILTER_DROPPED=5",
+                         "the kernel's drop reasons: NETFILTER_DROP=5"]
+    assert lines[3].startswith("first packet that was not DELIVERED: packet #0: ")
+    assert lines[3].endswith("-> NETFILTER_DROPPED (reason NETFILTER_DROP; rule 'tcp dport 22 ip saddr != "
+                             "198.51.100.0/24 counter drop' in inet t input)")
