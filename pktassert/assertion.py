@@ -5,6 +5,9 @@ from __future__ import annotations
 import operator
 from typing import Any
 
+import numpy as np
+
+from pktassert import offender
 from pktassert.capture import Count, Outcome
 from pktassert.errors import PktassertError
 from pktassert.fate import CODES
@@ -36,6 +39,8 @@ def _explain_fate_count(op: str, got: Count, want: int) -> list[str]:
     code = CODES[fate]
     codes: Any = cap.fate_codes if cap.fate_codes is not None else []
     pos = next((i for i, c in enumerate(codes) if (c != code) == wants_more), None)
+    if len(codes):
+        cap.offenders = np.flatnonzero((np.asarray(codes) != code) == wants_more)
     if pos is not None:
         p = cap[pos]
         said = [f"reason {p.reason}" if p.reason else "", f"rule '{p.rule}' in {p.chain}" if _rule_known(p) else "",
@@ -74,7 +79,17 @@ def _explain_count(op: str, got: Count, want: int) -> list[str]:
         label = f"first packet that was {v.name}"
     if pos is not None:
         lines.append(f"{label}: {cap.summary(pos)} -> {cap.actions.name_of(int(cap.records['ret'][pos]))}")
+        lines += offender.lines(cap, pos)
+        edge = offender.change(cap, pos)
+        if edge:
+            lines.append(edge)
+        cap.offenders = _offenders(cap, int(v), wants_more)
     return lines
+
+
+def _offenders(cap: Any, verdict: int, wants_more: bool) -> Any:
+    verdicts = cap.actions.from_column(cap.records["verdict"])
+    return np.flatnonzero(verdicts != verdict if wants_more else verdicts == verdict)
 
 
 def _explain_outcome(op: str, got: Outcome, want: Any) -> list[str]:

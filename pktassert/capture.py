@@ -149,6 +149,8 @@ class Capture(CaptureFates):
         self.fate_records: np.ndarray | None = None
         self._fate_exact: FateReader | None = None
         self.fate_rules: np.ndarray | None = None    # with a rule set: (chain, rule) that decided, or None
+        self.origin = ""  # where the test called inject() (file:line)
+        self.offenders: np.ndarray | None = None  # positions a failed assertion named (evidence keeps them all)
 
     def _subset(self, mask: np.ndarray) -> Capture:
         sub = Capture(self.records[mask], self._frame, self.index[mask], self.sent, self.accounted,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,15 @@ KEEP = 1_000_000  # per-packet records kept by default (80 bytes each)
 
 def _touch(a: np.ndarray) -> None:
     a.view(np.uint8).fill(0)  # numpy lets go of the GIL for this
+
+
+def _origin() -> str:
+    """Where the test called inject(): the first frame outside pktassert, as file:line."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    f = sys._getframe(1)
+    while f is not None and os.path.abspath(f.f_code.co_filename).startswith(here):
+        f = f.f_back  # type: ignore[assignment]
+    return "" if f is None else f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
 
 
 def _chunks(n: int, most: int, first: int = 4096, ramp: int = 3) -> list[int]:
@@ -151,6 +161,7 @@ class Injector:
             check_size(frames, MTU)
         schedule = None if rate is None else np.arange(len(frames), dtype=np.float64) / rate
         capture = self._send(frames, keep, schedule)
+        capture.origin = _origin()
         self.captures.append(capture)
         return capture
 
@@ -201,6 +212,7 @@ class Injector:
         else:
             raise InjectError(f"speed={speed!r}: \"max\", or a positive factor of the recorded timing (1.0 = as recorded).")
         capture = self._send(frames, keep, schedule)
+        capture.origin = _origin()
         self.captures.append(capture)
         return capture
 

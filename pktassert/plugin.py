@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import pytest
 
-from pktassert import assertion, preflight
+from pktassert import assertion, evidence, preflight
 from pktassert.bpf import build_cache
 from pktassert.bpf.fate_tracker import FateTracker
 from pktassert.bpf.hooks import HOOKS
@@ -23,12 +26,14 @@ from pktassert.errors import ProgramError
 from pktassert.inject import MTU, Injector
 from pktassert.netns import Topology, leftovers
 from pktassert.nft_ruleset import RuleSet
+from pktassert.offender import describe
 from pktassert.program_cache import ProgramCache, raise_fd_limit
 from pktassert.record import const
 from pktassert.subjects import SUBJECTS, Subject, subject_of
 from pktassert.verdict import Verdict
 
 T = TypeVar("T")
+RUN_ENV = "PKTASSERT_RUN"  # the run's evidence folder name, shared with xdist workers
 PASS_THROUGH = LibbpfSource(HERE / "pass_through.bpf.c", "pass_through")
 TIERS = ("live", "unit")
 
@@ -43,6 +48,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where inject() runs packets: live (over a veth, the default), unit "
                          "(BPF_PROG_TEST_RUN, no traffic), or both (every test once per tier). "
                          "A test that parametrizes 'tier' itself keeps its own choice.")
+    group.addoption("--pktassert-evidence", choices=("failed", "all", "none"), default="failed",
+                    help="write a pcapng of the packets a test injected (verdicts in the EPB verdict option, "
+                         "a comment per packet): for failed tests (default), all tests, or none")
+    group.addoption("--pktassert-evidence-dir", metavar="DIR", default="pktassert-evidence",
+                    help="where the pcapng files go (relative to the rootdir), in a folder named once per run "
+                         "(default: pktassert-evidence/)")
     group.addoption("--pktassert-cache-dir", metavar="DIR",
                     help=f"where compiled and linked libbpf filters are kept, shared by runs and xdist workers "
                          f"(default: ${build_cache.ENV}, else ~/.cache/pktassert/build); clear it with "
@@ -60,6 +71,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "nftables(source): an nftables rule set under test (a .nft path, relative to "
                                        "the test file or rootdir, or the text), loaded into the DUT namespace "
                                        "(live tier; use the dut fixture for each packet's fate)")
+    # One folder per run, named in the controller; xdist workers inherit the environment.
+    os.environ.setdefault(RUN_ENV, time.strftime("run-%Y%m%d-%H%M%S-") + str(os.getpid()))
     chosen = config.getoption("pktassert_cache_dir")
     if chosen:  # through the environment, so xdist workers and child processes share it
         os.environ[build_cache.ENV] = os.path.abspath(chosen)
@@ -287,7 +300,8 @@ def _under_test(program: Subject, tier: str, programs: ProgramCache, request: py
     where = program.name
     if program.is_file:
         where = os.path.relpath(where, request.config.rootpath)
-    request.node.user_properties.append(("pktassert", {"filter": f"{program.func} ({where})", "counts": counts}))
+    request.node.user_properties.append(("pktassert", json.dumps({"filter": f"{program.func} ({where})",
+                                                                  "counts": counts})))
 
 
 @pytest.fixture(scope="session")
@@ -380,7 +394,43 @@ def pytest_runtest_makereport(item: pytest.Item,
     if call.when == "setup" and call.excinfo is not None and call.excinfo.errisinstance(ProgramError):
         report.longrepr = f"pktassert: {call.excinfo.value}"
         report.when = "call"
+    if call.when == "call":
+        _evidence(item, report)
     return report
+
+
+def _evidence(item: pytest.Item, report: pytest.TestReport) -> None:
+    """The test's packets as pcapng, named in its report and its JUnit properties."""
+    mode = item.config.getoption("pktassert_evidence")
+    injector = getattr(item, "funcargs", {}).get("inject")
+    if mode == "none" or (mode == "failed" and not report.failed) or not isinstance(injector, Injector):
+        return
+    if not injector.captures:
+        return
+    folder = Path(item.config.rootpath, item.config.getoption("pktassert_evidence_dir"), os.environ[RUN_ENV])
+    path = folder / (re.sub(r"[^\w.-]+", "_", item.nodeid).strip("_") + ".pcapng")
+    try:
+        n = evidence.write(path, injector.captures, item.nodeid)
+    except OSError as e:
+        report.sections.append(("pktassert evidence", f"no pcapng written: {e}"))
+        return
+    report.sections.append(("pktassert evidence", f"{n} packets with their verdicts and fates: {path}\n"
+                                                  f"(open in Wireshark, or: tshark -r {path} -T fields -e frame.number "
+                                                  f"-e frame.verdict -e frame.comment)"))
+    # JUnit XML takes the properties of the teardown report, which copies the item's.
+    item.user_properties.append(("pktassert_evidence", json.dumps({"pcapng": str(path), "packets": n,
+                                                                   "failure": _failure_evidence(injector)})))
+
+
+def _failure_evidence(injector: Injector) -> list[dict[str, Any]]:
+    """The packets a failed assertion named (first few), as JSON-ready facts."""
+    out: list[dict[str, Any]] = []
+    for call, cap in enumerate(injector.captures, 1):
+        if cap.offenders is None:
+            continue
+        for pos in cap.offenders[:5].tolist():
+            out.append({"inject_call": call, "origin": cap.origin, **describe(cap, pos)})
+    return out
 
 
 class VerdictSummary:
@@ -392,8 +442,9 @@ class VerdictSummary:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "teardown":
             return
-        for key, value in report.user_properties:
-            if key == "pktassert" and isinstance(value, dict):
+        for key, text in report.user_properties:
+            if key == "pktassert" and isinstance(text, str):
+                value = json.loads(text)  # JSON: what JUnit XML shows, not a Python repr
                 entry = self.filters.setdefault(value["filter"], {"tests": 0, "counts": {}})
                 entry["tests"] += 1
                 for name, n in value["counts"].items():
