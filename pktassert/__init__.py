@@ -8,7 +8,8 @@ from pktassert.dut import XdpUnderTest
 from pktassert.errors import AccountingError, InjectError, PktassertError, ProgramError
 from pktassert.fate import Fate
 from pktassert.inject import Injector
+from pktassert.packet_diff import Mask, expect
 from pktassert.verdict import TcVerdict, Verdict
 
-__all__ = ["AccountingError", "BccSource", "Capture", "Count", "Fate", "InjectError", "Injector", "LibbpfSource",
-           "ObjectFile", "Outcome", "PktassertError", "Program", "ProgramError", "TcVerdict", "Verdict", "XdpUnderTest"]
+__all__ = ["AccountingError", "BccSource", "Capture", "Count", "Fate", "InjectError", "Injector", "LibbpfSource", "Mask",
+           "ObjectFile", "Outcome", "PktassertError", "Program", "ProgramError", "TcVerdict", "Verdict", "XdpUnderTest", "expect"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from pktassert import offender
+from pktassert import offender, packet_diff
 from pktassert.capture import Count, Outcome
 from pktassert.errors import PktassertError
 from pktassert.fate import CODES
@@ -17,6 +17,10 @@ _MIRROR = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 
 
 def explain(op: str, left: Any, right: Any) -> list[str] | None:
+    if op == "==":
+        frames = packet_diff.explain(left, right)
+        if frames is not None:
+            return frames
     if isinstance(right, (Count, Outcome)) and not isinstance(left, (Count, Outcome)):
         left, right, op = right, left, _MIRROR.get(op, op)
     if isinstance(left, Count) and isinstance(right, int) and op in _OPS:
@@ -66,6 +70,7 @@ def _explain_count(op: str, got: Count, want: int) -> list[str]:
     lines = [f"expected {what} {op} {want}, got {int(got)}",
              *([f"counted in a sample: records were kept for 1 packet in {cap.step} of {cap.sent} "
                 f"(pass inject(..., keep=N) to keep more)"] if cap.sampled else []),
+             *([cap.selection] if cap.selection else []),
              f"verdicts of these {len(cap)} packets: {cap.counts_text()}",
              *([f"{cap.stray} frames not sent by pktassert were judged meanwhile (not counted)"] if cap.stray else [])]
     if v is None:

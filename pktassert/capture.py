@@ -12,10 +12,12 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet
 
+from pktassert import payload_match
 from pktassert.capture_fates import CaptureFates, OutcomeFate
 from pktassert.errors import PktassertError
 from pktassert.fate import Fate
 from pktassert.fate_reader import FateReader
+from pktassert.flood import Flood
 from pktassert.live_outputs import LiveOutputs
 from pktassert.outputs import Outputs
 from pktassert.record import const
@@ -150,6 +152,8 @@ class Capture(CaptureFates):
         self._fate_exact: FateReader | None = None
         self.fate_rules: np.ndarray | None = None    # with a rule set: (chain, rule) that decided, or None
         self.origin = ""  # where the test called inject() (file:line)
+        self.flood: Flood | None = None  # the flood the packets were built from (payloads searched in numpy)
+        self.selection = ""  # what where() chose, out of how many
         self.offenders: np.ndarray | None = None  # positions a failed assertion named (evidence keeps them all)
 
     def _subset(self, mask: np.ndarray) -> Capture:
@@ -159,6 +163,7 @@ class Capture(CaptureFates):
             sub.fate_codes, sub.fate_records = self.fate_codes[mask], self.fate_records[mask]
         if self.fate_rules is not None:
             sub.fate_rules = self.fate_rules[mask]
+        sub.origin, sub.flood = self.origin, self.flood
         return sub
 
     def __len__(self) -> int:
@@ -222,19 +227,38 @@ class Capture(CaptureFates):
         vals, n = np.unique(acts.from_column(self.records["verdict"]), return_counts=True)
         return {acts.name_of(int(v)): int(c) for v, c in zip(vals, n)}
 
-    def where(self, *layers: type[Packet], **fields: Any) -> Capture:
+    def where(self, *layers: type[Packet] | Callable[[Ether], Any], payload: bytes | None = None,
+              **fields: Any) -> Capture:
         """The packets that have every layer given and whose parsed fields match.
 
         A field's value may be one value or a collection (range, set, list) of allowed values;
-        TCP flags may be written as scapy writes them ("S", "SA").
+        TCP flags may be written as scapy writes them ("S", "SA"). ``payload=b"..."``: the payload
+        (after the transport header) contains those bytes. A callable instead of a layer: a
+        predicate on the packet as scapy dissects it (one scapy object per packet: slower).
         """
         r = self.records
         mask = np.ones(len(r), bool)
+        classes = [x for x in layers if isinstance(x, type) and issubclass(x, Packet)]
         for layer in layers:
-            mask &= self._has(layer)
+            if isinstance(layer, type) and issubclass(layer, Packet):
+                mask &= self._has(layer)
+            elif callable(layer):
+                mask &= payload_match.satisfying(layer, len(r), self.frame)
+            else:
+                raise PktassertError(f"where({layer!r}): give scapy layers (TCP, IPv6), a predicate on the packet, "
+                                     f"and fields by name (dport=22, payload=b'...').")
+        if payload is not None:
+            if not isinstance(payload, (bytes, bytearray)):
+                raise PktassertError(f"where(payload={payload!r}): give the bytes to look for, e.g. payload=b'/etc/passwd'.")
+            mask &= payload_match.contains(bytes(payload), self.index, self.flood, self.frame)
         for name, want in fields.items():
-            mask &= self._matches(name, want, layers)
-        return self._subset(mask)
+            mask &= self._matches(name, want, classes)
+        sub = self._subset(mask)
+        said = [*(getattr(x, "__name__", repr(x)) for x in layers), *(f"{k}={v!r}" for k, v in fields.items()),
+                *([f"payload={payload!r}"] if payload is not None else [])]
+        sub.selection = f"where({', '.join(said)}) matched {int(mask.sum()):,} of {len(r):,} packets" + \
+            (f" (records kept for 1 packet in {self.step})" if self.step > 1 else "")
+        return sub
 
     @property
     def output(self) -> Ether:

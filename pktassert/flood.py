@@ -70,8 +70,27 @@ class Field:
 SIZE = Field("size", 0, 2, "size")
 
 
+PAYLOAD_BYTES = re.compile(r"payload\[(\d+)(?::(\d+))?\]")
+
+
+def _payload_field(built: Packet, name: str, m: re.Match[str]) -> Field:
+    """``payload[i]`` (a byte) or ``payload[i:j]`` (a big-endian number over those bytes) of the template's payload."""
+    raw = [(layer, at) for layer, at, _ in layers(built) if isinstance(layer, Raw)]
+    i = int(m[1])
+    j = int(m[2]) if m[2] is not None else i + 1
+    size = len(raw[0][0]) if raw else 0
+    if not raw or not i < j <= size or j - i > 8:
+        raise InjectError(f"vary={{{name!r}: ...}}: the packet's payload has {size} bytes; {name} must lie in it and "
+                          f"span 1 to 8 bytes. Fix: a payload long enough (scapy: / Raw(...)), e.g. 'payload[0]' or "
+                          f"'payload[2:4]'.")
+    return Field(name, raw[0][1] + i, j - i, "int")
+
+
 def _resolve(built: Packet, name: str) -> Field:
     """The field ``name`` of the template (built, dissected), or an error listing the ones it has."""
+    m = PAYLOAD_BYTES.fullmatch(name)
+    if m:
+        return _payload_field(built, name, m)
     found = [(layer, at, key) for layer, at, key in layers(built) if key[0] in FIELDS]
     if "." in name:
         lname, fname = name.rsplit(".", 1)
@@ -230,6 +249,29 @@ def build(pkt: Packet, count: int, vary: Mapping[str, Any] | None, start: int = 
     return frames
 
 
+def _headers(pkt: Packet) -> Packet:
+    """The packet without its payload (the Raw layer at its end)."""
+    head = pkt.copy()
+    last = head.lastlayer()
+    if isinstance(last, Raw) and last.underlayer is not None:
+        last.underlayer.remove_payload()
+    return head
+
+
+def _payload_table(spec: Any) -> tuple[np.ndarray, np.ndarray]:
+    """vary={"payload": ...}: one bytes value or a list of them, as a zero-padded table and their sizes."""
+    every = [spec] if isinstance(spec, (bytes, bytearray)) else list(spec) if isinstance(spec, (list, tuple)) else None
+    if not every or not all(isinstance(p, (bytes, bytearray)) for p in every):
+        raise InjectError(f"vary={{'payload': {spec!r}}}: give the payloads as bytes, one or a list "
+                          f"(e.g. [b'GET /etc/passwd', b'GET /index.html']); a byte range: 'payload[4]' or "
+                          f"'payload[4:6]' with values, as for any field.")
+    width = max(len(p) for p in every)
+    table = np.zeros((len(every), width), np.uint8)
+    for k, p in enumerate(every):
+        table[k, :len(p)] = np.frombuffer(bytes(p), np.uint8)
+    return table, np.array([len(p) for p in every], np.int64)
+
+
 class Flood:
     """A flood not yet built: rows are made per chunk, and any one again on demand.
 
@@ -242,14 +284,21 @@ class Flood:
         self.count, self.seed = count, seed
         vary = dict(vary or {})
         self.size = vary.pop("size", None)
+        payloads = vary.pop("payload", None)
         self.vary = vary or None
         kept = on_purpose(pkt)  # decided on the template as given, before its payload is replaced
         self.pkt = pkt
-        if self.size is not None:
-            head = pkt.copy()
-            last = head.lastlayer()
-            if isinstance(last, Raw) and last.underlayer is not None:
-                last.underlayer.remove_payload()
+        self.payloads: tuple[np.ndarray, np.ndarray] | None = None
+        if payloads is not None:
+            if self.size is not None:
+                raise InjectError("vary= takes 'size' or 'payload', not both: a payload sets the size. Fix: one of them.")
+            head = _headers(pkt)
+            self.least = len(head)
+            self.payloads = _payload_table(payloads)
+            self.pkt = head / Raw(bytes(self.payloads[0].shape[1]))
+            self.size = "payload"
+        elif self.size is not None:
+            head = _headers(pkt)
             self.least = len(head)
             spec = self.size
             every = list(spec) if isinstance(spec, (list, range)) else \
@@ -274,10 +323,19 @@ class Flood:
     def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Rows start..stop, and each one's length when sizes vary (the bytes after it are zero)."""
         rows = np.tile(self.template, (stop - start, 1))
-        _fill(rows, self.fields, start, self.seed)
         lengths = None
+        if self.payloads is not None:  # each row's payload, in turn (or drawn, with seed=)
+            table, sizes = self.payloads
+            i = np.arange(start, stop, dtype=np.uint64)
+            if self.seed is not None:
+                i = _mix(i, self.seed, "payload") >> np.uint64(1)
+            pick = (i % np.uint64(len(table))).astype(np.int64)
+            rows[:, self.least:] = table[pick]
+            lengths = self.least + sizes[pick]
+        _fill(rows, self.fields, start, self.seed)
         if self.size is not None:
-            lengths = _values(self.size, stop - start, SIZE, "size", start, self.seed).astype(np.int64)
+            if lengths is None:
+                lengths = _values(self.size, stop - start, SIZE, "size", start, self.seed).astype(np.int64)
             rows[np.arange(rows.shape[1]) >= lengths[:, None]] = 0
             for at, minus in self.lengths:
                 _put(rows, at, 2, (lengths - minus).astype(np.uint64))

@@ -293,6 +293,8 @@ class Injector:
         capture = Capture(records, frame, index=np.arange(0, n, step), sent=n, accounted=accounted, outputs=outputs,
                           tier=path.tier, step=step, exact=exact if step > 1 else None,
                           stray=sum(p.stray for p in parts), actions=actions)
+        if isinstance(frames, Flood):
+            capture.flood = frames
         if fates is not None:
             capture.fate_codes, capture.fate_records, capture._fate_exact = fates.codes, fates.records, fates
         if tracer is not None and tracer.on:
