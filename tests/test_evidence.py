@@ -100,3 +100,22 @@ def test_a_flood_is_bounded_and_keeps_every_offender(suite, pktassert_ready):
     assert sorted({int(r[1]) for r in drops}) == [23, 135, 445, 3389] and len(drops) == 20
     assert len(rows) == 1000 + 1000 + 17
     assert "this file holds 2,017 of its 200,000 packets: the first and last 1,000 and 20 offenders" in rows[0][2]
+
+
+SIZES = "int big_drop(struct xdp_md *ctx) { return ctx->data_end - ctx->data > 553 ? XDP_DROP : XDP_PASS; }"
+
+
+@pytest.mark.xdp(SIZES, func="big_drop")
+def test_a_sweep_failure_says_where_the_verdict_changed(xdp, inject):
+    from scapy.layers.inet import IP, UDP
+
+    from pktassert import Verdict
+    from pktassert.assertion import explain
+
+    r = inject(IP(dst=xdp.ip) / UDP(dport=53), count=300, vary={"size": (400, 699)})
+    lines = explain("==", r.count(Verdict.PASS), 300)
+    assert lines[2].startswith("first packet that was not PASS: packet #154: ") and lines[2].endswith("-> DROP")
+    assert lines[3].startswith("  554 bytes; the inspector parsed: len=554 ")
+    assert lines[-1] == "the verdict changed between #153 (len 553, PASS) and #154 (len 554, DROP)"
+    nothing = explain("==", r.where(dport=9999).count(Verdict.DROP), 1)
+    assert nothing[1] == "where(dport=9999) matched 0 of 300 packets"
