@@ -18,6 +18,9 @@ static __always_inline __u64 *pktassert_counter_at(__u32 *key) { return pktasser
 static __always_inline struct pktassert_scratch_value *pktassert_scratch_at(__u32 *key) { return pktassert_scratch.lookup(key); }
 static __always_inline struct pktassert_record *pktassert_slot_at(__u32 *key) { return pktassert_slots.lookup(key); }
 static __always_inline long pktassert_emit(struct pktassert_record *r) { return pktassert_events.ringbuf_output(r, sizeof(*r), 0); }
+#ifdef PKTASSERT_PRINTK
+static __always_inline void pktassert_mark(__u32 nonce, __u32 tag) { bpf_trace_printk("pktassert %u %u\n", nonce, tag); }
+#endif
 
 #ifdef PKTASSERT_HOOK_TC
 BPF_ARRAY(pktassert_tc_opts, struct pktassert_tc_opts, 1);

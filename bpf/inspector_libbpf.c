@@ -80,6 +80,9 @@ static __always_inline __u64 *pktassert_counter_at(__u32 *key) { return bpf_map_
 static __always_inline struct pktassert_scratch_value *pktassert_scratch_at(__u32 *key) { return bpf_map_lookup_elem(&pktassert_scratch, key); }
 static __always_inline struct pktassert_record *pktassert_slot_at(__u32 *key) { return bpf_map_lookup_elem(&pktassert_slots, key); }
 static __always_inline long pktassert_emit(struct pktassert_record *r) { return bpf_ringbuf_output(&pktassert_events, r, sizeof(*r), 0); }
+#ifdef PKTASSERT_PRINTK
+static __always_inline void pktassert_mark(__u32 nonce, __u32 tag) { bpf_printk("pktassert %u %u", nonce, tag); }
+#endif
 
 #ifdef PKTASSERT_HOOK_TC
 struct {

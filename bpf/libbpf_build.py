@@ -91,11 +91,13 @@ def compile_failure(source: Path, stderr: str) -> str:
     return f"{source} (a libbpf source) does not compile with clang:\n" + "\n".join(shown) + f"{more}\n{fix}"
 
 
-def link(user_object: bytes, label: str, func: str, ctx: str, hook: str = "xdp") -> tuple[Path, bool]:
-    """The user's object with ``func`` moved into .text, linked with our inspector (for ``hook``) calling it."""
+def link(user_object: bytes, label: str, func: str, ctx: str, hook: str = "xdp",
+         prints: bool = False) -> tuple[Path, bool]:
+    """The user's object with ``func`` moved into .text, linked with our inspector (for ``hook``) calling it;
+    ``prints``: the filter calls bpf_trace_printk, and the inspector marks each packet's lines."""
     inspector = [(HERE / f).read_bytes() for f in INSPECTOR_FILES]
-    hook_flags = ["-DPKTASSERT_HOOK_TC"] if hook == "tc" else []
-    key = build_cache.digest(build_cache.FORMAT, user_object, func, ctx, hook, *inspector, libbpf.version(),
+    hook_flags = (["-DPKTASSERT_HOOK_TC"] if hook == "tc" else []) + (["-DPKTASSERT_PRINTK"] if prints else [])
+    key = build_cache.digest(build_cache.FORMAT, user_object, func, ctx, hook, *hook_flags, *inspector, libbpf.version(),
                              build_cache.clang_version(clang()) if shutil.which(CLANG) else "prebuilt inspector")
 
     def make(out: Path) -> None:

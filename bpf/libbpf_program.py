@@ -15,7 +15,7 @@ from typing import Any
 
 from pktassert.errors import ProgramError
 
-from . import btf_types, libbpf, libbpf_build
+from . import btf_types, libbpf, libbpf_build, prints
 from .elf_entry import ElfObject
 from .fd_table import FdTable
 from .hooks import HOOKS, UNSPEC, typed_by_section
@@ -179,7 +179,8 @@ class LibbpfLoaded(Loaded):
         self.func = func
         # A frags-aware entry (SEC("xdp.frags")) takes frames over a page: our programs that call it must say so too.
         self.frags = section.startswith("xdp.frags")
-        linked, _ = libbpf_build.link(data, self.label, func, ctx, self.hook.name)
+        self.prints = prints.in_object(data, self.label)
+        linked, _ = libbpf_build.link(data, self.label, func, ctx, self.hook.name, self.prints)
         lib = libbpf.lib()
         with libbpf.messages() as said:
             self.obj = lib.bpf_object__open_file(str(linked).encode(), None)

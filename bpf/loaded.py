@@ -29,6 +29,21 @@ class Loaded:
     def __init__(self) -> None:
         self._unit_slots: mmap.mmap | None = None
         self._next_tag = 1  # never 0: a slot no frame has written reads as tag 0
+        self.prints = False  # the filter calls bpf_trace_printk: the inspector was built to mark packets
+
+    def mark_prints(self, nonce: int) -> None:
+        """Have the inspector mark each packet in the trace with ``nonce`` (0: stop), on every CPU."""
+        from pktassert.bpf import libbpf
+
+        record = ctypes.sizeof(self.record_type)
+        size = -(-(record + 8) // 8) * 8  # struct pktassert_scratch_value: the record, magic, printk_nonce
+        cpus = libbpf.possible_cpus()
+        buf = (ctypes.c_uint8 * (size * cpus))()
+        for cpu in range(cpus):
+            ctypes.c_uint32.from_buffer(buf, cpu * size + record + 4).value = nonce
+        key = ctypes.c_uint32(0)
+        if libbpf.lib().bpf_map_update_elem(self.our_map_fd("pktassert_scratch"), ctypes.byref(key), buf, 0):
+            raise OSError(ctypes.get_errno(), "pktassert_scratch")
 
     @property
     def program(self) -> Any:

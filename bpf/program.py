@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from pktassert.bpf import compile_check, diagnostics, source_check
+from pktassert.bpf import compile_check, diagnostics, prints, source_check
 from pktassert.bpf.hooks import HOOKS
 from pktassert.bpf.loaded import Loaded
 from pktassert.bpf.source_check import RESERVED
@@ -95,7 +95,8 @@ class Program:
         source_check.check_entry(self.name, self.func, text)
         source_check.check_hook_ctx(self.name, self.func, text, self.hook)
         source_check.check_reserved(self.name, text, _inspector())
-        return (prelude(self.func, self.hook)
+        marks = "#define PKTASSERT_PRINTK\n" if prints.in_source(text) else ""
+        return (prelude(self.func, self.hook) + marks
                 + f'#line 1 "{HERE / "inspector.c"}"\n' + _inspector() + "#undef PKTASSERT_FILTER\n"
                 + f'#line 1 "{self.name}"\n' + text + "\n")
 
@@ -174,6 +175,7 @@ class LoadedProgram(Loaded):
         self.hook = HOOKS[program.hook]
         text = composed or program.compose()
         flags = compile_flags(program.cflags)
+        self.prints = "#define PKTASSERT_PRINTK\n" in text
         # In a child process first: LLVM ends the process that compiles a program its backend rejects.
         checked = compile_check.check(text, flags)
         if not checked.ok:

@@ -6,7 +6,8 @@
 
 /* Per-CPU scratch: the record being built and what the inspector needs after the filter returns,
  * kept there rather than on the 512-byte stack, which is the filter's. */
-struct pktassert_scratch_value { struct pktassert_record r; __u32 magic; };
+/* printk_nonce: set by Python (every CPU) when the filter prints; see pktassert_entered. */
+struct pktassert_scratch_value { struct pktassert_record r; __u32 magic; __u32 printk_nonce; };
 
 #ifndef PKTASSERT_CALL  /* how to call the filter's entry with our ctx */
 #define PKTASSERT_CALL(ctx) PKTASSERT_FILTER(ctx)
@@ -17,6 +18,9 @@ static __always_inline __u64 *pktassert_counter_at(__u32 *key);
 static __always_inline struct pktassert_scratch_value *pktassert_scratch_at(__u32 *key);
 static __always_inline struct pktassert_record *pktassert_slot_at(__u32 *key);
 static __always_inline long pktassert_emit(struct pktassert_record *r);
+#ifdef PKTASSERT_PRINTK
+static __always_inline void pktassert_mark(__u32 nonce, __u32 tag);
+#endif
 
 #include "parse.h"
 
@@ -50,6 +54,13 @@ static __always_inline int pktassert_to_slots(struct pktassert_scratch_value *s)
 static __always_inline void pktassert_entered(struct pktassert_scratch_value *s, __u32 *key)
 {
 	struct pktassert_record *r = &s->r;
+#ifdef PKTASSERT_PRINTK
+	/* A filter that prints (bpf_printk): a line of ours first, so that each of its lines can be tied
+	 * to the packet it printed for, on the CPU that ran it. Only for such filters: the helper is
+	 * GPL-only and costs a microsecond. */
+	if (s->printk_nonce)
+		pktassert_mark(s->printk_nonce, r->tag);
+#endif
 	if (pktassert_to_slots(s)) {
 		*key = r->tag % PKTASSERT_SLOTS;
 		struct pktassert_record *slot = pktassert_slot_at(key);

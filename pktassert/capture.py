@@ -91,6 +91,11 @@ class Outcome(OutcomeFate):
         return self.capture.actions(self.value)
 
     @property
+    def prints(self) -> list[str]:
+        """What the filter printed (bpf_printk) while it ran on this packet."""
+        return self.capture.printed.get(int(self.capture.records["tag"][self.pos]), [])
+
+    @property
     def tail_call(self) -> bool:
         """Whether the verdict came from a program the filter tail-called (unit tier)."""
         return bool(self.capture.records["note"][self.pos] & const("N_TAIL_CALL"))
@@ -154,6 +159,7 @@ class Capture(CaptureFates):
         self.origin = ""  # where the test called inject() (file:line)
         self.flood: Flood | None = None  # the flood the packets were built from (payloads searched in numpy)
         self.selection = ""  # what where() chose, out of how many
+        self.printed: dict[int, list[str]] = {}  # a filter that prints: its lines by packet tag
         self.offenders: np.ndarray | None = None  # positions a failed assertion named (evidence keeps them all)
 
     def _subset(self, mask: np.ndarray) -> Capture:
@@ -163,7 +169,7 @@ class Capture(CaptureFates):
             sub.fate_codes, sub.fate_records = self.fate_codes[mask], self.fate_records[mask]
         if self.fate_rules is not None:
             sub.fate_rules = self.fate_rules[mask]
-        sub.origin, sub.flood = self.origin, self.flood
+        sub.origin, sub.flood, sub.printed = self.origin, self.flood, self.printed
         return sub
 
     def __len__(self) -> int:
@@ -356,6 +362,14 @@ class Capture(CaptureFates):
     def first(self, pred: Callable[[np.ndarray], np.ndarray]) -> int | None:
         hits = np.flatnonzero(pred(self.actions.from_column(self.records["verdict"])))
         return int(hits[0]) if len(hits) else None
+
+    @property
+    def prints(self) -> list[tuple[int, str]]:
+        """(packet number, line) of everything the filter printed (bpf_printk) for these packets, in order."""
+        if not self.printed:
+            return []
+        tags = self.records["tag"]
+        return [(int(self.index[i]), line) for i in range(len(tags)) for line in self.printed.get(int(tags[i]), [])]
 
     def counts_text(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.counts().items()) or "none"

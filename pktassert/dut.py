@@ -25,6 +25,7 @@ from pktassert.listeners import Listener, open_listeners
 from pktassert.netns import UNIT_DUT, UNIT_PEER, Endpoint, Namespace, Topology
 from pktassert.nft_ruleset import RuleSet
 from pktassert.nft_trace import Tracer
+from pktassert.printk import TracePipe, new_nonce
 from pktassert.record import const
 from pktassert.state_map import StateMap
 from pktassert.unit_path import UnitPath
@@ -70,6 +71,7 @@ class XdpUnderTest:
         self.fates: FateTracker | None = None  # the whole stack's view (the dut fixture), live tier
         self._listeners: list[Listener] = []
         self.nft: RuleSet | None = None  # the test's nftables rule set (@pytest.mark.nftables)
+        self.printk: tuple[TracePipe, int] | None = None  # a filter that prints: where its lines arrive, our nonce
         self._tracer: Tracer | None = None
 
     def track_fates(self, tracker: FateTracker) -> None:
@@ -104,6 +106,13 @@ class XdpUnderTest:
             dut = self.topology.dut
             self._tracer = Tracer(dut.ns, self.nft, dut.ifname)
         return self._tracer
+
+    def capture_prints(self, pipe: TracePipe) -> None:
+        """The filter prints (bpf_printk): tie its lines to packets from now on (a nonce of this test's)."""
+        nonce = new_nonce()
+        self.loaded.mark_prints(nonce)
+        pipe.take(0)  # what earlier tests left in the pipe
+        self.printk = (pipe, nonce)
 
     def listener(self, cookie: int | None) -> Listener | None:
         """The test socket with this cookie (a packet's ``.socket``), or None."""
@@ -239,6 +248,9 @@ class XdpUnderTest:
             self._tracer.close()
         if self.fates is not None:
             self.fates.unwatch()
+        if self.printk is not None:
+            self.loaded.mark_prints(0)
+            self.printk = None
         if self.receiver is not None and self.front is None:
             self.receiver.detach()
         if self.mover is not None:

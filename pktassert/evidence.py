@@ -102,8 +102,10 @@ def write(path: Path, captures: Sequence[Capture], test: str) -> int:
                 head = (f"pktassert: {test}: inject() call #{call}"
                         f"{f' at {cap.origin}' if cap.origin else ''}, packet #{number}"
                         f"{note if k == 0 else ''}")
+                printed = cap[pos].prints
                 comment = (f"{head}; verdict {cap.actions.name_of(int(r['ret']))} ({cap.tier} tier)"
-                           f"{_stages(cap, pos)}{_fate(cap, pos)}")
+                           f"{_stages(cap, pos)}{_fate(cap, pos)}"
+                           f"{'; printed: ' + ' | '.join(printed) if printed else ''}")
                 w.packet(cap.frame(pos), 0, ts, comment,
                          None if vtype is None else (vtype, int(verdict)))
                 written += 1

@@ -295,6 +295,10 @@ class Injector:
                           stray=sum(p.stray for p in parts), actions=actions)
         if isinstance(frames, Flood):
             capture.flood = frames
+        for dut in (first, *(f.dut for f in followers)):
+            if dut.printk is not None:
+                pipe, nonce = dut.printk
+                capture.printed.update(pipe.take(nonce))
         if fates is not None:
             capture.fate_codes, capture.fate_records, capture._fate_exact = fates.codes, fates.records, fates
         if tracer is not None and tracer.on:

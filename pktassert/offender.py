@@ -38,7 +38,7 @@ def describe(cap: Capture, pos: int) -> dict[str, Any]:
     frame = cap.frame(pos)
     return {"packet": int(cap.index[pos]), "length": len(frame),
             "verdict": cap.actions.name_of(int(cap.records["ret"][pos])), "parsed": parsed(cap, pos),
-            "summary": Ether(frame).summary(), "first_bytes": frame[:HEX_BYTES].hex()}
+            "summary": Ether(frame).summary(), "first_bytes": frame[:HEX_BYTES].hex(), "prints": cap[pos].prints}
 
 
 def lines(cap: Capture, pos: int) -> list[str]:
@@ -51,6 +51,9 @@ def lines(cap: Capture, pos: int) -> list[str]:
     out += [f"  {line}" for line in str(dump).splitlines()]
     if len(frame) > HEX_BYTES:
         out.append(f"  ... ({len(frame) - HEX_BYTES} more bytes)")
+    printed = cap[pos].prints
+    if printed:
+        out.append(f"  the filter printed for it: {' | '.join(printed[:5])}{' ...' if len(printed) > 5 else ''}")
     return out
 
 

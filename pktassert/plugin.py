@@ -27,6 +27,7 @@ from pktassert.inject import MTU, Injector
 from pktassert.netns import Topology, leftovers
 from pktassert.nft_ruleset import RuleSet
 from pktassert.offender import describe
+from pktassert.printk import TracePipe
 from pktassert.program_cache import ProgramCache, raise_fd_limit
 from pktassert.record import const
 from pktassert.subjects import SUBJECTS, Subject, subject_of
@@ -294,6 +295,8 @@ def _under_test(program: Subject, tier: str, programs: ProgramCache, request: py
     topo = request.getfixturevalue("topology") if tier == "live" else None
     receiver = request.getfixturevalue("pktassert_receiver")() if tier == "live" and front is None else None
     dut = XdpUnderTest(loaded, collector, topo, receiver, direction, front, mover)
+    if loaded.prints:
+        dut.capture_prints(request.getfixturevalue("pktassert_trace_pipe")())
     yield dut
     dut.close()
     counts = {v.name: n for v, n in dut.counts().items() if n}
@@ -302,6 +305,14 @@ def _under_test(program: Subject, tier: str, programs: ProgramCache, request: py
         where = os.path.relpath(where, request.config.rootpath)
     request.node.user_properties.append(("pktassert", json.dumps({"filter": f"{program.func} ({where})",
                                                                   "counts": counts})))
+
+
+@pytest.fixture(scope="session")
+def pktassert_trace_pipe(pktassert_ready: None) -> Iterator[OnFirstUse[TracePipe]]:
+    """This process's tracefs instance for the bpf_printk lines of filters that print, on first use."""
+    pipe = OnFirstUse(TracePipe)
+    yield pipe
+    pipe.close()
 
 
 @pytest.fixture(scope="session")
