@@ -84,10 +84,10 @@ def _explain_count(op: str, got: Count, want: int) -> list[str]:
         label = f"first packet that was {v.name}"
     if pos is not None:
         lines.append(f"{label}: {cap.summary(pos)} -> {cap.actions.name_of(int(cap.records['ret'][pos]))}")
-        lines += offender.lines(cap, pos)
         edge = offender.change(cap, pos)
         if edge:
             lines.append(edge)
+        lines += offender.lines(cap, pos)
         cap.offenders = _offenders(cap, int(v), wants_more)
     return lines
 

@@ -25,6 +25,11 @@ def parsed(cap: Capture, pos: int) -> dict[str, Any]:
     """The fields the inspector parsed from the packet as the filter saw it."""
     r = cap.records[pos]
     out: dict[str, Any] = {name: int(r[name]) for name in PARSED if name in r.dtype.names}
+    proto = out.get("proto")
+    if proto != 6:
+        out.pop("tcp_flags", None)
+    if proto not in (1, 58):
+        out.pop("icmp_type", None), out.pop("icmp_code", None)
     l3 = int(r["l3"])
     if l3:
         out["src"], out["dst"] = _address(r["src"], l3), _address(r["dst"], l3)
@@ -45,8 +50,7 @@ def lines(cap: Capture, pos: int) -> list[str]:
     """The packet at ``pos``, for a failure message."""
     frame = cap.frame(pos)
     fields = " ".join(f"{k}={v}" for k, v in parsed(cap, pos).items())
-    out = [f"  {len(frame)} bytes; the inspector parsed: {fields}",
-           f"  {Ether(frame).summary()}"]
+    out = [f"  {len(frame)} bytes; the inspector parsed: {fields}"]
     dump = hexdump(frame[:HEX_BYTES], dump=True)
     out += [f"  {line}" for line in str(dump).splitlines()]
     if len(frame) > HEX_BYTES:

@@ -41,10 +41,13 @@ class TracePipe:
         with contextlib.suppress(FileExistsError):
             self.dir.mkdir()
         (self.dir / "buffer_size_kb").write_text(str(BUFFER_KB))  # per CPU: a flood's lines, mostly
+        # Full: drop what comes next, never overwrite what came first (a lost mark would hand its
+        # packet's lines to the one before).
+        (self.dir / "options/overwrite").write_text("0")
         (self.dir / "events/bpf_trace/bpf_trace_printk/enable").write_text("1")
         self._fd = os.open(self.dir / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
         self._rest = b""
-        self.current: dict[int, tuple[int, int]] = {}  # cpu -> (nonce, tag) of the last mark there
+        self.current: dict[int, tuple[int, int]] = {}  # cpu -> (nonce, tag) of the last mark read there
 
     def lines(self) -> list[tuple[int, str]]:
         """(cpu, text) of every line printed since the last call."""
@@ -71,6 +74,7 @@ class TracePipe:
     def take(self, nonce: int) -> dict[int, list[str]]:
         """The lines printed for our program's packets since the last call, by tag."""
         out: dict[int, list[str]] = {}
+        self.current.clear()  # a packet's lines are all in by the time inject() reads them
         for cpu, text in self.lines():
             mark = _MARK.match(text)
             if mark:

@@ -67,7 +67,7 @@ def test_the_message_shows_the_offending_packet(suite, pktassert_ready):
     res, _ = _run(suite, "-k", "telnet")
     res.stdout.fnmatch_lines([
         "*first packet that was not PASS: packet #0: Ether / IP / TCP 192.0.2.2:ftp_data > 192.0.2.1:telnet S -> DROP",
-        "*54 bytes; the inspector parsed: len=54 ethertype=2048 proto=6 ttl=64 sport=20 dport=23 tcp_flags=2*",
+        "*54 bytes; the inspector parsed: len=54 ethertype=2048 proto=6 ttl=64 sport=20 dport=23 tcp_flags=2 src=*",
         "*0000  02 00 5E 00 53 01 02 00 5E 00 53 02 08 00 45 00*"])
 
 
@@ -115,7 +115,7 @@ def test_a_sweep_failure_says_where_the_verdict_changed(xdp, inject):
     r = inject(IP(dst=xdp.ip) / UDP(dport=53), count=300, vary={"size": (400, 699)})
     lines = explain("==", r.count(Verdict.PASS), 300)
     assert lines[2].startswith("first packet that was not PASS: packet #154: ") and lines[2].endswith("-> DROP")
-    assert lines[3].startswith("  554 bytes; the inspector parsed: len=554 ")
-    assert lines[-1] == "the verdict changed between #153 (len 553, PASS) and #154 (len 554, DROP)"
+    assert lines[3] == "the verdict changed between #153 (len 553, PASS) and #154 (len 554, DROP)"
+    assert lines[4].startswith("  554 bytes; the inspector parsed: len=554 ethertype=2048 proto=17 ttl=64 sport=53")
     nothing = explain("==", r.where(dport=9999).count(Verdict.DROP), 1)
     assert nothing[1] == "where(dport=9999) matched 0 of 300 packets"
