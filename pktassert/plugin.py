@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any, Generic, TypeVar
 
 import pytest
 
-from pktassert import assertion, evidence, preflight
+from pktassert import assertion, preflight, reports
 from pktassert.bpf import build_cache
 from pktassert.bpf.fate_tracker import FateTracker
 from pktassert.bpf.hooks import HOOKS
@@ -26,15 +25,12 @@ from pktassert.errors import ProgramError
 from pktassert.inject import MTU, Injector
 from pktassert.netns import Topology, leftovers
 from pktassert.nft_ruleset import RuleSet
-from pktassert.offender import describe
 from pktassert.printk import TracePipe
 from pktassert.program_cache import ProgramCache, raise_fd_limit
 from pktassert.record import const
 from pktassert.subjects import SUBJECTS, Subject, subject_of
-from pktassert.verdict import Verdict
 
 T = TypeVar("T")
-RUN_ENV = "PKTASSERT_RUN"  # the run's evidence folder name, shared with xdist workers
 PASS_THROUGH = LibbpfSource(HERE / "pass_through.bpf.c", "pass_through")
 TIERS = ("live", "unit")
 
@@ -73,12 +69,12 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "the test file or rootdir, or the text), loaded into the DUT namespace "
                                        "(live tier; use the dut fixture for each packet's fate)")
     # One folder per run, named in the controller; xdist workers inherit the environment.
-    os.environ.setdefault(RUN_ENV, time.strftime("run-%Y%m%d-%H%M%S-") + str(os.getpid()))
+    os.environ.setdefault(reports.RUN_ENV, time.strftime("run-%Y%m%d-%H%M%S-") + str(os.getpid()))
     chosen = config.getoption("pktassert_cache_dir")
     if chosen:  # through the environment, so xdist workers and child processes share it
         os.environ[build_cache.ENV] = os.path.abspath(chosen)
     if config.getoption("pktassert_summary"):
-        config.pluginmanager.register(VerdictSummary(), "pktassert-summary")
+        config.pluginmanager.register(reports.VerdictSummary(), "pktassert-summary")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -406,69 +402,5 @@ def pytest_runtest_makereport(item: pytest.Item,
         report.longrepr = f"pktassert: {call.excinfo.value}"
         report.when = "call"
     if call.when == "call":
-        _evidence(item, report)
+        reports.evidence_for(item, report)
     return report
-
-
-def _evidence(item: pytest.Item, report: pytest.TestReport) -> None:
-    """The test's packets as pcapng, named in its report and its JUnit properties."""
-    mode = item.config.getoption("pktassert_evidence")
-    injector = getattr(item, "funcargs", {}).get("inject")
-    if mode == "none" or (mode == "failed" and not report.failed) or not isinstance(injector, Injector):
-        return
-    if not injector.captures:
-        return
-    folder = Path(item.config.rootpath, item.config.getoption("pktassert_evidence_dir"), os.environ[RUN_ENV])
-    path = folder / (re.sub(r"[^\w.-]+", "_", item.nodeid).strip("_") + ".pcapng")
-    try:
-        n = evidence.write(path, injector.captures, item.nodeid)
-    except OSError as e:
-        report.sections.append(("pktassert evidence", f"no pcapng written: {e}"))
-        return
-    report.sections.append(("pktassert evidence", f"{n} packets with their verdicts and fates: {path}\n"
-                                                  f"(open in Wireshark, or: tshark -r {path} -T fields -e frame.number "
-                                                  f"-e frame.verdict -e frame.comment)"))
-    # JUnit XML takes the properties of the teardown report, which copies the item's.
-    item.user_properties.append(("pktassert_evidence", json.dumps({"pcapng": str(path), "packets": n,
-                                                                   "failure": _failure_evidence(injector)})))
-
-
-def _failure_evidence(injector: Injector) -> list[dict[str, Any]]:
-    """The packets a failed assertion named (first few), as JSON-ready facts."""
-    out: list[dict[str, Any]] = []
-    for call, cap in enumerate(injector.captures, 1):
-        if cap.offenders is None:
-            continue
-        for pos in cap.offenders[:5].tolist():
-            out.append({"inject_call": call, "origin": cap.origin, **describe(cap, pos)})
-    return out
-
-
-class VerdictSummary:
-    """Verdicts per filter over the run, from the reports (so it works under pytest-xdist too)."""
-
-    def __init__(self) -> None:
-        self.filters: dict[str, dict[str, Any]] = {}
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "teardown":
-            return
-        for key, text in report.user_properties:
-            if key == "pktassert" and isinstance(text, str):
-                value = json.loads(text)  # JSON: what JUnit XML shows, not a Python repr
-                entry = self.filters.setdefault(value["filter"], {"tests": 0, "counts": {}})
-                entry["tests"] += 1
-                for name, n in value["counts"].items():
-                    entry["counts"][name] = entry["counts"].get(name, 0) + n
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.filters:
-            return
-        tr = terminalreporter
-        tr.section("pktassert: verdicts per filter")
-        names = [v.name for v in Verdict]
-        width = max(len("filter"), *(len(name) for name in self.filters))
-        tr.write_line(f"{'filter':<{width}} {'tests':>5} " + " ".join(f"{n:>9}" for n in names))
-        for name, entry in sorted(self.filters.items()):
-            tr.write_line(f"{name:<{width}} {entry['tests']:>5} "
-                          + " ".join(f"{entry['counts'].get(n, 0):>9}" for n in names))
