@@ -300,7 +300,7 @@ def _under_test(program: Subject, tier: str, programs: ProgramCache, request: py
     if program.is_file:
         where = os.path.relpath(where, request.config.rootpath)
     request.node.user_properties.append(("pktassert", json.dumps({"filter": f"{program.func} ({where})",
-                                                                  "counts": counts})))
+                                                                  "hook": loaded.hook.name, "counts": counts})))
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from pktassert import evidence
+from pktassert.bpf.hooks import HOOKS
 from pktassert.inject import Injector
 from pktassert.offender import describe
-from pktassert.verdict import Verdict
 
 RUN_ENV = "PKTASSERT_RUN"  # the run's evidence folder name, shared with xdist workers
 
@@ -65,7 +65,8 @@ class VerdictSummary:
         for key, text in report.user_properties:
             if key == "pktassert" and isinstance(text, str):
                 value = json.loads(text)  # JSON: what JUnit XML shows, not a Python repr
-                entry = self.filters.setdefault(value["filter"], {"tests": 0, "counts": {}})
+                entry = self.filters.setdefault(value["filter"], {"tests": 0, "counts": {},
+                                                                  "hook": value.get("hook", "xdp")})
                 entry["tests"] += 1
                 for name, n in value["counts"].items():
                     entry["counts"][name] = entry["counts"].get(name, 0) + n
@@ -75,9 +76,14 @@ class VerdictSummary:
             return
         tr = terminalreporter
         tr.section("pktassert: verdicts per filter")
-        names = [v.name for v in Verdict]
-        width = max(len("filter"), *(len(name) for name in self.filters))
-        tr.write_line(f"{'filter':<{width}} {'tests':>5} " + " ".join(f"{n:>9}" for n in names))
-        for name, entry in sorted(self.filters.items()):
-            tr.write_line(f"{name:<{width}} {entry['tests']:>5} "
-                          + " ".join(f"{entry['counts'].get(n, 0):>9}" for n in names))
+        for hook, spec in HOOKS.items():  # a table per hook, in its own verdict names
+            filters = {name: e for name, e in self.filters.items() if e["hook"] == hook}
+            if not filters:
+                continue
+            names = [v.name for v in spec.actions]
+            title = f"{spec.title} filter"
+            width = max(len(title), *(len(name) for name in filters))
+            tr.write_line(f"{title:<{width}} {'tests':>5} " + " ".join(f"{n:>10}" for n in names))
+            for name, entry in sorted(filters.items()):
+                tr.write_line(f"{name:<{width}} {entry['tests']:>5} "
+                              + " ".join(f"{entry['counts'].get(n, 0):>10}" for n in names))
