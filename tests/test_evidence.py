@@ -74,7 +74,8 @@ def test_the_message_shows_the_offending_packet(suite, pktassert_ready):
 def test_junit_has_the_evidence_as_json(suite, pktassert_ready):
     _run(suite, "-k", "telnet")
     props = {p.get("name"): json.loads(p.get("value")) for p in ET.parse(suite.path / "j.xml").iter("property")}
-    assert props["pktassert"] == {"filter": "port_blocklist (port_blocklist.bpf.c)", "counts": {"DROP": 2, "PASS": 3}}
+    assert props["pktassert"] == {"filter": "port_blocklist (port_blocklist.bpf.c)", "hook": "xdp",
+                                  "counts": {"DROP": 2, "PASS": 3}}
     ev = props["pktassert_evidence"]
     assert ev["packets"] == 5 and ev["pcapng"].endswith(".pcapng")
     first = ev["failure"][0]
