@@ -9,7 +9,6 @@ import numpy as np
 
 from pktassert import offender, packet_diff
 from pktassert.capture import Count, Outcome
-from pktassert.errors import PktassertError
 from pktassert.fate import CODES
 
 _OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
@@ -32,34 +31,34 @@ def explain(op: str, left: Any, right: Any) -> list[str] | None:
 
 def _explain_fate_count(op: str, got: Count, want: int) -> list[str]:
     cap, fate = got.capture, got.fate
-    assert fate is not None
+    assert fate is not None and cap.fate_codes is not None  # got counted them
     lines = [f"expected count(Fate.{fate.name}) {op} {want}, got {int(got)}",
-             f"fates of these {cap.sent if cap.step > 1 else len(cap)} packets: "
+             *([cap.selection] if cap.selection else []),
+             f"fates of these {cap.sent if cap._fate_exact is not None else len(cap)} packets: "
              f"{', '.join(f'{f.name}={n}' for f, n in cap.fates().items()) or 'none'}"]
     reasons = cap.reasons()
     if reasons:
         lines.append(f"the kernel's drop reasons: {', '.join(f'{r}={n}' for r, n in reasons.items())}")
-    wants_more = op in (">", ">=") or (op == "==" and int(got) < want)
-    code = CODES[fate]
-    codes: Any = cap.fate_codes if cap.fate_codes is not None else []
-    pos = next((i for i, c in enumerate(codes) if (c != code) == wants_more), None)
-    if len(codes):
-        cap.offenders = np.flatnonzero((np.asarray(codes) != code) == wants_more)
-    if pos is not None:
-        p = cap[pos]
-        said = [f"reason {p.reason}" if p.reason else "", f"rule '{p.rule}' in {p.chain}" if _rule_known(p) else "",
-                f"answered {p.answer}" if p.answer else ""]
-        detail = "; ".join(x for x in said if x)
-        lines.append(f"first packet that {'was not' if wants_more else 'was'} {fate.name}: {cap.summary(pos)} -> "
+    wants_more = _wants_more(op, got, want)
+    offenders = _name_offenders(cap, (cap.fate_codes != CODES[fate]) == wants_more)
+    if len(offenders):
+        p = cap[int(offenders[0])]
+        detail = p.detail()
+        lines.append(f"first packet that {'was not' if wants_more else 'was'} {fate.name}: {cap.summary(p.pos)} -> "
                      f"{p.fate.name}{f' ({detail})' if detail else ''}")
     return lines
 
 
-def _rule_known(p: Outcome) -> bool:
-    try:
-        return p.rule is not None
-    except PktassertError:
-        return False
+def _wants_more(op: str, got: int, want: int) -> bool:
+    """Whether the assertion wanted more packets counted than there were (so the offenders are the others)."""
+    return op in (">", ">=") or (op == "==" and got < want)
+
+
+def _name_offenders(cap: Any, mask: np.ndarray) -> np.ndarray:
+    """Positions of the offending packets; their send numbers kept on the capture inject() returned."""
+    positions = np.flatnonzero(mask)
+    cap.root.offenders = cap.index[positions]
+    return positions
 
 
 def _explain_count(op: str, got: Count, want: int) -> list[str]:
@@ -75,26 +74,18 @@ def _explain_count(op: str, got: Count, want: int) -> list[str]:
              *([f"{cap.stray} frames not sent by pktassert were judged meanwhile (not counted)"] if cap.stray else [])]
     if v is None:
         return lines
-    wants_more = op in (">", ">=") or (op == "==" and int(got) < want)
-    if wants_more:
-        pos = cap.first(lambda verdicts: verdicts != int(v))
-        label = f"first packet that was not {v.name}"
-    else:
-        pos = cap.first(lambda verdicts: verdicts == int(v))
-        label = f"first packet that was {v.name}"
-    if pos is not None:
+    wants_more = _wants_more(op, got, want)
+    verdicts = cap.actions.from_column(cap.records["verdict"])
+    offenders = _name_offenders(cap, (verdicts != int(v)) == wants_more)
+    if len(offenders):
+        pos = int(offenders[0])
+        label = f"first packet that {'was not' if wants_more else 'was'} {v.name}"
         lines.append(f"{label}: {cap.summary(pos)} -> {cap.actions.name_of(int(cap.records['ret'][pos]))}")
         edge = offender.change(cap, pos)
         if edge:
             lines.append(edge)
         lines += offender.lines(cap, pos)
-        cap.offenders = _offenders(cap, int(v), wants_more)
     return lines
-
-
-def _offenders(cap: Any, verdict: int, wants_more: bool) -> Any:
-    verdicts = cap.actions.from_column(cap.records["verdict"])
-    return np.flatnonzero(verdicts != verdict if wants_more else verdicts == verdict)
 
 
 def _explain_outcome(op: str, got: Outcome, want: Any) -> list[str]:

@@ -80,10 +80,10 @@ class Outcome(OutcomeFate):
     def stages(self) -> dict[str, Any]:
         """What each stage decided for this packet, by hook name; None where it never got there
         (XDP dropped, sent back or redirected it)."""
-        pos = int(self.capture.index[self.pos])
+        number = self.capture.index[self.pos:self.pos + 1]
         out: dict[str, Any] = {}
         for name, cap in self.capture.stages.items():
-            at = np.flatnonzero(cap.index == pos)
+            at = cap.positions(number)  # a stage's index is in send order
             out[name] = cap[int(at[0])].verdict_enum() if len(at) else None
         return out
 
@@ -160,7 +160,10 @@ class Capture(CaptureFates):
         self.flood: Flood | None = None  # the flood the packets were built from (payloads searched in numpy)
         self.selection = ""  # what where() chose, out of how many
         self.printed: dict[int, list[str]] = {}  # a filter that prints: its lines by packet tag
-        self.offenders: np.ndarray | None = None  # positions a failed assertion named (evidence keeps them all)
+        # Packet numbers (send order) a failed assertion named, kept on the capture inject() returned
+        # (``root``; a where() or slice of it shares it), so that the evidence keeps them all.
+        self.offenders: np.ndarray | None = None
+        self.root: Capture = self
 
     def _subset(self, mask: np.ndarray) -> Capture:
         sub = Capture(self.records[mask], self._frame, self.index[mask], self.sent, self.accounted,
@@ -170,7 +173,15 @@ class Capture(CaptureFates):
         if self.fate_rules is not None:
             sub.fate_rules = self.fate_rules[mask]
         sub.origin, sub.flood, sub.printed = self.origin, self.flood, self.printed
+        sub.stages, sub.root = self.stages, self.root
         return sub
+
+    def positions(self, numbers: np.ndarray) -> np.ndarray:
+        """The positions here of the packets with these send numbers (those this capture holds)."""
+        at = np.searchsorted(self.index, numbers)
+        ok = at < len(self.index)
+        at = at[ok]
+        return at[self.index[at] == numbers[ok]]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -359,17 +370,14 @@ class Capture(CaptureFates):
         """scapy's one-line summary of the packet at ``pos`` as it was sent, with its number."""
         return f"packet #{int(self.index[pos])}: {Ether(self.frame(pos)).summary()}"
 
-    def first(self, pred: Callable[[np.ndarray], np.ndarray]) -> int | None:
-        hits = np.flatnonzero(pred(self.actions.from_column(self.records["verdict"])))
-        return int(hits[0]) if len(hits) else None
-
     @property
     def prints(self) -> list[tuple[int, str]]:
         """(packet number, line) of everything the filter printed (bpf_printk) for these packets, in order."""
         if not self.printed:
             return []
         tags = self.records["tag"]
-        return [(int(self.index[i]), line) for i in range(len(tags)) for line in self.printed.get(int(tags[i]), [])]
+        printed = np.flatnonzero(np.isin(tags, np.fromiter(self.printed, np.int64)))
+        return [(int(self.index[i]), line) for i in printed.tolist() for line in self.printed[int(tags[i])]]
 
     def counts_text(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.counts().items()) or "none"

@@ -13,8 +13,6 @@ from pktassert.fate_reader import FateReader
 from pktassert.nft_trace import MOST
 from pktassert.record import const
 
-ANSWERS = {const("F_RESET"): "RST"}
-
 
 class CaptureFates:
     """Mixed into Capture: ``fate_codes``/``fate_records`` align with its records."""
@@ -115,6 +113,13 @@ class OutcomeFate:
         """The chain of that rule: ``inet edge input`` (family, table, chain)."""
         d = self._decision()
         return None if d is None else d[0]
+
+    def detail(self) -> str:
+        """What else is known of its fate: "reason NO_SOCKET; rule '...' in inet t input; answered RST"."""
+        rule = self.rule if self.capture.fate_rules is not None else None
+        said = [f"reason {self.reason}" if self.reason else "", f"rule '{rule}' in {self.chain}" if rule else "",
+                f"answered {self.answer}" if self.answer else ""]
+        return "; ".join(x for x in said if x)
 
     @property
     def socket(self) -> int | None:

@@ -13,7 +13,7 @@ from typing import Any
 from pktassert.bpf import libbpf, map_reset
 from pktassert.errors import PktassertError
 
-RINGBUF, PERF_EVENT_ARRAY = 27, 4
+RINGBUF, PERF_EVENT_ARRAY = map_reset.MapType.RINGBUF, map_reset.MapType.PERF_EVENT_ARRAY
 
 
 class Events:

@@ -53,7 +53,7 @@ def _kept(cap: Capture) -> tuple[np.ndarray, str]:
     n = len(cap)
     if n <= 2 * EDGE + MOST_OFFENDERS:
         return np.arange(n), ""
-    offenders = cap.offenders if cap.offenders is not None else _minority(cap)
+    offenders = cap.positions(cap.offenders) if cap.offenders is not None else _minority(cap)
     keep = np.union1d(np.union1d(np.arange(EDGE), np.arange(n - EDGE, n)), offenders[:MOST_OFFENDERS])
     return keep, (f"; this file holds {len(keep):,} of its {cap.sent:,} packets: the first and last {EDGE:,} "
                   f"and {min(len(offenders), MOST_OFFENDERS):,} offenders")
@@ -76,11 +76,8 @@ def _stages(cap: Capture, pos: int) -> str:
 def _fate(cap: Capture, pos: int) -> str:
     if cap.fate_codes is None:
         return ""
-    p = cap[pos]
-    detail = [x for x in (f"reason {p.reason}" if p.reason else "",
-                          f"rule '{p.rule}' in {p.chain}" if cap.fate_rules is not None and p.rule else "",
-                          f"answered {p.answer}" if p.answer else "") if x]
-    return f"; fate {BY_CODE[int(cap.fate_codes[pos])].name}" + (f" ({', '.join(detail)})" if detail else "")
+    detail = cap[pos].detail()
+    return f"; fate {BY_CODE[int(cap.fate_codes[pos])].name}" + (f" ({detail})" if detail else "")
 
 
 def write(path: Path, captures: Sequence[Capture], test: str) -> int:
@@ -94,11 +91,12 @@ def write(path: Path, captures: Sequence[Capture], test: str) -> int:
         for call, cap in enumerate(captures, 1):
             keep, note = _kept(cap)
             vtype = VERDICT_TYPE.get(cap.actions)
+            verdicts = cap.actions.from_column(cap.records["verdict"])
             for k, pos in enumerate(keep.tolist()):
                 r = cap.records[pos]
                 number = int(cap.index[pos])
                 ts = offset + int(r["ts_ns"]) / 1e9 if int(r["ts_ns"]) else offset + time.monotonic()
-                verdict = cap.actions.from_column(cap.records["verdict"][pos:pos + 1])[0]
+                verdict = int(verdicts[pos])
                 head = (f"pktassert: {test}: inject() call #{call}"
                         f"{f' at {cap.origin}' if cap.origin else ''}, packet #{number}"
                         f"{note if k == 0 else ''}")
@@ -106,10 +104,9 @@ def write(path: Path, captures: Sequence[Capture], test: str) -> int:
                 comment = (f"{head}; verdict {cap.actions.name_of(int(r['ret']))} ({cap.tier} tier)"
                            f"{_stages(cap, pos)}{_fate(cap, pos)}"
                            f"{'; printed: ' + ' | '.join(printed) if printed else ''}")
-                w.packet(cap.frame(pos), 0, ts, comment,
-                         None if vtype is None else (vtype, int(verdict)))
+                w.packet(cap.frame(pos), 0, ts, comment, None if vtype is None else (vtype, verdict))
                 written += 1
-                out = _output(cap, pos)
+                out = _output(cap, pos, verdict)
                 if out is not None:
                     w.packet(out[0], 1, ts, f"pktassert: {test}: what came out of packet #{number}: {out[1]}", None)
     finally:
@@ -117,11 +114,10 @@ def write(path: Path, captures: Sequence[Capture], test: str) -> int:
     return written
 
 
-def _output(cap: Capture, pos: int) -> tuple[bytes, str] | None:
+def _output(cap: Capture, pos: int, verdict: int) -> tuple[bytes, str] | None:
     """The frame a packet became on the way out, when the capture knows one."""
     if cap._outputs is None:
         return None
-    verdict = int(cap.actions.from_column(cap.records["verdict"][pos:pos + 1])[0])
     if cap.tier == "live" and not (cap.actions is Verdict and verdict in (Verdict.TX, Verdict.REDIRECT)):
         return None
     try:

@@ -5,12 +5,14 @@ packets' tracker records kept for the Capture."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from pktassert.bpf.fate_tracker import FateTracker
 from pktassert.fate import BY_CODE, CODES, STAGE, Fate, fates, reason_names
+from pktassert.path import sampled
 from pktassert.record import const
 
 QUIET_S = 0.1  # stop waiting for the stack once no packet's fate changed for this long
@@ -24,9 +26,12 @@ class FateReader:
         self.exact = np.zeros(len(Fate), np.int64)
         self.reasons: dict[int, int] = {}
 
-    def take(self, tags: np.ndarray, verdicts: np.ndarray, actions: Any, start: int) -> None:
-        """The fates of the packets at ``start``.. with these tags and first-stage verdicts."""
-        stage = STAGE[actions](actions.from_column(verdicts))
+    def take(self, tags: np.ndarray, stages: Sequence[tuple[Any, np.ndarray, np.ndarray]], start: int) -> None:
+        """The fates of the packets at ``start``.. with these tags, given each filter stage's verdicts in
+        order as (actions, verdict column, which packets reached that stage)."""
+        stage = np.zeros(len(tags), np.uint8)
+        for actions, verdicts, reached in stages:  # a later stage decides for the packets that reached it
+            stage[reached] = STAGE[actions](actions.from_column(verdicts))[reached]
         recs = self._settled(tags, stage == 0)
         codes = fates(stage, recs)
         self.exact += np.bincount(codes, minlength=len(Fate))
@@ -34,10 +39,9 @@ class FateReader:
         values, counts = np.unique(recs["reason"][dropped], return_counts=True)
         for v, c in zip(values.tolist(), counts.tolist()):
             self.reasons[v] = self.reasons.get(v, 0) + c
-        first = -start % self.step
-        at = slice(-(-start // self.step), -(-(start + len(tags)) // self.step))
-        self.records[at] = recs[first::self.step]
-        self.codes[at] = codes[first::self.step]
+        into, rows = sampled(start, start + len(tags), self.step)
+        self.records[into] = recs[rows]
+        self.codes[into] = codes[rows]
 
     def _settled(self, tags: np.ndarray, passed: np.ndarray) -> np.ndarray:
         """The tracker's records for ``tags`` once every packet the filters passed has ended (dropped,

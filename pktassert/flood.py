@@ -296,7 +296,6 @@ class Flood:
             self.least = len(head)
             self.payloads = _payload_table(payloads)
             self.pkt = head / Raw(bytes(self.payloads[0].shape[1]))
-            self.size = "payload"
         elif self.size is not None:
             head = _headers(pkt)
             self.least = len(head)
@@ -332,10 +331,10 @@ class Flood:
             pick = (i % np.uint64(len(table))).astype(np.int64)
             rows[:, self.least:] = table[pick]
             lengths = self.least + sizes[pick]
+        elif self.size is not None:
+            lengths = _values(self.size, stop - start, SIZE, "size", start, self.seed).astype(np.int64)
         _fill(rows, self.fields, start, self.seed)
-        if self.size is not None:
-            if lengths is None:
-                lengths = _values(self.size, stop - start, SIZE, "size", start, self.seed).astype(np.int64)
+        if lengths is not None:  # each row's own length: zeros after it, length fields that follow it
             rows[np.arange(rows.shape[1]) >= lengths[:, None]] = 0
             for at, minus in self.lengths:
                 _put(rows, at, 2, (lengths - minus).astype(np.uint64))

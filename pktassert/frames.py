@@ -69,15 +69,22 @@ def complete(pkt: Packet, src: Endpoint, dst: Endpoint) -> Packet:
     return pkt
 
 
+def l3_offset(frame: bytes) -> int:
+    """Where the network header starts: after the Ethernet header and any VLAN tags."""
+    head = ETH_HLEN
+    while len(frame) >= head + VLAN_HLEN and int.from_bytes(frame[head - 2:head], "big") in VLAN_TPIDS:
+        head += VLAN_HLEN
+    return head
+
+
 def check_size(frames: Sequence[bytes] | np.ndarray, mtu: int) -> None:
     """Refuse frames the DUT link would drop: the MTU limits the packet after the Ethernet header and
     any VLAN tags, and the veth takes frames up to mtu + 14 + 4 (the kernel's is_skb_forwardable)."""
     if isinstance(frames, np.ndarray):  # a flood: every row has the template's length (varied sizes are checked apart)
         frames = frames[:1]
     for i, f in enumerate(frames):
-        head, tags = ETH_HLEN, 0
-        while len(f) >= head + VLAN_HLEN and int.from_bytes(bytes(f[head - 2:head]), "big") in VLAN_TPIDS:
-            head, tags = head + VLAN_HLEN, tags + 1
+        head = l3_offset(bytes(f))
+        tags = (head - ETH_HLEN) // VLAN_HLEN
         payload, most = len(f) - head, mtu + ETH_HLEN + VLAN_HLEN
         if payload <= mtu and len(f) <= most:
             continue

@@ -26,7 +26,7 @@ from pktassert.frames import check_size, complete, to_frames
 from pktassert.live_outputs import LiveOutputs
 from pktassert.live_path import LivePath
 from pktassert.outputs import Outputs
-from pktassert.path import Part, Path
+from pktassert.path import Part, Path, sampled
 from pktassert.stages import Follower, take_tags
 from pktassert.unit_path import UnitPath
 from pktassert.wire import Wire
@@ -263,7 +263,7 @@ class Injector:
         def wire_at(k: int, touch: bool = False) -> Wire:
             start, stop = bounds[k], bounds[k + 1]
             if touch:  # the page faults of a fresh records array cost as much as copying the records in
-                _touch(records[-(-start // step):-(-stop // step)])
+                _touch(records[sampled(start, stop, step)[0]])
             if isinstance(frames, Flood):
                 rows, lengths = frames.rows(start, stop)
                 return Wire.build(rows, path.magic, first_tag + start, lengths)
@@ -324,14 +324,15 @@ class Injector:
             part = path.send(wire, start, n, records[start:stop], **paced)
         else:
             part = path.send(wire, start, n, np.empty(stop - start, records.dtype), **paced)
-            first = -start % step  # the sample is every packet whose position is a multiple of step
-            records[-(-start // step):-(-stop // step)] = part.records[first::step]
+            into, rows = sampled(start, stop, step)  # the sample: every packet whose position is a multiple of step
+            records[into] = part.records[rows]
         for f in followers:
             f.follow(path.magic, wire, part, start, stop, ctx)
         if fates is not None:  # after the filters' records: the stack works on what they passed
-            fates.take(wire.tags, part.records["verdict"], actions, start)
-        slots = actions.from_column(part.records["verdict"]).astype(np.int64) - actions.first()
-        exact += np.bincount(slots[(slots >= 0) & (slots < len(exact))], minlength=len(exact))
+            every = np.ones(len(wire), bool)
+            fates.take(wire.tags, [(actions, part.records["verdict"], every),
+                                   *((f.dut.loaded.actions, *f.chunk) for f in followers)], start)
+        exact += actions.tally(part.records["verdict"])
         return Part(records[:0], part.accounted, part.stray, part.outputs if step == 1 else None)
 
     def close(self) -> None:

@@ -34,7 +34,6 @@ class RuleSet:
         nftables = _nftables()
         with ns.entered():
             self._nft = nftables.Nftables()
-        self.source = source
         if isinstance(source, Path):
             rc, _, err = self._nft.cmd_from_file(str(source))
             where = str(source)

@@ -18,6 +18,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pktassert.frames import l3_offset
 from pktassert.netns import Namespace  # type: ignore[import-not-found]  # installed from netns/
 from pktassert.nft_ruleset import OURS, RuleSet
 
@@ -162,19 +163,12 @@ class Tracer:
 
 
 def _take(queues: dict[bytes, collections.deque[list[Event]]], lengths: set[int], frame: bytes) -> list[Event] | None:
-    l3 = _l3(frame)
+    l3 = frame[l3_offset(frame):]
     for n in lengths:
         q = queues.get(l3[:n])
         if q:
             return q.popleft()
     return None
-
-
-def _l3(frame: bytes) -> bytes:
-    at = 14
-    while frame[at - 2:at] in (b"\x81\x00", b"\x88\xa8"):  # VLAN tags
-        at += 4
-    return frame[at:]
 
 
 def _decision(evs: list[Event], rules: dict[tuple[str, str, int], str]) -> tuple[str, str] | None:

@@ -13,7 +13,9 @@ if TYPE_CHECKING:
     from pktassert.capture import Capture
 
 HEX_BYTES = 64
-PARSED = ("len", "ethertype", "vlan_outer", "proto", "ttl", "sport", "dport", "tcp_flags", "icmp_type", "icmp_code")
+# scapy's name (what where() takes) -> the record's column, of the fields shown
+PARSED = {"len": "len", "ethertype": "ethertype", "vlan": "vlan_outer", "proto": "proto", "ttl": "ttl",
+          "sport": "sport", "dport": "dport", "flags": "tcp_flags", "type": "icmp_type", "code": "icmp_code"}
 
 
 def _address(raw: Any, l3: int) -> str:
@@ -22,19 +24,13 @@ def _address(raw: Any, l3: int) -> str:
 
 
 def parsed(cap: Capture, pos: int) -> dict[str, Any]:
-    """The fields the inspector parsed from the packet as the filter saw it."""
-    r = cap.records[pos]
-    out: dict[str, Any] = {name: int(r[name]) for name in PARSED if name in r.dtype.names}
-    proto = out.get("proto")
-    if proto != 6:
-        out.pop("tcp_flags", None)
-    if proto not in (1, 58):
-        out.pop("icmp_type", None), out.pop("icmp_code", None)
+    """The fields the inspector parsed from the packet as the filter saw it (those its layers carry)."""
+    one = cap[pos:pos + 1]
+    r = one.records[0]
+    out: dict[str, Any] = {column: int(r[column]) for name, column in PARSED.items() if one._carrier(name)[0]}
     l3 = int(r["l3"])
     if l3:
         out["src"], out["dst"] = _address(r["src"], l3), _address(r["dst"], l3)
-    if not out.get("vlan_outer"):
-        out.pop("vlan_outer", None)
     return out
 
 

@@ -54,13 +54,17 @@ def contains(needle: bytes, index: np.ndarray, flood: Flood | None, frame: Calla
         return np.array([bytes(needle) in payload_of(Ether(frame(i))) for i in range(len(index))], bool)
     off = _offset(flood)
     out = np.zeros(len(index), bool)
-    for at in range(0, len(index), BLOCK):
-        block = index[at:at + BLOCK]
+    # Blocks of at most BLOCK rows of the flood (a sample's positions spread over step times as many).
+    cuts = np.searchsorted(index, np.arange(int(index[0]), int(index[-1]) + 1, BLOCK)) if len(index) else np.zeros(0, np.int64)
+    for at, end in zip(cuts, [*cuts[1:], len(index)]):
+        if at == end:
+            continue
+        block = index[at:end]
         lo, hi = int(block[0]), int(block[-1]) + 1
         rows, lengths = flood.rows(lo, hi)
         picked = block - lo
         ends = (lengths[picked] if lengths is not None else np.full(len(block), rows.shape[1])) - off
-        out[at:at + len(block)] = _contains(rows[picked, off:], ends, want)
+        out[at:end] = _contains(rows[picked, off:], ends, want)
     return out
 
 

@@ -123,7 +123,8 @@ def tier(request: pytest.FixtureRequest) -> str:
     return value
 
 
-def _resolve(source: str, item: pytest.Item) -> str | Path:
+def _resolve(source: str, item: pytest.Item, marker: str = "xdp", text: str = "the C source text") -> str | Path:
+    """A marker's source: the text itself, or a file relative to the test's folder or the rootdir."""
     if not looks_like_path(source):
         return source
     candidates = [Path(source)] if os.path.isabs(source) else [item.path.parent / source, item.config.rootpath / source]
@@ -132,8 +133,8 @@ def _resolve(source: str, item: pytest.Item) -> str | Path:
             return c
     if source.endswith(".o"):  # an object the user's build makes: keep the path, loading says how to build it
         return candidates[0]
-    raise ProgramError(f"@pytest.mark.xdp: no file {source!r} (looked at {', '.join(map(str, candidates))}). "
-                       f"Fix: a path relative to the test file or the rootdir, or the C source text itself.")
+    raise ProgramError(f"@pytest.mark.{marker}: no file {source!r} (looked at {', '.join(map(str, candidates))}). "
+                       f"Fix: a path relative to the test file or the rootdir, or {text} itself.")
 
 
 @pytest.fixture(scope="session")
@@ -333,19 +334,8 @@ def nftables(tier: str, request: pytest.FixtureRequest) -> RuleSet:
         raise ProgramError("@pytest.mark.nftables: a rule set needs the live tier (the unit tier runs a BPF filter "
                            "alone, with no stack). Fix: @pytest.mark.parametrize(\"tier\", [\"live\"], indirect=True).")
     source = mark.args[0]
-    where = _resolve_rules(str(source), request.node)
+    where = _resolve(str(source), request.node, "nftables", "the rule set text")
     return RuleSet(request.getfixturevalue("topology").dut.ns, where)
-
-
-def _resolve_rules(source: str, item: pytest.Item) -> str | Path:
-    if "\n" in source or "{" in source:
-        return source
-    candidates = [Path(source)] if os.path.isabs(source) else [item.path.parent / source, item.config.rootpath / source]
-    for c in candidates:
-        if c.exists():
-            return c
-    raise ProgramError(f"@pytest.mark.nftables: no file {source!r} (looked at {', '.join(map(str, candidates))}). "
-                       f"Fix: a path relative to the test file or the rootdir, or the rule set text itself.")
 
 
 @pytest.fixture

@@ -47,7 +47,6 @@ class TracePipe:
         (self.dir / "events/bpf_trace/bpf_trace_printk/enable").write_text("1")
         self._fd = os.open(self.dir / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
         self._rest = b""
-        self.current: dict[int, tuple[int, int]] = {}  # cpu -> (nonce, tag) of the last mark read there
 
     def lines(self) -> list[tuple[int, str]]:
         """(cpu, text) of every line printed since the last call."""
@@ -74,13 +73,14 @@ class TracePipe:
     def take(self, nonce: int) -> dict[int, list[str]]:
         """The lines printed for our program's packets since the last call, by tag."""
         out: dict[int, list[str]] = {}
-        self.current.clear()  # a packet's lines are all in by the time inject() reads them
+        current: dict[int, tuple[int, int]] = {}  # cpu -> (nonce, tag) of the last mark read there; a
+        # packet's lines are all in by the time inject() reads them, so none carries over to the next read
         for cpu, text in self.lines():
             mark = _MARK.match(text)
             if mark:
-                self.current[cpu] = (int(mark[1]), int(mark[2]))
+                current[cpu] = (int(mark[1]), int(mark[2]))
                 continue
-            owner = self.current.get(cpu)
+            owner = current.get(cpu)
             if owner is not None and owner[0] == nonce:
                 out.setdefault(owner[1], []).append(text)
         return out

@@ -48,7 +48,7 @@ def _failure_evidence(injector: Injector) -> list[dict[str, Any]]:
     for call, cap in enumerate(injector.captures, 1):
         if cap.offenders is None:
             continue
-        for pos in cap.offenders[:5].tolist():
+        for pos in cap.positions(cap.offenders[:5]).tolist():
             out.append({"inject_call": call, "origin": cap.origin, **describe(cap, pos)})
     return out
 

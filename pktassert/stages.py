@@ -16,9 +16,8 @@ from pktassert.capture import Capture
 from pktassert.collect import Tally
 from pktassert.dut import XdpUnderTest
 from pktassert.errors import AccountingError
-from pktassert.path import Part
+from pktassert.path import Part, sampled
 from pktassert.record import const
-from pktassert.unit_path import UnitPath
 from pktassert.verdict import Verdict
 from pktassert.wire import Wire
 
@@ -37,6 +36,7 @@ class Follower:
         self.exact = np.zeros(dut.loaded.actions.slots(), np.int64)
         self.accounted = 0
         self._before: Tally | None = None
+        self.chunk: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.uint32), np.zeros(0, bool))
 
     def before_send(self) -> None:
         self._before = self.dut.collector.tally()
@@ -54,7 +54,7 @@ class Follower:
                 assert first.outputs is not None
                 frames = [first.outputs[start + int(i)] for i in at]
                 w = Wire.build(frames, magic, self.dut.loaded.take_tags(len(frames)))
-                out[at] = UnitPath(self.dut.loaded).send(w, 0, len(frames), ctx=ctx).records
+                out[at] = self.dut._unit.send(w, 0, len(frames), ctx=ctx).records
             have = reached.copy()
         elif magic == const("MAGIC_ENGINE"):
             assert self._before is not None
@@ -75,12 +75,11 @@ class Follower:
                 f"No verdict is given for them.")
         out[~reached] = 0
         self.accounted += int(reached.sum())
-        slots = self.dut.loaded.actions.from_column(out["verdict"][reached]).astype(np.int64) - self.dut.loaded.actions.first()
-        self.exact += np.bincount(slots[(slots >= 0) & (slots < len(self.exact))], minlength=len(self.exact))
-        first_kept = -start % self.step
-        lo, hi = -(-start // self.step), -(-stop // self.step)
-        self.records[lo:hi] = out[first_kept::self.step]
-        self.reached[lo:hi] = reached[first_kept::self.step]
+        self.chunk = (out["verdict"], reached)  # this chunk's verdicts here, every frame's (fates fold them in)
+        self.exact += self.dut.loaded.actions.tally(out["verdict"][reached])
+        into, rows = sampled(start, stop, self.step)
+        self.records[into] = out[rows]
+        self.reached[into] = reached[rows]
 
     def capture(self, first: Capture) -> Capture:
         """This stage's Capture: the packets that reached it, by their send positions."""

@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager as ContextManager
 from typing import Any
 
+from pktassert.bpf.map_reset import MapType
 from pktassert.errors import PktassertError
 
-PROG_ARRAY = 3  # BPF_MAP_TYPE_PROG_ARRAY: values are programs, given by function name
+PROG_ARRAY = MapType.PROG_ARRAY  # values are programs, given by function name
 _DEVMAP_HINT = (" A devmap's value is an interface index of the test's own namespace: the DUT's in the live tier "
                 "(xdp.ifindex, xdp.honeypot.ifindex), a throwaway namespace with only lo (1) in the unit tier.")
 # What the kernel's refusal most likely means, by map type (BPF_MAP_TYPE_*).
-_HINTS = {14: _DEVMAP_HINT, 25: _DEVMAP_HINT,
+_HINTS = {MapType.DEVMAP: _DEVMAP_HINT, MapType.DEVMAP_HASH: _DEVMAP_HINT,
           PROG_ARRAY: " A program array takes a function name of the filter's source."}
 
 

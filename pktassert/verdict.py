@@ -29,6 +29,12 @@ class Actions(enum.IntEnum):
         return column.astype(np.uint32).view(np.int32)
 
     @classmethod
+    def tally(cls, column: np.ndarray) -> np.ndarray:
+        """How many records of a verdict column took each action, by slot (exact counts)."""
+        slots = cls.from_column(column).astype(np.int64) - cls.first()
+        return np.bincount(slots[(slots >= 0) & (slots < cls.slots())], minlength=cls.slots())
+
+    @classmethod
     def slot(cls, value: int) -> int:
         return int(value) - cls.first()
 

@@ -202,3 +202,14 @@ def test_a_flood_the_stack_answers_is_accounted_for(dut, inject):
                vary={"src": "198.51.100.0/24", "sport": (1024, 65535)}, keep=100_000)
     assert r.sent == r.accounted == 1_000_000
     assert r.fates() == {Fate.ANSWERED: 1_000_000} and r.reasons() == {"NO_SOCKET": 1_000_000}
+
+
+@pytest.mark.xdp("../examples/port_blocklist.bpf.c", func="port_blocklist")
+@pytest.mark.tc("../examples/mark_guard.c", func="mark_guard")
+def test_xdp_then_tc_each_stage_decides_its_packets(dut, inject):
+    dut.listen(udp=[53, 8443])
+    r = inject(IP(dst=dut.ip) / UDP(dport=8443), count=3)  # XDP passes it, tc drops it (unmarked)
+    assert r.fates() == {Fate.FILTER_DROPPED: 3} and r.where(UDP)[0].stages == {"xdp": Verdict.PASS, "tc": TcVerdict.SHOT}
+    assert inject(IP(dst=dut.ip) / UDP(dport=53), count=3).fates() == {Fate.DELIVERED: 3}
+    r = inject(IP(dst=dut.ip) / UDP(dport=445), count=3)  # XDP drops it: tc never sees it
+    assert r.fates() == {Fate.FILTER_DROPPED: 3} and r[0].stages == {"xdp": Verdict.DROP, "tc": None}
