@@ -62,31 +62,48 @@ struct {
 
 extern void *bpf_cast_to_kern_ctx(void *) __ksym;
 
+static __always_inline struct pktassert_fate_config *fate_config(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&pktassert_fate_config, &zero);
+}
+
+/* The fate slot of a registered packet, if it was registered for this test and is still its own. */
+static __always_inline struct pktassert_fate *fate_of(struct live *l)
+{
+	struct pktassert_fate_config *cfg = fate_config();
+	if (!l || !cfg || l->generation != cfg->generation)
+		return NULL;
+	__u32 slot = l->tag % PKTASSERT_SLOTS;
+	struct pktassert_fate *f = bpf_map_lookup_elem(&pktassert_fates, &slot);
+	return f && f->tag == l->tag ? f : NULL;
+}
+
 /* The fate slot of a tracked sk_buff, or NULL. */
-static __always_inline struct pktassert_fate *tracked(struct sk_buff *skb, struct live **out)
+static __always_inline struct pktassert_fate *tracked(struct sk_buff *skb)
 {
 	if (!skb)   /* some tracepoints' sk_buff may be NULL (tcp_send_reset without one) */
 		return NULL;
 	__u64 key = (__u64)skb;
 	struct live *l = bpf_map_lookup_elem(&pktassert_live, &key);
-	__u32 zero = 0;
-	struct pktassert_fate_config *cfg = bpf_map_lookup_elem(&pktassert_fate_config, &zero);
-	if (!l || !cfg || l->generation != cfg->generation || l->head != skb->head)
-		return NULL;
-	__u32 slot = l->tag % PKTASSERT_SLOTS;
-	struct pktassert_fate *f = bpf_map_lookup_elem(&pktassert_fates, &slot);
-	if (!f || f->tag != l->tag)
-		return NULL;
-	if (out)
-		*out = l;
-	return f;
+	return l && l->head == skb->head ? fate_of(l) : NULL;
+}
+
+/* The sk_buff is gone (or was never ours): nothing may find a packet through it or its buffer any more. */
+static __always_inline void forget(struct sk_buff *skb, struct pktassert_fate_config *cfg)
+{
+	__u64 key = (__u64)skb;
+	bpf_map_delete_elem(&pktassert_live, &key);
+	if (cfg && cfg->raw) {
+		__u64 head_key = (__u64)skb->head;
+		bpf_map_delete_elem(&pktassert_live_heads, &head_key);
+	}
 }
 
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(pktassert_on_receive, struct sk_buff *skb)
 {
-	__u32 zero = 0;
-	struct pktassert_fate_config *cfg = bpf_map_lookup_elem(&pktassert_fate_config, &zero);
+	struct pktassert_fate_config *cfg = fate_config();
 	struct net_device *dev = skb->dev;   /* tp_btf: the kernel's own pointers, read directly */
 	if (!cfg || !dev || dev->ifindex != cfg->ifindex || dev->nd_net.net->net_cookie != cfg->netns)
 		return 0;
@@ -98,7 +115,7 @@ int BPF_PROG(pktassert_on_receive, struct sk_buff *skb)
 	bpf_probe_read_kernel(&meta_len, 1, &shinfo->meta_len);
 	if (meta_len < sizeof(meta) || bpf_probe_read_kernel(meta, sizeof(meta), head + skb->mac_header - meta_len) ||
 	    (__builtin_bswap32(meta[0]) != PKTASSERT_MAGIC_RING && __builtin_bswap32(meta[0]) != PKTASSERT_MAGIC_ENGINE)) {
-		bpf_map_delete_elem(&pktassert_live, &key);   /* not ours: never let an old entry stand for it */
+		forget(skb, cfg);   /* not ours: never let an old entry stand for it */
 		return 0;
 	}
 	__u32 tag = __builtin_bswap32(meta[1]);
@@ -120,33 +137,31 @@ int BPF_PROG(pktassert_on_receive, struct sk_buff *skb)
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(pktassert_on_drop, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	struct pktassert_fate *f = tracked(skb, NULL);
+	struct pktassert_fate *f = tracked(skb);
 	if (!f)
 		return 0;
 	f->flags |= PKTASSERT_F_DROPPED;
 	f->reason = reason;
 	f->location = (__u64)location;
-	__u64 key = (__u64)skb;
-	bpf_map_delete_elem(&pktassert_live, &key);
+	forget(skb, fate_config());
 	return 0;
 }
 
 SEC("tp_btf/consume_skb")
 int BPF_PROG(pktassert_on_consume, struct sk_buff *skb, void *location)
 {
-	struct pktassert_fate *f = tracked(skb, NULL);
+	struct pktassert_fate *f = tracked(skb);
 	if (!f)
 		return 0;
 	f->flags |= PKTASSERT_F_CONSUMED;
-	__u64 key = (__u64)skb;
-	bpf_map_delete_elem(&pktassert_live, &key);
+	forget(skb, fate_config());
 	return 0;
 }
 
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(pktassert_on_reset, const struct sock *sk, const struct sk_buff *skb)
 {
-	struct pktassert_fate *f = tracked((struct sk_buff *)skb, NULL);
+	struct pktassert_fate *f = tracked((struct sk_buff *)skb);
 	if (f)
 		f->flags |= PKTASSERT_F_RESET;
 	return 0;
@@ -155,7 +170,7 @@ int BPF_PROG(pktassert_on_reset, const struct sock *sk, const struct sk_buff *sk
 SEC("tp_btf/icmp_send")
 int BPF_PROG(pktassert_on_icmp, const struct sk_buff *skb, int type, int code)
 {
-	struct pktassert_fate *f = tracked((struct sk_buff *)skb, NULL);
+	struct pktassert_fate *f = tracked((struct sk_buff *)skb);
 	if (f) {
 		f->flags |= PKTASSERT_F_ICMP;
 		f->answer = (__u32)type << 8 | (__u32)code;
@@ -168,18 +183,10 @@ SEC("socket")
 int pktassert_on_socket(struct __sk_buff *ctx)
 {
 	struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
-	struct pktassert_fate *f = tracked(skb, NULL);
+	struct pktassert_fate *f = tracked(skb);
 	if (!f) {   /* a clone (raw sockets): the same data buffer as a tracked packet */
 		__u64 head_key = (__u64)skb->head;
-		struct live *l = bpf_map_lookup_elem(&pktassert_live_heads, &head_key);
-		__u32 zero = 0;
-		struct pktassert_fate_config *cfg = bpf_map_lookup_elem(&pktassert_fate_config, &zero);
-		if (l && cfg && l->generation == cfg->generation) {
-			__u32 slot = l->tag % PKTASSERT_SLOTS;
-			f = bpf_map_lookup_elem(&pktassert_fates, &slot);
-			if (f && f->tag != l->tag)
-				f = NULL;
-		}
+		f = fate_of(bpf_map_lookup_elem(&pktassert_live_heads, &head_key));
 	}
 	if (f) {
 		f->flags |= PKTASSERT_F_DELIVERED;
