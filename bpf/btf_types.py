@@ -170,6 +170,10 @@ class Btf:
 @functools.cache
 def kernel() -> Btf:
     """The running kernel's BTF (/sys/kernel/btf/vmlinux), kept for the process: types refer into it."""
-    lib = libbpf.lib()
-    lib.btf__load_vmlinux_btf.argtypes, lib.btf__load_vmlinux_btf.restype = [], ctypes.c_void_p
-    return Btf(lib.btf__load_vmlinux_btf())
+    btf = libbpf.lib().btf__load_vmlinux_btf()
+    if not btf:
+        from pktassert.errors import ProgramError
+
+        raise ProgramError("the running kernel's BTF (/sys/kernel/btf/vmlinux) cannot be read: pktassert takes the "
+                           "kernel's types from it. Fix: a kernel built with CONFIG_DEBUG_INFO_BTF=y.")
+    return Btf(btf)

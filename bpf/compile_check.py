@@ -69,11 +69,13 @@ def check(text: str, cflags: Sequence[str]) -> Outcome:
     return out
 
 
-def stack_depths(probe: str, alone: str, cflags: Sequence[str], func: str) -> tuple[int | None, Outcome]:
-    """The stack depth the verifier finds for ``probe`` (the inspector with a trivial filter), and
-    the outcome of compiling the filter ``alone`` and loading ``func`` from it; both at once."""
-    a = _start({"text": probe, "cflags": list(cflags), "load": "pktassert_xdp"})
-    b = _start({"text": alone, "cflags": list(cflags), "load": func})
+def stack_depths(probe: str, alone: str, cflags: Sequence[str], func: str, entry: str,
+                 prog_type: int) -> tuple[int | None, Outcome]:
+    """The stack depth the verifier finds for ``probe`` (the inspector, entry ``entry``, with a trivial
+    filter), and the outcome of compiling the filter ``alone`` and loading ``func`` from it, as programs
+    of ``prog_type``; both at once."""
+    a = _start({"text": probe, "cflags": list(cflags), "load": entry, "prog_type": prog_type})
+    b = _start({"text": alone, "cflags": list(cflags), "load": func, "prog_type": prog_type})
     return _finish(a).depth, _finish(b)
 
 
@@ -194,15 +196,15 @@ def regions(lines: list[str]) -> list[tuple[str, int, list[str]]]:
 
 # The checker (the child process).
 
-def _stack_depth(bpf: object, func: str) -> int | None:
-    from bcc import BPF, lib
+def _stack_depth(bpf: object, func: str, prog_type: int) -> int | None:
+    from bcc import lib
 
     name = func.encode()
     m = bpf.module  # type: ignore[attr-defined]
     if not lib.bpf_function_start(m, name):
         return None
     buf = ctypes.create_string_buffer(1 << 16)
-    fd = lib.bcc_func_load(m, BPF.XDP, name, lib.bpf_function_start(m, name), lib.bpf_function_size(m, name),
+    fd = lib.bcc_func_load(m, prog_type, name, lib.bpf_function_start(m, name), lib.bpf_function_size(m, name),
                            lib.bpf_module_license(m), lib.bpf_module_kern_version(m), LOG_STATS, buf, len(buf),
                            None, -1)
     if fd >= 0:
@@ -219,7 +221,7 @@ def main() -> int:
         bpf = BPF(text=request["text"].encode(), cflags=request["cflags"], debug=request.get("debug", 0))
     except Exception:  # noqa: BLE001  (bcc raises plain Exception; clang's words are on stderr already)
         return 2
-    result = {"depth": _stack_depth(bpf, request["load"])} if request.get("load") else {}
+    result = {"depth": _stack_depth(bpf, request["load"], request["prog_type"])} if request.get("load") else {}
     print(RESULT + json.dumps(result), flush=True)
     return 0
 

@@ -152,13 +152,13 @@ def stack_message(name: str, func: str, inspector: int | None, alone_ok: bool, a
                                                                      over > 0 else "."))
 
 
-def verifier_log(bpf: object, func: str) -> tuple[str, int]:
+def verifier_log(bpf: object, func: str, prog_type: int) -> tuple[str, int]:
     """Load ``func`` again with the verifier's log on: bcc's own load logs nothing for E2BIG and only
     prints its hint ("Program too large (N insns), at most 4096 insns"), which misleads."""
-    from bcc import BPF, lib
+    from bcc import lib
 
     m, name = bpf.module, func.encode()  # type: ignore[attr-defined]
-    args = (m, BPF.XDP, name, lib.bpf_function_start(m, name), lib.bpf_function_size(m, name),
+    args = (m, prog_type, name, lib.bpf_function_start(m, name), lib.bpf_function_size(m, name),
             lib.bpf_module_license(m), lib.bpf_module_kern_version(m))
     log, err = "", 0
     for level in (LOG_LEVEL, 4):  # then the reason alone, if an older kernel kept the start of a long log

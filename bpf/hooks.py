@@ -1,8 +1,9 @@
 """Where a filter hooks into the DUT: one table entry per hook, not a branch per hook in each module.
 
 Each entry says what the loaders and the device under test need: the program type, the section
-libbpf gives it, how its entry's argument is spelled, its verdict names, and how to attach it to
-(and detach it from) an interface inside a namespace. XDP today; tc and nftables are next.
+libbpf gives it, how its entry's argument is spelled, its verdict names, the define that builds our
+inspector for it, and how to attach it to an interface inside a namespace (the namespace's end
+takes it off again).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class Hook:
     actions: type[Actions]         # its verdicts
     entry: str                     # our inspector's program for it
     attach: Callable[[Any, int, int, str], None]   # (pyroute2 IPRoute in the namespace, ifindex, fd, direction)
-    detach: Callable[[Any, int, str], None]
+    define: str = ""               # what builds our inspector for this hook (bpf/inspector.c, inspector_libbpf.c)
     directions: tuple[str, ...] = ("ingress",)
     title: str = ""                # how messages name it
 
@@ -34,10 +35,6 @@ class Hook:
 
 def _xdp_attach(ipr: Any, ifindex: int, fd: int, direction: str) -> None:
     ipr.link("set", index=ifindex, xdp_fd=fd)  # native XDP (veth supports it)
-
-
-def _xdp_detach(ipr: Any, ifindex: int, direction: str) -> None:
-    ipr.link("set", index=ifindex, xdp_fd=-1)
 
 
 # clsact's fixed parents: ingress and egress (include/uapi/linux/pkt_sched.h, TC_H_MIN_INGRESS/EGRESS)
@@ -52,15 +49,11 @@ def _tc_attach(ipr: Any, ifindex: int, fd: int, direction: str) -> None:
            classid=1, direct_action=True)
 
 
-def _tc_detach(ipr: Any, ifindex: int, direction: str) -> None:
-    ipr.tc("del", "clsact", ifindex)  # its filters go with it
-
-
 HOOKS: dict[str, Hook] = {
     "xdp": Hook("xdp", 6, ("xdp", "xdp.frags", "xdp_"), "struct xdp_md *", Verdict, "pktassert_xdp",
-                _xdp_attach, _xdp_detach, title="XDP"),
+                _xdp_attach, title="XDP"),
     "tc": Hook("tc", 3, ("tc", "classifier", "tc/", "tcx/", "classifier/"), "struct __sk_buff *", TcVerdict,
-               "pktassert_tc", _tc_attach, _tc_detach, ("ingress", "egress")),
+               "pktassert_tc", _tc_attach, "PKTASSERT_HOOK_TC", ("ingress", "egress")),
 }
 UNSPEC = 0  # a section libbpf 1.1 does not know: typed by the section's prefix, as iproute2 did
 

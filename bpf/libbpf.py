@@ -43,7 +43,6 @@ _SIGNATURES: dict[str, tuple[list, object]] = {
     "bpf_map__type": ([c_void_p], c_int),
     "bpf_map__key_size": ([c_void_p], c_uint32),
     "bpf_map__value_size": ([c_void_p], c_uint32),
-    "bpf_map__max_entries": ([c_void_p], c_uint32),
     "bpf_map__btf_key_type_id": ([c_void_p], c_uint32),
     "bpf_map__btf_value_type_id": ([c_void_p], c_uint32),
     "bpf_map__is_internal": ([c_void_p], ctypes.c_bool),
@@ -57,6 +56,7 @@ _SIGNATURES: dict[str, tuple[list, object]] = {
     "btf__type_by_id": ([c_void_p, c_uint32], c_void_p),
     "btf__name_by_offset": ([c_void_p, c_uint32], c_char_p),
     "btf__find_by_name_kind": ([c_void_p, c_char_p, c_uint32], c_int),
+    "btf__load_vmlinux_btf": ([], c_void_p),
     "bpf_map_lookup_elem": ([c_int, c_void_p, c_void_p], c_int),
     "bpf_map_lookup_batch": ([c_int, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p], c_int),
     "bpf_map_update_elem": ([c_int, c_void_p, c_void_p, ctypes.c_uint64], c_int),
@@ -104,7 +104,10 @@ def _print(level: int, fmt: bytes, args: int) -> int:
     its debug chatter nowhere."""
     if level > 1:  # LIBBPF_DEBUG
         return 0
-    buf = ctypes.create_string_buffer(1 << 16)
+    # The verifier's log comes whole in one message, megabytes long; its end has the reason. So the
+    # message is measured first, on a copy of the va_list (x86-64's is 24 bytes; 32 covers arm64's too).
+    copy = ctypes.create_string_buffer(ctypes.string_at(args, 32), 32)
+    buf = ctypes.create_string_buffer(_libc.vsnprintf(None, 0, fmt, ctypes.addressof(copy)) + 1)
     _libc.vsnprintf(buf, len(buf), fmt, args)
     if _sinks:
         _sinks[-1].append(buf.value.decode(errors="replace"))

@@ -6,11 +6,14 @@ entry into .text (bpf/elf_entry.py) and link it with our inspector by libbpf's s
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 import sysconfig
 import tempfile
 from pathlib import Path
+
+from pktassert.bpf.hooks import HOOKS
 
 from pktassert.errors import ProgramError
 
@@ -27,16 +30,21 @@ INSPECTOR_FILES = ("inspector_libbpf.c", "inspector.h", "inspector_tc.h", "stage
 def clang() -> str:
     found = shutil.which(CLANG)
     if found is None:
-        raise ProgramError("clang is not installed: libbpf sources are compiled with it. Fix: `apt-get install "
-                           "clang libbpf-dev` (make setup does), or give the .o your Makefile builds.")
+        raise ProgramError("clang is not installed: libbpf sources are compiled, and objects joined to pktassert's "
+                           "inspector, with it. Fix: `apt-get install clang libbpf-dev` (make setup does).")
     return found
 
 
-def include_dirs() -> list[str]:
-    """vmlinux.h of the running kernel (CO-RE), then the system's uapi and libbpf headers; never the
-    kernel's internal headers (Debian's 6.1 tree here does not match the running kernel)."""
+def system_includes() -> list[str]:
+    """The system's uapi and libbpf headers (Debian keeps asm/ under the multiarch folder)."""
     arch = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
-    return [f"-I{vmlinux_dir()}", f"-I/usr/include/{arch}"]
+    return [f"-I/usr/include/{arch}"]
+
+
+def include_dirs() -> list[str]:
+    """vmlinux.h of the running kernel (CO-RE), then the system's headers; never the kernel's internal
+    headers (Debian's 6.1 tree here does not match the running kernel)."""
+    return [f"-I{vmlinux_dir()}", *system_includes()]
 
 
 @functools.cache
@@ -57,7 +65,7 @@ def vmlinux_dir() -> Path:
     folder = path.parent / f"{build_cache.kernel_btf_id()}-include"
     if not (folder / "vmlinux.h").exists():
         folder.mkdir(exist_ok=True)
-        tmp = folder / f"vmlinux.h.{id(folder)}"
+        tmp = folder / f"vmlinux.h.{os.getpid()}"  # xdist workers may copy at once: each its own file
         shutil.copyfile(path, tmp)
         tmp.replace(folder / "vmlinux.h")
     return folder
@@ -95,25 +103,32 @@ def link(user_object: bytes, label: str, func: str, ctx: str, hook: str = "xdp",
          prints: bool = False) -> tuple[Path, bool]:
     """The user's object with ``func`` moved into .text, linked with our inspector (for ``hook``) calling it;
     ``prints``: the filter calls bpf_trace_printk, and the inspector marks each packet's lines."""
-    inspector = [(HERE / f).read_bytes() for f in INSPECTOR_FILES]
-    hook_flags = (["-DPKTASSERT_HOOK_TC"] if hook == "tc" else []) + (["-DPKTASSERT_PRINTK"] if prints else [])
-    key = build_cache.digest(build_cache.FORMAT, user_object, func, ctx, hook, *hook_flags, *inspector, libbpf.version(),
-                             build_cache.clang_version(clang()) if shutil.which(CLANG) else "prebuilt inspector")
+    ours, _ = _inspector(func, ctx, hook, prints)
+    key = build_cache.digest(build_cache.FORMAT, user_object, func, ours.name, libbpf.version())
 
     def make(out: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             moved = Path(tmp) / "filter.o"
             moved.write_bytes(entry_into_text(user_object, func, label))
-            ours = Path(tmp) / "inspector.o"
-            done = subprocess.run([clang(), *BASE_FLAGS, *include_dirs(), f"-I{HERE}", f"-DPKTASSERT_FILTER={func}",
-                                   f"-DPKTASSERT_CTX={ctx}", *hook_flags, "-c", str(HERE / "inspector_libbpf.c"),
-                                   "-o", str(ours)],
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
-                raise ProgramError(f"pktassert's inspector does not compile for {func}({ctx}):\n{done.stderr}")
             _static_link(out, [ours, moved], label)
 
     return build_cache.product(key, "linked.o", make)
+
+
+def _inspector(func: str, ctx: str, hook: str, prints: bool) -> tuple[Path, bool]:
+    """Our inspector compiled to call ``func(ctx)``: one object per entry, whatever the filter's code."""
+    flags = [*BASE_FLAGS, *system_includes(), f"-I{HERE}", f"-DPKTASSERT_FILTER={func}", f"-DPKTASSERT_CTX={ctx}",
+             *([f"-D{HOOKS[hook].define}"] if HOOKS[hook].define else []), *(["-DPKTASSERT_PRINTK"] if prints else [])]
+    key = build_cache.digest(build_cache.FORMAT, *flags, *[(HERE / f).read_bytes() for f in INSPECTOR_FILES],
+                             build_cache.clang_version(clang()))
+
+    def make(out: Path) -> None:
+        done = subprocess.run([clang(), *flags, "-c", str(HERE / "inspector_libbpf.c"), "-o", str(out)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ProgramError(f"pktassert's inspector does not compile for {func}({ctx}):\n{done.stderr}")
+
+    return build_cache.product(key, "inspector.o", make)
 
 
 def _static_link(out: Path, inputs: list[Path], label: str) -> None:

@@ -107,7 +107,7 @@ class Program:
 
 def prelude(func: str, hook: str = "xdp") -> str:
     return _PRELUDE.format(pages=RING_PAGES, func=func, ctx=HOOKS[hook].ctx,
-                           hook_define="#define PKTASSERT_HOOK_TC\n" if hook == "tc" else "")
+                           hook_define=f"#define {HOOKS[hook].define}\n" if HOOKS[hook].define else "")
 
 
 def check_hook(hook: object) -> None:
@@ -138,7 +138,8 @@ def _stack_share(program: Program, flags: tuple[str, ...]) -> tuple[int | None, 
     probe = Program(_PROBE.format(ctx=HOOKS[program.hook].ctx), "stack_probe", program.cflags, program.hook).compose()
     includes = "".join(ln + "\n" for ln in _PRELUDE.splitlines() if ln.startswith("#include"))
     alone = includes + f'#line 1 "{program.name}"\n' + program.text() + "\n"
-    inspector, out = compile_check.stack_depths(probe, alone, flags, program.func)
+    hook = HOOKS[program.hook]
+    inspector, out = compile_check.stack_depths(probe, alone, flags, program.func, hook.entry, hook.prog_type)
     return inspector, out.ok, out.depth, out.log
 
 
@@ -193,7 +194,7 @@ class LoadedProgram(Loaded):
                 self.fn = self.bpf.load_func(self.hook.entry.encode(), self.hook.prog_type)
         except Exception:  # noqa: BLE001
             with _stderr_into(log):
-                why = diagnostics.verifier_log(self.bpf, self.hook.entry)
+                why = diagnostics.verifier_log(self.bpf, self.hook.entry, self.hook.prog_type)
             self.bpf.cleanup()
             sources = {f: "\n".join(lines) for f, _, lines in compile_check.regions(text.splitlines())}
             raise ProgramError(f"the verifier rejected {program.func}() from {program.name}: "

@@ -306,3 +306,13 @@ def test_it():
 """)
     res.assert_outcomes(passed=1)
 
+
+
+def test_a_tc_filter_the_verifier_rejects_is_explained_as_tc(pktassert_ready):
+    # The verifier's log is fetched again as the hook's own program type: as XDP it would say something else.
+    source = (LOOP.replace("struct xdp_md *ctx", "struct __sk_buff *ctx").replace("XDP_PASS", "TC_ACT_OK")
+              .replace("XDP_DROP", "TC_ACT_SHOT"))
+    with pytest.raises(ProgramError) as e:
+        Program(source, func="heavy", hook="tc").load().close()
+    assert re.search(r"the verifier rejected heavy\(\) from .*: BPF program is too large\. Processed 1000001 insn",
+                     str(e.value)), str(e.value)

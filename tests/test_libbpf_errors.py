@@ -145,3 +145,16 @@ def test_marker_failure_names_the_kind(pytester):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*pktassert: *missing_include.bpf.c (a libbpf source) does not compile with clang*"])
+
+
+def test_a_long_verifier_log_keeps_its_end(tmp_path):
+    # A million instructions: the log runs to megabytes, and the reason is at its end.
+    src = tmp_path / "heavy.bpf.c"
+    src.write_text('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n\nSEC("xdp")\nint heavy(struct xdp_md *ctx)\n{\n'
+                   '\tunsigned char *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;\n'
+                   '\t__u64 acc = 0;\n\tif (data + 1 > end)\n\t\treturn XDP_PASS;\n'
+                   '\tfor (__u32 i = 0; i < 2000000; i++) {\n\t\tacc += ((i * 2654435761u) >> 7) ^ data[0];\n'
+                   '\t\tif (acc == 12345678)\n\t\t\tbreak;\n\t}\n\treturn acc & 1 ? XDP_DROP : XDP_PASS;\n}\n'
+                   'char LICENSE[] SEC("license") = "GPL";\n')
+    refused(LibbpfSource(src, "heavy"),
+            r"the verifier rejected heavy\(\) from .*heavy\.bpf\.c \(libbpf source\): BPF program is too large")
