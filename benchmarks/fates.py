@@ -11,14 +11,13 @@ Goal (issue 12): >= 0.5 Mpps with fates (the nftables flood). Compare the figure
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from typing import Any
 
 from pktassert.bpf.fate_tracker import FateTracker
 from pktassert.bpf.receiver import Receiver
 from pktassert.bpf.sender import Sender
 from pktassert.netns import Topology
-from report import show  # benchmarks/report.py (scripts run from this folder)
+from report import show, timed_floods  # benchmarks/report.py (scripts run from this folder)
 from scapy.layers.inet import IP, UDP
 
 from pktassert import Fate
@@ -56,21 +55,17 @@ def live(kind: str, n: int, tracker: FateTracker | None, sender: Sender, receive
             topo.route_via_peer()  # as track_fates does: the same stack either way
         inject = Injector(dut, lambda: sender)
         template = IP(dst=dut.ip) / UDP(dport=9)
-        inject(template, count=n, vary=VARY)  # warm
-        seconds = []
-        for _ in range(floods):
-            t = time.perf_counter()
-            capture = inject(template, count=n, vary=VARY)
-            seconds.append(time.perf_counter() - t)
-            assert capture.accounted == n, capture
+
+        def check(capture: Any) -> None:
             if tracker is not None:
                 assert capture.reasons() == {REASON[kind]: n}, capture.reasons()
                 assert capture.count(Fate.UNKNOWN) == 0
+
+        figures, _ = timed_floods(lambda: inject(template, count=n, vary=VARY), n, check, floods)
         inject.close()
         dut.close()
     loaded.close()
-    return {"pps": round(n / statistics.median(seconds)),
-            "pps_range": [round(n / max(seconds)), round(n / min(seconds))], "accounted": capture.accounted}
+    return figures
 
 
 def main() -> None:

@@ -14,11 +14,12 @@ import argparse
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from pktassert.bpf.receiver import Receiver
 from pktassert.bpf.sender import Sender
 from pktassert.netns import Topology
-from report import show  # benchmarks/report.py (scripts run from this folder)
+from report import show, timed_floods  # benchmarks/report.py (scripts run from this folder)
 from scapy.layers.inet import IP, UDP
 
 from pktassert import LibbpfSource, Verdict
@@ -52,20 +53,16 @@ def live(n: int, sender: Sender, receiver: Receiver, floods: int = 3) -> dict[st
         inject = Injector(dut, lambda: sender)
         for name, (payload, vary) in FLOODS.items():
             template = IP(dst=dut.ip) / UDP(dport=69) / payload
-            inject(template, count=n, vary=vary)  # warm
-            seconds, search = [], []
-            for _ in range(floods):
-                t = time.perf_counter()
-                capture = inject(template, count=n, vary=vary)
-                seconds.append(time.perf_counter() - t)
-                assert capture.accounted == n, capture
+            search: list[float] = []
+
+            def check(capture: Any, search: list[float] = search) -> None:
                 t = time.perf_counter()
                 banned = capture.where(payload=b"/etc/passwd")
                 search.append(time.perf_counter() - t)
                 assert banned.count(Verdict.DROP) == len(banned) == capture.count(Verdict.DROP)
-            out[name] = {"pps": round(n / statistics.median(seconds)),
-                         "pps_range": [round(n / max(seconds)), round(n / min(seconds))],
-                         "dropped": capture.count(Verdict.DROP),
+
+            figures, capture = timed_floods(lambda t=template, v=vary: inject(t, count=n, vary=v), n, check, floods)
+            out[name] = {**figures, "dropped": capture.count(Verdict.DROP),
                          "where_payload_s": round(statistics.median(search), 3)}
         inject.close()
         dut.close()

@@ -10,15 +10,15 @@ Goals (issue 11): tc live >= 1 Mpps, tc unit >= 0.9x raw. Compare the figures wi
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from pktassert.bpf.receiver import Receiver
 from pktassert.bpf.sender import Sender
 from pktassert.bpf.tag_mover import TagMover
 from pktassert.netns import Topology
-from report import show  # benchmarks/report.py (scripts run from this folder)
+from report import show, timed_floods  # benchmarks/report.py (scripts run from this folder)
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from unit import raw_loop
@@ -45,18 +45,15 @@ def live(kind: str, n: int, sender: Sender, receiver: Receiver, mover: TagMover,
         inject = Injector(dut, lambda: sender)
         template = IP(dst=dut.ip) / TCP(dport=22 if kind == "tc" else 23, flags="S")
         want = TcVerdict.SHOT if kind == "tc" else Verdict.DROP
-        inject(template, count=n, vary=VARY)  # warm: the process's first flood pays one-off costs
-        seconds = []
-        for _ in range(floods):
-            t = time.perf_counter()
-            capture = inject(template, count=n, vary=VARY)
-            seconds.append(time.perf_counter() - t)
-            assert capture.accounted == n and capture.count(want) == n, capture
+
+        def check(capture: Any) -> None:
+            assert capture.count(want) == n, capture
+
+        figures, _ = timed_floods(lambda: inject(template, count=n, vary=VARY), n, check, floods)
         inject.close()
         dut.close()
     loaded.close()
-    return {"pps": round(n / statistics.median(seconds)), "pps_range": [round(n / max(seconds)), round(n / min(seconds))],
-            "accounted": capture.accounted, "floods": floods}
+    return figures
 
 
 def unit(kind: str, n: int, rounds: int = 5) -> dict[str, object]:

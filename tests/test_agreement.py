@@ -3,11 +3,11 @@ the same parsed fields in the unit tier (BPF_PROG_TEST_RUN) as over the veth, an
 form of a filter (bcc source, libbpf source, the object its Makefile built). A disagreement is a bug
 in pktassert, never noise."""
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from suite_files import copy_examples
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # Fields that legitimately differ between tiers: when, and on which interface, the frame arrived.
@@ -53,11 +53,7 @@ class Recorder:
 
 
 def test_examples_agree_packet_for_packet(pytester: pytest.Pytester) -> None:
-    for f in EXAMPLES.iterdir():
-        if f.suffix in (".c", ".py", ".nft"):
-            shutil.copy(f, pytester.path / f.name)
-    shutil.copytree(EXAMPLES / "captures", pytester.path / "captures")
-    shutil.copytree(EXAMPLES / "build", pytester.path / "build")  # the objects `make -C examples` built
+    copy_examples(pytester.path)
     recorder = Recorder()
     # In-process (the recorder reads live objects); importlib mode, as the examples may be imported already.
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--import-mode=importlib", "--pktassert-tier=both",

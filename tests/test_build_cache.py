@@ -95,6 +95,6 @@ def test_programs_around_the_entry_still_load(cache, source, pktassert_ready):
     loaded = LibbpfSource(source, "second").load()
     try:
         assert loaded.program_fd("first") > 0 and loaded.program_fd("third") > 0
-        assert loaded.runner.run(b"\0" * 64).retval in (1, 2)
+        assert loaded.runner.run(b"\0" * 64).retval == 2  # XDP_PASS: a test run comes in on lo (ifindex 1)
     finally:
         loaded.close()

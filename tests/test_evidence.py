@@ -3,11 +3,11 @@ EPB verdict option, a comment per packet), the offending packet in the message, 
 
 import json
 import shutil
-import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from suite_files import tshark_fields
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -32,14 +32,6 @@ def test_flood_with_a_few_offenders(xdp, inject):
 '''
 
 
-def _tshark(path: Path, *fields: str) -> list[list[str]]:
-    tshark = shutil.which("tshark")
-    assert tshark, "tshark is not installed: apt install tshark"
-    out = subprocess.run([tshark, "-r", str(path), "-T", "fields", "-E", "separator=|",
-                          *[a for f in fields for a in ("-e", f)]], capture_output=True, text=True, check=True)
-    return [line.split("|") for line in out.stdout.splitlines()]
-
-
 @pytest.fixture
 def suite(pytester):
     pytester.makepyfile(test_suite=SUITE)
@@ -57,7 +49,7 @@ def test_a_failed_test_leaves_a_pcapng_that_tshark_reads(suite, pktassert_ready)
     res.assert_outcomes(failed=1, passed=1)
     assert [f.name for f in files] == ["test_suite.py_test_telnet_expected_to_pass.pcapng"]  # failed only
     res.stdout.fnmatch_lines(["*pktassert evidence*", f"*5 packets with their verdicts and fates: {files[0]}*"])
-    rows = _tshark(files[0], "frame.number", "frame.verdict.ebpf_xdp", "tcp.dstport", "frame.comment")
+    rows = tshark_fields(files[0], "frame.number", "frame.verdict.ebpf_xdp", "tcp.dstport", "frame.comment")
     assert [(r[1], r[2]) for r in rows] == [("2", "22")] * 3 + [("1", "23")] * 2  # XDP_PASS, XDP_DROP
     assert rows[3][3] == ("pktassert: test_suite.py::test_telnet_expected_to_pass: inject() call #2 at "
                           "test_suite.py:9, packet #0; verdict DROP (live tier)")
@@ -94,7 +86,7 @@ def test_all_and_none(suite, pktassert_ready):
 def test_a_flood_is_bounded_and_keeps_every_offender(suite, pktassert_ready):
     res, files = _run(suite, "-k", "flood")
     res.assert_outcomes(failed=1)
-    rows = _tshark(files[0], "frame.verdict.ebpf_xdp", "tcp.dstport", "frame.comment")
+    rows = tshark_fields(files[0], "frame.verdict.ebpf_xdp", "tcp.dstport", "frame.comment")
     drops = [r for r in rows if r[0] == "1"]
     # port_blocklist drops 23, 135, 445 and 3389: each of the 5 times the sweep hit them, all kept (three
     # of them fall in the first 1,000 anyway)

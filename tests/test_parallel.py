@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from pktassert.bpf import build_cache
+from suite_files import copy_examples
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # One failure on purpose, so "the same results" covers failures too.
@@ -23,11 +24,7 @@ def test_expected_wrong(xdp, inject):
 
 
 def _suite(path: Path) -> None:
-    for f in EXAMPLES.iterdir():
-        if f.suffix in (".c", ".py", ".nft") and not f.name.startswith("test_icmp"):
-            shutil.copy(f, path / f.name)
-    shutil.copytree(EXAMPLES / "captures", path / "captures")
-    shutil.copytree(EXAMPLES / "build", path / "build")  # the objects `make -C examples` built
+    copy_examples(path, leave_out="test_icmp")
     (path / "test_wrong.py").write_text(FAILING)
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 from scapy.layers.inet import IP, UDP
+from suite_files import tshark_fields
 
 from pktassert import Verdict
 
@@ -39,17 +40,8 @@ def test_libbpf_filter_lines_and_the_failure_message(xdp, inject, tier, tmp_path
     lines = explain("==", r.count(Verdict.PASS), 3)
     assert "  the filter printed for it: saw 101 bytes | too long: dropped" in lines
     evidence.write(tmp_path / "e.pcapng", [r], "t")
-    third = [c for c in _comments(tmp_path / "e.pcapng") if ", packet #2;" in c]
+    third = [c for (c,) in tshark_fields(tmp_path / "e.pcapng", "frame.comment") if ", packet #2;" in c]
     assert third[0].endswith("; printed: saw 101 bytes | too long: dropped")
-
-
-def _comments(path):
-    import shutil
-    import subprocess
-
-    out = subprocess.run([shutil.which("tshark") or "tshark", "-r", str(path), "-T", "fields", "-e", "frame.comment"],
-                         capture_output=True, text=True, check=True)
-    return out.stdout.splitlines()
 
 
 @pytest.mark.xdp("../examples/port_blocklist.bpf.c", func="port_blocklist")

@@ -106,6 +106,7 @@ int drop_udp_99(struct xdp_md *ctx) {
 
 @pytest.mark.parametrize("tier", ["live", "unit"], indirect=True)
 @pytest.mark.xdp(XDP_SRC, func="drop_udp_99")
+@needs_clang
 @pytest.mark.tc(LIBBPF, func="port_guard")
 def test_xdp_and_tc_together(xdp, tc, inject):
     """Each stage's verdict per packet; a packet XDP dropped never reaches tc, and says so."""
@@ -117,6 +118,7 @@ def test_xdp_and_tc_together(xdp, tc, inject):
     f = inject(IP(dst=tc.ip) / UDP(dport=53), count=5000, vary={"sport": (1, 5000)})
     assert f.stages["tc"].count(TcVerdict.SHOT) == 5000
 
+@needs_clang
 @pytest.mark.tc(LIBBPF, func="port_guard")
 def test_flood_through_the_engine(tc, inject):
     """Live tier: tc ingress behind pktassert's pass-through XDP stage, so the traffic engine delivers."""

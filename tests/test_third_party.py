@@ -12,9 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-import shutil
 import struct
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
+from vendored_build import build_all, needs_clang
 
 from pktassert import LibbpfSource, ObjectFile, Verdict
 
@@ -69,34 +68,20 @@ PARSER = Vendored(THIRD_PARTY / "xdp-tutorial/packet02-rewriting/xdp_prog_kern.c
 PROGRAMS = {"cilium_xdp": CILIUM_XDP, "map_counter": MAP_COUNTER, "tcpdump": TCPDUMP, "parser": PARSER}
 
 
-def _needs_clang() -> str:
-    clang = shutil.which("clang")
-    if clang is None:
-        pytest.skip("clang is not installed (shutil.which('clang') is None): the vendored libbpf programs are "
-                    "compiled with clang, and pktassert links its inspector with it. Fix: apt-get install clang.")
-    return clang
-
-
 @pytest.fixture(scope="session")
 def third_party_objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Each vendored program built as its project's Makefile builds it, into a session folder."""
-    clang = _needs_clang()
-    out = tmp_path_factory.mktemp("third_party_objects")
-    built = {}
-    for name, prog in PROGRAMS.items():
-        obj = out / f"{name}.o"
-        command = [clang, "-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", f"-I{prog.source.parent}",
-                   f"-I{MULTIARCH}", *(f"-I{d}" for d in prog.includes), *prog.flags, "-c", str(prog.source),
-                   "-o", str(obj)]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stderr}"
-        built[name] = obj
-    return built
+    def command(clang: str, prog: Vendored, obj: Path) -> list[str]:
+        return [clang, "-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", f"-I{prog.source.parent}",
+                f"-I{MULTIARCH}", *(f"-I{d}" for d in prog.includes), *prog.flags, "-c", str(prog.source),
+                "-o", str(obj)]
+
+    return build_all(PROGRAMS, tmp_path_factory.mktemp("third_party_objects"), command)
 
 
 def subject(name: str, form: str, objects: dict[str, Path]) -> LibbpfSource | ObjectFile:
     prog = PROGRAMS[name]
-    _needs_clang()
+    needs_clang()
     if form == "source":
         return LibbpfSource(prog.source, prog.func, tuple(f"-I{d}" for d in prog.includes))
     if form == "object":
@@ -120,7 +105,7 @@ class TestCiliumXdpCounter:
     @pytest.fixture
     def xdp_program(self, form: str, third_party_objects: dict[str, Path]) -> LibbpfSource | ObjectFile:
         if form == "prebuilt":  # the object the repository ships (bpf2go: clang -O2 -mcpu=v1 -g, DWARF stripped)
-            _needs_clang()
+            needs_clang()
             return ObjectFile(CILIUM_PREBUILT, CILIUM_XDP.func)
         return subject("cilium_xdp", form, third_party_objects)
 

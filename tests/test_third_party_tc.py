@@ -18,8 +18,6 @@ below). Each test runs in the tiers where what it asserts is observable.
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -36,6 +34,7 @@ from scapy.layers.inet6 import (
     RouterAlert,
 )
 from scapy.layers.l2 import ARP, Dot1Q, Ether
+from vendored_build import build_all, needs_clang
 
 from pktassert import LibbpfSource, ObjectFile
 from pktassert.verdict import TcVerdict
@@ -85,33 +84,19 @@ PRESERVE_DSCP = Vendored(BPF_EXAMPLES_DIR / "preserve-dscp/preserve_dscp_kern.c"
 PROGRAMS = {"pkt_loop_filter": LOOP_FILTER, "preserve_dscp": PRESERVE_DSCP}
 
 
-def _needs_clang() -> str:
-    clang = shutil.which("clang")
-    if clang is None:
-        pytest.skip("clang is not installed (shutil.which('clang') is None): the vendored libbpf programs are "
-                    "compiled with clang, and pktassert links its inspector with it. Fix: apt-get install clang.")
-    return clang
-
-
 @pytest.fixture(scope="session")
 def third_party_tc_objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Each vendored program built as bpf-examples' Makefile builds it, into a session folder."""
-    clang = _needs_clang()
-    out = tmp_path_factory.mktemp("third_party_tc_objects")
-    built = {}
-    for name, prog in PROGRAMS.items():
-        obj = out / f"{name}.o"
-        command = [clang, "-target", "bpf", *prog.flags, f"-I{prog.source.parent}", f"-I{MULTIARCH}",
-                   *prog.cflags, "-O2", "-c", "-g", "-o", str(obj), str(prog.source)]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stderr}"
-        built[name] = obj
-    return built
+    def command(clang: str, prog: Vendored, obj: Path) -> list[str]:
+        return [clang, "-target", "bpf", *prog.flags, f"-I{prog.source.parent}", f"-I{MULTIARCH}",
+                *prog.cflags, "-O2", "-c", "-g", "-o", str(obj), str(prog.source)]
+
+    return build_all(PROGRAMS, tmp_path_factory.mktemp("third_party_tc_objects"), command)
 
 
 def subject(name: str, func: str, form: str, objects: dict[str, Path]) -> LibbpfSource | ObjectFile:
     prog = PROGRAMS[name]
-    _needs_clang()
+    needs_clang()
     if form == "source":
         return LibbpfSource(prog.source, func, prog.cflags, hook="tc", max_entries=prog.max_entries)
     if form == "object":
