@@ -26,12 +26,30 @@ static __always_inline void pktassert_parse_skb(struct __sk_buff *skb, struct pk
 	pktassert_parse_bytes((void *)(long)skb->data, (void *)(long)skb->data_end, r);
 	/* On a real receive path the kernel takes the outer VLAN tag out of the frame into the sk_buff
 	 * before tc (skb_vlan_untag); a test run leaves it in. Record it the same either way. */
-	if (skb->vlan_present) {
+	if (!skb->vlan_present)
+		return;
+	r->len += 4;
+	if (r->vlan_count < 2) {
 		r->vlan_inner = r->vlan_outer;
 		r->vlan_outer = skb->vlan_tci & 0x0fff;
 		r->vlan_count++;
-		r->len += 4;
+		return;
 	}
+	/* Two more tags in the frame: three in all, more than the parser follows. A test run stops after the
+	 * second (P_VLAN_MORE, the third tag's TPID as ethertype, nothing of L3/L4): so does the record here. */
+	__u8 *data = (void *)(long)skb->data;
+	__u16 tpid = 0;
+	if ((void *)(data + 18) <= (void *)(long)skb->data_end)
+		tpid = (__u16)data[16] << 8 | data[17];   /* the first in-frame tag's next protocol */
+	r->vlan_inner = r->vlan_outer;
+	r->vlan_outer = skb->vlan_tci & 0x0fff;
+	r->ethertype = tpid;
+	r->parsed = PKTASSERT_P_L2 | PKTASSERT_P_VLAN_MORE;
+	/* nothing of what was parsed past the second tag stays */
+	r->l3 = r->proto = r->ttl = r->tcp_flags = r->icmp_type = r->icmp_code = 0;
+	r->sport = r->dport = 0;
+	__builtin_memset(r->src, 0, sizeof(r->src));
+	__builtin_memset(r->dst, 0, sizeof(r->dst));
 }
 
 static __always_inline __u32 pktassert_be32(__u8 *p)

@@ -8,6 +8,7 @@ from scapy.layers.inet import IP, TCP, UDP
 
 from pktassert import PktassertError, ProgramError, TcVerdict, Verdict
 from pktassert.errors import InjectError
+from pktassert.record import const
 
 BCC = """
 int port_guard(struct __sk_buff *skb) {
@@ -240,6 +241,13 @@ def test_vlan_tags_recorded_the_same_in_both_tiers(tc, inject):
     assert c.records["vlan_inner"].tolist() == [0, 30]
     assert c.records["vlan_count"].tolist() == [1, 2]
     assert c.records["len"].tolist() == [14 + 4 + 20 + 8, 14 + 8 + 20 + 8]
+    # Three tags: more than the parser follows. Live the kernel takes the first into the sk_buff and two
+    # stay in the frame; the record must still say what the unit tier's does (two tags, no IP parsed).
+    three = inject(Ether(src=tc.peer.mac, dst=tc.mac) / Dot1Q(vlan=40) / Dot1Q(vlan=50) / Dot1Q(vlan=60)
+                   / IP(dst=tc.ip) / UDP(dport=54)).records[0]
+    assert (int(three["vlan_outer"]), int(three["vlan_inner"]), int(three["vlan_count"])) == (40, 50, 2)
+    assert int(three["ethertype"]) == 0x8100 and int(three["l3"]) == 0 and int(three["proto"]) == 0
+    assert int(three["parsed"]) == const("P_L2") | const("P_VLAN_MORE") and int(three["len"]) == 14 + 12 + 20 + 8
 
 
 @pytest.mark.parametrize("tier", ["live", "unit"], indirect=True)
