@@ -170,10 +170,11 @@ class Btf:
 @functools.cache
 def kernel() -> Btf:
     """The running kernel's BTF (/sys/kernel/btf/vmlinux), kept for the process: types refer into it."""
+    from pktassert import host
+
+    host.check("kernel BTF")
     btf = libbpf.lib().btf__load_vmlinux_btf()
     if not btf:
-        from pktassert.errors import ProgramError
-
-        raise ProgramError("the running kernel's BTF (/sys/kernel/btf/vmlinux) cannot be read: pktassert takes the "
-                           "kernel's types from it. Fix: a kernel built with CONFIG_DEBUG_INFO_BTF=y.")
+        raise host.HostLacks("kernel BTF", f"libbpf cannot read the kernel's BTF ({host.BTF}). Fix: a kernel built "
+                                           f"with CONFIG_DEBUG_INFO_BTF=y, and /sys readable.")
     return Btf(btf)

@@ -39,6 +39,15 @@ def directory() -> Path:
     return Path(base) / "pktassert" / "build"
 
 
+def unwritable(where: Path) -> str | None:
+    """Why the cache cannot live at ``where`` (a read-only home, say), or None."""
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"{where}: {e.strerror}"
+    return None if os.access(where, os.W_OK | os.X_OK) else f"{where}: not writable"
+
+
 def clear(where: Path | None = None) -> int:
     """Remove every entry; returns how many files went."""
     where = where or directory()
@@ -65,7 +74,10 @@ def clang_version(clang: str) -> str:
 @functools.cache
 def kernel_btf_id() -> str:
     """What vmlinux.h is made from: the running kernel's BTF."""
-    return digest(Path("/sys/kernel/btf/vmlinux").read_bytes())
+    from pktassert import host
+
+    host.check("kernel BTF")
+    return digest(Path(host.BTF).read_bytes())
 
 
 _digests: dict[str, tuple[tuple[int, int, int], str]] = {}

@@ -48,10 +48,10 @@ class Outcome:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):  # unset, or relative: the XDG spec says to ignore it then
-        base = os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "pktassert" / f"compiles-v{RECORD_VERSION}"
+    """In the build cache: one root, one cleanup (``pktassert-cleanup --cache``)."""
+    from pktassert.bpf import build_cache  # here: the child process that compiles imports nothing of pktassert
+
+    return build_cache.directory() / f"compiles-v{RECORD_VERSION}"
 
 
 def check(text: str, cflags: Sequence[str]) -> Outcome:

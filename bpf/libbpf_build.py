@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pktassert.bpf.hooks import HOOKS
 
+from pktassert import host
 from pktassert.errors import ProgramError
 
 from . import build_cache, libbpf
@@ -28,10 +29,9 @@ INSPECTOR_FILES = ("inspector_libbpf.c", "inspector.h", "inspector_tc.h", "stage
 
 
 def clang() -> str:
+    host.check("clang")
     found = shutil.which(CLANG)
-    if found is None:
-        raise ProgramError("clang is not installed: libbpf sources are compiled, and objects joined to pktassert's "
-                           "inspector, with it. Fix: `apt-get install clang libbpf-dev` (make setup does).")
+    assert found is not None  # the check above found it
     return found
 
 
@@ -53,12 +53,9 @@ def vmlinux_dir() -> Path:
     bpftool (subprocess): the documented way to make it; libbpf's btf_dump would call back into Python
     through a printf callback once per token of its 130,000 lines."""
     def make(out: Path) -> None:
-        try:
-            text = subprocess.run(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c"],
-                                  capture_output=True, check=True).stdout
-        except FileNotFoundError:
-            raise ProgramError("bpftool is not installed: it writes vmlinux.h for CO-RE. Fix: `apt-get install "
-                               "bpftool` (make setup does).") from None
+        host.check("bpftool")
+        text = subprocess.run(["bpftool", "btf", "dump", "file", host.BTF, "format", "c"],
+                              capture_output=True, check=True).stdout
         out.write_bytes(text)
 
     path, _ = build_cache.product(build_cache.kernel_btf_id(), "vmlinux.h", make)

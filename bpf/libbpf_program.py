@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pktassert import host
 from pktassert.errors import ProgramError
 
 from . import btf_types, libbpf, libbpf_build, prints
@@ -269,6 +270,8 @@ class LibbpfLoaded(Loaded):
         from . import diagnostics
 
         log = "".join(said)
+        if "failed to find valid kernel BTF" in log:  # CO-RE relocations: the kernel's types, not the filter's fault
+            host.check("kernel BTF")
         if "-- BEGIN PROG LOAD LOG --" not in log:  # refused before any program reached the verifier
             lines = [ln.strip() for ln in log.splitlines() if ln.strip() and "failed to load object" not in ln]
             return f"libbpf could not load {self.label}: " + "\n".join(lines[-6:] or [os.strerror(err)])

@@ -19,6 +19,7 @@ import numpy as np
 from pktassert.bpf.test_run import _libbpf, _Opts
 from pktassert.netns import Namespace
 
+from pktassert import host
 from pktassert.errors import ProgramError
 
 HERE = Path(__file__).resolve().parent
@@ -45,6 +46,7 @@ class Sender:
     def __init__(self) -> None:
         from bcc import BPF
 
+        host.check("xdp-live-frames")
         try:
             self.bpf = BPF(src_file=str(HERE / "sender.c").encode(),
                            cflags=[f"-DPA_TX_ARENAS={ARENAS}", f"-DPA_TX_FRAMES={FRAMES}"])

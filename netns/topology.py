@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import time
 from typing import Self
 
@@ -24,6 +25,11 @@ HP_DUT_MAC, HP_MAC = "02:00:5e:00:53:03", "02:00:5e:00:53:04"
 # IPv6 would otherwise send DAD probes, router solicitations and MLD reports into the
 # inspector: a 5,000-frame run was once seen as 5,004 frames.
 _QUIET_IPV6 = {"accept_dad": 0, "dad_transmits": 0, "router_solicitations": 0, "accept_ra": 0}
+
+
+def ipv6_enabled() -> bool:
+    """False on a kernel booted with ipv6.disable=1 (or built without IPv6): then the topology is IPv4-only."""
+    return os.path.isdir("/proc/sys/net/ipv6")
 
 _serial = itertools.count(1)
 
@@ -144,7 +150,7 @@ class Topology:
     def _namespace(self, role: str) -> Namespace:
         ns = Namespace(f"{self.label} {role}")
         self._namespaces.append(ns)
-        for scope in ("all", "default"):
+        for scope in ("all", "default") if ipv6_enabled() else ():
             for key, value in _QUIET_IPV6.items():
                 ns.sysctl(f"net.ipv6.conf.{scope}.{key}", value)
         # The mark also goes on lo, which lives as long as the namespace: a veth end vanishes
@@ -162,9 +168,10 @@ class Topology:
         # the static neighbours below are all the stack needs.
         ipr.link("set", index=idx, arp=False)
         ipr.addr("add", index=idx, address=ip, prefixlen=prefix)
-        ipr.addr("add", index=idx, address=ip6, prefixlen=prefix6, flags=0x02)  # IFA_F_NODAD
         ipr.neigh("add", dst=other_ip, lladdr=other_mac, ifindex=idx, state="permanent")
-        ipr.neigh("add", dst=other_ip6, lladdr=other_mac, ifindex=idx, state="permanent", family=10)
+        if ipv6_enabled():
+            ipr.addr("add", index=idx, address=ip6, prefixlen=prefix6, flags=0x02)  # IFA_F_NODAD
+            ipr.neigh("add", dst=other_ip6, lladdr=other_mac, ifindex=idx, state="permanent", family=10)
         ipr.link("set", index=idx, state="up")
         return Endpoint(ns, ifname, idx, mac, ip, ip6)
 
@@ -174,7 +181,8 @@ class Topology:
         assert self.dut.ns is not None
         ipr = self.dut.ns.ipr
         ipr.route("add", dst="0.0.0.0/0", gateway=PEER_IP, oif=self.dut.ifindex)
-        ipr.route("add", dst="::/0", gateway=PEER_IP6, oif=self.dut.ifindex, family=10)
+        if ipv6_enabled():
+            ipr.route("add", dst="::/0", gateway=PEER_IP6, oif=self.dut.ifindex, family=10)
 
     def close(self) -> None:
         self._honeypot = None

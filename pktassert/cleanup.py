@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"would empty the build cache {where}")
         else:
             print(f"emptied the build cache {where}: {build_cache.clear(where)} files")
+    _tracefs_instances(args.dry_run)
     found = [lo for lo in leftovers.find() if args.owner in (None, lo.owner_pid)]
     for lo in found:
         print(("in use: " if lo.owner_alive else "orphan: ") + lo.describe())
@@ -40,6 +41,20 @@ def main(argv: list[str] | None = None) -> int:
     for lo in stuck:
         print(f"not freed: {lo.describe()}. Fix: end the fd holders listed.", file=sys.stderr)
     return 1 if stuck else 0
+
+
+def _tracefs_instances(dry_run: bool) -> None:
+    """Instances for bpf_printk lines that killed runs left (a live run's cannot be removed: EBUSY)."""
+    from pktassert import printk
+    from pktassert.host import HostLacks
+
+    if dry_run:
+        return
+    try:
+        for name in printk.clean_leftovers():
+            print(f"freed: the tracefs instance {name} of a killed run")
+    except HostLacks:
+        pass  # no tracefs here: nothing of ours can be in it
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import numpy as np
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
-from pktassert import live_outputs, nft_trace, pcap
+from pktassert import host, live_outputs, nft_trace, pcap
 from pktassert.bpf.sender import Sender
 from pktassert.capture import Capture
 from pktassert.dut import XdpUnderTest
@@ -252,6 +252,8 @@ class Injector:
         followers = [] if first is self.xdp else [Follower(self.xdp, n, step)]
         first_tag = take_tags([first.loaded, *(f.dut.loaded for f in followers)], n)
         tracker = self.xdp.fates if path.tier == "live" and not self._egress else None
+        if tracker is not None and host.problem("IPv6"):
+            _refuse_ipv6(frames)
         fates = FateReader(tracker, n, step) if tracker is not None else None
         tracer = self.xdp.nft_tracer() if fates is not None else None
         if tracer is not None:
@@ -341,3 +343,10 @@ class Injector:
             self._egress_out.close()
         if self._engine is not None:
             self._engine.close()
+
+
+def _refuse_ipv6(frames: list[bytes] | Flood) -> None:
+    """IPv6 frames' fates on a kernel without IPv6 would be the stack's refusal, not the DUT's answer."""
+    sample = [frames.first] if isinstance(frames, Flood) else frames
+    if any(bytes(f)[12:14] == b"\x86\xdd" for f in sample):
+        host.check("IPv6")

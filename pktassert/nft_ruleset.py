@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pktassert.errors import ProgramError
+from pktassert.host import HostLacks
 from pktassert.netns import Namespace  # type: ignore[import-not-found]  # installed from netns/
 
 _HANDLE = re.compile(r"^\s*(.*?)\s+# handle (\d+)$")
@@ -22,8 +23,8 @@ def _nftables() -> Any:
     try:
         import nftables  # Debian's python3-nftables (ctypes over libnftables1); not on PyPI
     except ImportError:
-        raise ProgramError("@pytest.mark.nftables needs libnftables' Python module. Fix: apt install python3-nftables "
-                           "(and a venv made with --system-site-packages).") from None
+        raise HostLacks("python3-nftables", "@pytest.mark.nftables needs libnftables' Python module. Fix: apt-get "
+                        "install python3-nftables (and a venv made with --system-site-packages).") from None
     return nftables
 
 
@@ -34,6 +35,10 @@ class RuleSet:
         nftables = _nftables()
         with ns.entered():
             self._nft = nftables.Nftables()
+        rc, _, err = self._nft.cmd("list tables")  # an empty namespace: only a kernel without nf_tables fails
+        if rc != 0:
+            raise HostLacks("nf_tables", f"the kernel does not take nftables rule sets ({err.strip()}). Fix: a kernel "
+                                         f"with CONFIG_NF_TABLES (modprobe nf_tables on the host, where it is a module).")
         if isinstance(source, Path):
             rc, _, err = self._nft.cmd_from_file(str(source))
             where = str(source)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pktassert.frames import l3_offset
+from pktassert.host import HostLacks
 from pktassert.netns import Namespace  # type: ignore[import-not-found]  # installed from netns/
 from pktassert.nft_ruleset import OURS, RuleSet
 
@@ -36,7 +37,11 @@ TERMINAL = {0: "drop", 1: "accept", 2: "stolen", 3: "queue"}
 
 @functools.cache
 def _lib() -> ctypes.CDLL:
-    lib = ctypes.CDLL(ctypes.util.find_library("nftnl") or "libnftnl.so.11")
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("nftnl") or "libnftnl.so.11")
+    except OSError as e:
+        raise HostLacks("libnftnl", f"which rule decided needs libnftnl ({e}). Fix: apt-get install libnftnl11 "
+                                    f"(nftables depends on it).") from None
     lib.nftnl_trace_alloc.restype = ctypes.c_void_p
     lib.nftnl_trace_free.argtypes = [ctypes.c_void_p]
     lib.nftnl_trace_nlmsg_parse.argtypes = [ctypes.c_void_p, ctypes.c_void_p]

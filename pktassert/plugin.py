@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 import pytest
 
-from pktassert import assertion, preflight, reports
+from pktassert import assertion, host, host_hooks, preflight, reports
 from pktassert.bpf import build_cache
 from pktassert.bpf.fate_tracker import FateTracker
 from pktassert.bpf.hooks import HOOKS
@@ -38,7 +39,8 @@ TIERS = ("live", "unit")
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("pktassert", "pktassert: packet filter tests")
     group.addoption("--pktassert-require", action="store_true",
-                    help="error instead of skip when root, bcc or kernel headers are missing (for CI)")
+                    help="fail instead of skip when the host lacks something pktassert needs (root, bcc, kernel "
+                         "headers, the kernel's BTF, clang, a kernel feature, ...): for CI")
     group.addoption("--pktassert-summary", action="store_true",
                     help="print the verdicts each filter gave, after the run")
     group.addoption("--pktassert-tier", choices=TIERS + ("both",), default="live",
@@ -75,6 +77,7 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[build_cache.ENV] = os.path.abspath(chosen)
     if config.getoption("pktassert_summary"):
         config.pluginmanager.register(reports.VerdictSummary(), "pktassert-summary")
+    config.pluginmanager.register(host_hooks.HostHooks(config), "pktassert-host")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -150,10 +153,11 @@ def pktassert_ready(pytestconfig: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def pktassert_programs(pktassert_ready: None) -> Iterator[ProgramCache]:
-    raise_fd_limit()
+    limits = raise_fd_limit()
     cache = ProgramCache()
     yield cache
     cache.close()
+    resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
 
 def _subject(request: pytest.FixtureRequest, hook: str) -> Subject | None:
@@ -387,6 +391,9 @@ def pytest_assertrepr_compare(op: str, left: Any, right: Any) -> list[str] | Non
 def pytest_runtest_makereport(item: pytest.Item,
                               call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    if call.excinfo is not None and call.excinfo.errisinstance(host.HostLacks):
+        host_hooks.as_skip(item, report, call.excinfo.value)  # type: ignore[arg-type]
+        return report
     # A filter that does not compile or load is the test's subject failing, not a broken fixture.
     if call.when == "setup" and call.excinfo is not None and call.excinfo.errisinstance(ProgramError):
         report.longrepr = f"pktassert: {call.excinfo.value}"
@@ -394,3 +401,4 @@ def pytest_runtest_makereport(item: pytest.Item,
     if call.when == "call":
         reports.evidence_for(item, report)
     return report
+

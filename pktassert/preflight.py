@@ -5,7 +5,10 @@ from __future__ import annotations
 import functools
 import glob
 import os
+import resource
 import sys
+
+FDS_NEEDED = 128  # open files: pktassert's own programs, a test's topology and a loaded filter (measured: 96 do)
 
 # Capability bits (linux/capability.h) the live tier needs.
 _CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_BPF": 39}
@@ -54,4 +57,9 @@ def problems() -> tuple[str, ...]:
     headers = _headers_problem()
     if headers:
         found.append(headers)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard < FDS_NEEDED:  # the program cache closes programs to stay within the soft limit, raised to this
+        found.append(f"the open-file limit (ulimit -n) is {hard}; pktassert needs {FDS_NEEDED} (its own programs, "
+                     f"a test's namespaces and a loaded filter). Fix: ulimit -n 1024 before pytest "
+                     f"(docker run --ulimit nofile=1024).")
     return tuple(found)

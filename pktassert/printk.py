@@ -1,11 +1,11 @@
 """The filter's own debug lines (bpf_printk / bpf_trace_printk), per test and per packet.
 
-A tracefs instance of our own (``instances/pktassert-<pid>``, one per process, so xdist workers
-never read each other's) with the bpf_trace_printk event on: the kernel's global trace buffer and
-other readers are left alone. A filter that prints gets an inspector built to mark each packet
-first (``pktassert <nonce> <tag>``, bpf/stage.h): on one CPU a packet's lines follow its mark
-until the next mark, so each line goes to the packet that printed it, and the nonce tells our
-program's marks from any other's."""
+A tracefs instance of our own (``instances/pktassert-<random>``, one per process, so xdist workers
+never read each other's), reached through pktassert's own detached tracefs mount (pktassert/tracefs.py),
+with the bpf_trace_printk event on: the kernel's global trace buffer and other readers are left
+alone. A filter that prints gets an inspector built to mark each packet first (``pktassert <nonce>
+<tag>``, bpf/stage.h): on one CPU a packet's lines follow its mark until the next mark, so each
+line goes to the packet that printed it, and the nonce tells our program's marks from any other's."""
 
 from __future__ import annotations
 
@@ -14,39 +14,54 @@ import errno
 import os
 import re
 import secrets
-from pathlib import Path
 
-TRACEFS = Path("/sys/kernel/tracing")
+from pktassert import tracefs
+
 PREFIX = "pktassert-"
 BUFFER_KB = 8192
 _LINE = re.compile(r"-\d+\s+\[(\d+)\]\s.*?\sbpf_trace_printk:\s?(.*)$")
 _MARK = re.compile(r"pktassert (\d+) (\d+)$")
 
 
-def _clean_leftovers() -> None:
-    """Instances left by processes of ours that died without removing theirs."""
-    for d in (TRACEFS / "instances").glob(PREFIX + "*"):
-        pid = d.name[len(PREFIX):]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            with contextlib.suppress(OSError):
-                d.rmdir()
+def clean_leftovers() -> list[str]:
+    """Remove the instances of runs that died without removing theirs; returns their names.
+
+    The kernel refuses to remove an instance whose trace_pipe is open (EBUSY), and every live run
+    holds its own open from right after making it: so this needs no process IDs, which do not
+    name a process across PID namespaces (containers on one runner)."""
+    gone = []
+    for d in (tracefs.root() / "instances").glob(PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+            gone.append(d.name)
+    return gone
 
 
 class TracePipe:
     """This process's tracefs instance with bpf_trace_printk on, read without blocking."""
 
     def __init__(self) -> None:
-        _clean_leftovers()
-        self.dir = TRACEFS / "instances" / f"{PREFIX}{os.getpid()}"
-        with contextlib.suppress(FileExistsError):
+        clean_leftovers()
+        for _ in range(3):  # another run's clean_leftovers() may take it before the open below holds it
+            self.dir = tracefs.root() / "instances" / f"{PREFIX}{secrets.token_hex(6)}"
             self.dir.mkdir()
-        (self.dir / "buffer_size_kb").write_text(str(BUFFER_KB))  # per CPU: a flood's lines, mostly
-        # Full: drop what comes next, never overwrite what came first (a lost mark would hand its
-        # packet's lines to the one before).
-        (self.dir / "options/overwrite").write_text("0")
-        (self.dir / "events/bpf_trace/bpf_trace_printk/enable").write_text("1")
-        self._fd = os.open(self.dir / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                self._fd = os.open(self.dir / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+                break
+            except FileNotFoundError:
+                continue
+        else:
+            raise OSError(errno.EAGAIN, "a tracefs instance of ours was removed three times as it was made")
         self._rest = b""
+        try:
+            (self.dir / "buffer_size_kb").write_text(str(BUFFER_KB))  # per CPU: a flood's lines, mostly
+            # Full: drop what comes next, never overwrite what came first (a lost mark would hand its
+            # packet's lines to the one before).
+            (self.dir / "options/overwrite").write_text("0")
+            (self.dir / "events/bpf_trace/bpf_trace_printk/enable").write_text("1")
+        except OSError:
+            self.close()
+            raise
 
     def lines(self) -> list[tuple[int, str]]:
         """(cpu, text) of every line printed since the last call."""
@@ -87,10 +102,11 @@ class TracePipe:
 
     def close(self) -> None:
         if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                (self.dir / "events/bpf_trace/bpf_trace_printk/enable").write_text("0")
             os.close(self._fd)
             self._fd = -1
             with contextlib.suppress(OSError):
-                (self.dir / "events/bpf_trace/bpf_trace_printk/enable").write_text("0")
                 self.dir.rmdir()
 
 

@@ -4,6 +4,7 @@ loaded program holds ~20 MiB of kernel memory and several fds, so only the most 
 from __future__ import annotations
 
 import collections
+import os
 import resource
 from typing import Any
 
@@ -12,13 +13,22 @@ from pktassert.collect import Collector
 from pktassert.errors import ProgramError
 
 KEEP = 8  # loaded programs kept at once; a suite's tests of one filter usually run together
+FD_SHARE = 0.5  # of the fd limit: above it, programs are closed before another loads (a runner's low `ulimit -n`)
 
 
-def raise_fd_limit() -> None:
-    """Up to the hard limit: bcc, libbpf and our maps take fds per program."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+FDS_WANTED = 4096
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """The soft limit up to 4,096 where the hard limit allows (bcc, libbpf and our maps take fds per
+    program); not to the hard limit, which on container runners is a million or more and would be
+    inherited by every process a test starts. Returns the limits before, to restore."""
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = before
+    wanted = FDS_WANTED if hard == resource.RLIM_INFINITY else min(FDS_WANTED, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return before
 
 
 class ProgramCache:
@@ -37,6 +47,7 @@ class ProgramCache:
             _close(hit)  # a map that cannot be emptied (bloom filter): fresh state means a fresh load
             hit = None
         if hit is None:
+            self._make_room()
             try:
                 loaded = program.load()
             except ProgramError as e:
@@ -49,6 +60,12 @@ class ProgramCache:
         while len(self._loaded) > self.keep:
             _close(self._loaded.popitem(last=False)[1])
         return hit
+
+    def _make_room(self) -> None:
+        """Close the oldest programs while this process holds more than its share of fds."""
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        while self._loaded and len(os.listdir("/proc/self/fd")) > limit * FD_SHARE:
+            _close(self._loaded.popitem(last=False)[1])
 
     def close(self) -> None:
         for hit in self._loaded.values():

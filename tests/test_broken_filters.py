@@ -25,7 +25,9 @@ def run(pytester: pytest.Pytester, body: str, *args: str) -> pytest.RunResult:
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path_factory, monkeypatch):
     """A fresh record of compiled sources for each test: every check runs as on a new machine."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
+    from pktassert.bpf import build_cache
+
+    monkeypatch.setenv(build_cache.ENV, str(tmp_path_factory.mktemp("cache")))
 
 
 # 1. LLVM's backend rejects the program: it used to end the whole pytest process (exit 1, no word).

@@ -8,6 +8,7 @@ from pktassert.netns import Topology
 from scapy.layers.inet import IP, UDP
 
 from pktassert import Fate, PktassertError, ProgramError
+from pktassert.host import HostLacks
 from pktassert.nft_ruleset import RuleSet
 
 LIMITED = """
@@ -78,8 +79,23 @@ def test_a_rule_set_that_does_not_load_names_file_and_line(tmp_path):
 def test_without_libnftables_the_message_says_what_to_install(monkeypatch):
     # Mocked: CI has python3-nftables; its absence is simulated by hiding the module.
     monkeypatch.setitem(sys.modules, "nftables", None)
-    with Topology() as topo, pytest.raises(ProgramError, match="apt install python3-nftables"):
+    with Topology() as topo, pytest.raises(HostLacks, match="apt-get install python3-nftables"):
         RuleSet(topo.dut.ns, "table inet t {}")
+
+
+class _NoNfTables:
+    """Mocked: this kernel has nf_tables built in; a kernel without it answers every command so."""
+
+    class Nftables:
+        def cmd(self, command: str) -> tuple[int, str, str]:
+            return 1, "", "Error: Could not process rule: Operation not supported\n"
+
+
+def test_a_kernel_without_nf_tables_is_the_hosts_lack_not_the_rule_sets(monkeypatch):
+    monkeypatch.setitem(sys.modules, "nftables", _NoNfTables)
+    with Topology() as topo, pytest.raises(HostLacks, match=r"CONFIG_NF_TABLES") as e:
+        RuleSet(topo.dut.ns, "table inet t {}")
+    assert e.value.need == "nf_tables" and "Operation not supported" in str(e.value)
 
 
 SUITE = '''

@@ -1,0 +1,55 @@
+"""The plugin's side of what the host lacks: a skip naming it (a failure under --pktassert-require),
+a header line, and a build cache of the run's own where the default place is not writable."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from pktassert import host, preflight
+from pktassert.bpf import build_cache
+
+
+def as_skip(item: pytest.Item, report: pytest.TestReport, lacks: host.HostLacks) -> None:
+    """Not the filter's failure: a skip naming what the host lacks, or a failure under --pktassert-require."""
+    msg = f"pktassert cannot run this test here: {lacks}"
+    if item.config.getoption("pktassert_require"):
+        report.outcome = "failed"
+        report.longrepr = msg + " (--pktassert-require is set)"
+    else:
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), (item.location[1] or 0) + 1, "Skipped: " + msg)
+
+
+class HostHooks:
+    def __init__(self, config: pytest.Config) -> None:
+        self.temp_cache: str | None = None
+        self.cache_problem: str | None = None
+        if config.getoption("pktassert_cache_dir") or os.environ.get(build_cache.ENV):
+            return  # chosen: an unusable choice is an error where it is used, not a silent move
+        self.cache_problem = build_cache.unwritable(build_cache.directory())
+        if self.cache_problem:  # a read-only home, say: a cache for this run (and its xdist workers) only
+            self.temp_cache = tempfile.mkdtemp(prefix="pktassert-cache-")
+            os.environ[build_cache.ENV] = self.temp_cache
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        lines = []
+        if self.temp_cache:
+            lines.append(f"pktassert: the build cache cannot be at {self.cache_problem}; this run keeps one in "
+                         f"{self.temp_cache}, removed at its end (compiles are not kept across runs). "
+                         f"Fix: --pktassert-cache-dir or ${build_cache.ENV} on a writable disk.")
+        if preflight.problems():
+            return lines  # every live test skips, saying why
+        lacking = [name for name in (*host.NEEDS, *host.KERNEL_FEATURES) if host.problem(name)]
+        if lacking:
+            lines.append(f"pktassert: this host lacks {', '.join(lacking)}: the tests that need them skip, "
+                         f"each saying why and the fix")
+        return lines
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self.temp_cache:
+            shutil.rmtree(self.temp_cache, ignore_errors=True)
+            os.environ.pop(build_cache.ENV, None)
