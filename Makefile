@@ -6,14 +6,19 @@ KREL := $(shell uname -r)
 APT := python3-bpfcc python3-venv linux-headers-amd64 iproute2 util-linux nftables python3-nftables tshark tcpreplay \
        clang libbpf-dev bpftool
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider --pktassert-require
+ARGS ?=  # more pytest options, e.g. ARGS="--junitxml=junit.xml" (examples/ci/ does)
 
-.PHONY: setup packages headers objects demo test clean
+.PHONY: setup packages headers objects demo test container-test clean
 
 demo: setup objects
-	$(PYTEST) examples -q --pktassert-summary
+	$(PYTEST) examples -q --pktassert-summary $(ARGS)
 
 test: setup objects
-	$(PYTEST) -n 2 tests examples
+	$(PYTEST) -n 2 -m "not container" tests examples $(ARGS)
+
+# The example suite in a Debian 12 privileged container made here (debootstrap; ~10 min the first time).
+container-test: setup
+	$(PYTEST) -m container tests/test_container.py $(ARGS)
 
 # The example libbpf filters built as their Makefile builds them (examples/build/*.bpf.o).
 objects: packages
