@@ -6,7 +6,8 @@ KREL := $(shell uname -r)
 APT := python3-bpfcc python3-venv linux-headers-amd64 iproute2 util-linux nftables python3-nftables tshark tcpreplay \
        clang libbpf-dev bpftool
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider --pktassert-require
-ARGS ?=  # more pytest options, e.g. ARGS="--junitxml=junit.xml" (examples/ci/ does)
+# More pytest options, e.g. ARGS="--junitxml=junit.xml" (examples/ci/ does).
+ARGS ?=
 
 .PHONY: setup packages headers objects demo test container-test clean
 

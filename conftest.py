@@ -37,5 +37,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "container: tests/test_container.py, run by `make container-test` only")
     config.addinivalue_line("markers", "tail_port(port): tests/test_libbpf_filters.py: the .rodata port that "
                                        "takes the tail call")

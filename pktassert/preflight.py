@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import functools
 import glob
 import os
@@ -54,6 +55,9 @@ def problems() -> tuple[str, ...]:
         found.append(f"bcc is not importable from {sys.executable} ({e}). Fix: apt-get install python3-bpfcc and "
                      f"make the venv with /usr/bin/python3 -m venv --system-site-packages .venv "
                      f"(`pip install bcc` is an unrelated package).")
+    if not ctypes.util.find_library("bpf"):
+        found.append("libbpf is not installed (libbpf.so.1): pktassert's traffic engine runs through it. "
+                     "Fix: apt-get install libbpf1 (make setup installs libbpf-dev, which brings it).")
     headers = _headers_problem()
     if headers:
         found.append(headers)

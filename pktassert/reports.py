@@ -32,7 +32,8 @@ def evidence_for(item: pytest.Item, report: pytest.TestReport) -> None:
     try:
         n = evidence.write(path, injector.captures, item.nodeid)
     except OSError as e:
-        report.sections.append(("pktassert evidence", f"no pcapng written: {e}"))
+        report.sections.append(("pktassert evidence", f"no pcapng written: {e}. Fix: --pktassert-evidence-dir on a "
+                                                      f"writable disk (a read-only checkout, say)."))
         return
     report.sections.append(("pktassert evidence", f"{n} packets with their verdicts and fates: {path}\n"
                                                   f"(open in Wireshark, or: tshark -r {path} -T fields -e frame.number "

@@ -33,7 +33,14 @@ enter() {  # enter NETNS-FLAG COMMAND...: the container's namespaces and mounts,
       HOME=/root LANG=C.UTF-8 "$@"' container "$rootfs" "$@"
 }
 
-# With the network: what the job's first steps download (apt packages, the venv's wheels).
-enter "" bash -c 'cd /src && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make git >/dev/null && make -s setup objects >/dev/null'
+# With the network: what the job's first steps download (apt packages, the venv's wheels). A runner
+# behind a TLS-inspecting proxy gives its jobs its CA bundle; so does this one (the host's, if any).
+cert=""
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  mkdir -p "$rootfs/etc/ssl/certs" && cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/runner-ca.crt"
+  cert="PIP_CERT=/etc/ssl/runner-ca.crt SSL_CERT_FILE=/etc/ssl/runner-ca.crt"
+fi
+enter "" bash -c "cd /src && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make git \
+  >/dev/null && $cert make -s setup objects >/dev/null"
 # The job itself, in the container's own network namespace.
 enter --net bash /src/examples/ci/in-container.sh
