@@ -57,8 +57,10 @@ def differences(before: dict[str, object], after: dict[str, object]) -> list[str
     out = []
     for key in before:
         a, b = before[key], after[key]
-        if isinstance(a, dict) and isinstance(b, dict):  # the sysctls
-            out += [f"sysctl {k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        if isinstance(a, dict) and isinstance(b, dict):  # the sysctls; new ones are a module the kernel loaded on
+            # demand (nf_conntrack for a ct rule, on a kernel that has it as a module): its defaults, not a change
+            out += [f"sysctl {k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                    if a.get(k) != b.get(k) and k in a]
         elif a != b:
             out.append(f"{key}: {a!r} -> {b!r}")
     return out

@@ -361,6 +361,7 @@ def dut(tier: str, request: pytest.FixtureRequest,
     """The device under test as a whole: its XDP or tc filter (the test's markers; without one,
     pktassert's pass-through), its rule set (@pytest.mark.nftables) and its stack; in the live tier
     each injected packet's fate (pktassert.Fate) is tracked and ``dut.listen()`` opens real sockets."""
+    tracker = pktassert_fate_tracker() if tier == "live" else None  # first: a host without it loads nothing
     if _wants(request, "tc"):
         under = request.getfixturevalue("tc")
     elif _wants(request, "xdp"):
@@ -369,8 +370,8 @@ def dut(tier: str, request: pytest.FixtureRequest,
         under = request.getfixturevalue("pktassert_pass_through")
     if _wants(request, "nftables"):
         under.nft = request.getfixturevalue("nftables")
-    if tier == "live":
-        under.track_fates(pktassert_fate_tracker())
+    if tracker is not None:
+        under.track_fates(tracker)
     return under  # closed by the fixture that made it
 
 
