@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from pktassert.bpf import libbpf_build
 
-from pktassert import LibbpfSource, ObjectFile, ProgramError
+from pktassert import LibbpfSource, ObjectFile, ProgramError, host
+from pktassert.host import HostLacks
 from pktassert.subjects import subject_of
 
 needs_clang = pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed: apt-get install clang")
@@ -96,11 +97,18 @@ def test_object_without_btf(tmp_path):
     refused(subject_of(obj, "pass_all"), r"has no BTF: .* Fix: build it with -g")
 
 
-def test_clang_missing(tmp_path, monkeypatch):
+def test_clang_missing_is_the_hosts_lack(tmp_path, monkeypatch):
     src = tmp_path / "f.bpf.c"
     src.write_text(GOOD)
-    monkeypatch.setattr(libbpf_build, "CLANG", "clang-that-is-not-installed")
-    refused(LibbpfSource(src, "pass_all"), r"clang is not installed: .*Fix: `apt-get install clang libbpf-dev`")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no clang on it
+    host.problem.cache_clear()  # probed once per process: again, with this PATH
+    try:
+        before = open_fds()
+        with pytest.raises(HostLacks, match=r"clang is not installed: .*Fix: apt-get install clang libbpf-dev") as e:
+            LibbpfSource(src, "pass_all").load().close()
+        assert e.value.need == "clang" and open_fds() == before
+    finally:
+        host.problem.cache_clear()
 
 
 def test_verifier_rejection_names_the_source_line(tmp_path):
