@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from pktassert import host, preflight
+from pktassert import host, preflight, printk
 from pktassert.bpf import build_cache
 
 
@@ -34,6 +34,19 @@ class HostHooks:
         if self.cache_problem:  # a read-only home, say: a cache for this run (and its xdist workers) only
             self.temp_cache = tempfile.mkdtemp(prefix="pktassert-cache-")
             os.environ[build_cache.ENV] = self.temp_cache
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """The tracefs instances of killed runs, once per run (in the controller)."""
+        if hasattr(session.config, "workerinput") or preflight.missing_caps():
+            return
+        try:
+            gone = printk.clean_leftovers()
+        except (host.HostLacks, OSError):
+            return  # no tracefs here: nothing of ours can be in it
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        for name in gone:
+            if reporter:
+                reporter.write_line(f"pktassert: removed the tracefs instance {name} of a killed run", yellow=True)
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         lines = []
