@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import pytest
-from pyroute2.netlink.exceptions import NetlinkError
 
 from pktassert import assertion, host, host_hooks, preflight, reports
 from pktassert.bpf import build_cache
@@ -213,13 +212,7 @@ def tc_program(request: pytest.FixtureRequest) -> Subject:
 def topology(pktassert_ready: None, request: pytest.FixtureRequest) -> Iterator[Topology]:
     """A DUT and a peer namespace joined by a veth pair, for this test only."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    try:
-        topo = Topology(label=f"{worker} {request.node.name}", mtu=MTU + const("TRAILER_LEN"))
-    except NetlinkError as e:  # made by the kernel's netlink: its refusal is the kernel's configuration
-        raise host.HostLacks("network namespaces and veth", f"the kernel refused pktassert's topology (two network "
-                             f"namespaces and a veth pair): {e}. Fix: a kernel with CONFIG_NET_NS and CONFIG_VETH "
-                             f"(modprobe veth on the host, where it is a module).") from None
-    with topo:
+    with host_hooks.topology(f"{worker} {request.node.name}", MTU + const("TRAILER_LEN")) as topo:
         yield topo
 
 
