@@ -17,9 +17,9 @@ demo: setup objects
 test: setup objects
 	$(PYTEST) -n 2 -m "not container" tests examples $(ARGS)
 
-# The example suite in a Debian 12 privileged container made here (debootstrap; ~10 min the first time).
+# The example suite in a Debian 12 privileged container made here (debootstrap; ~2 min the first time here).
 container-test: setup
-	$(PYTEST) -m container tests/test_container.py $(ARGS)
+	PKTASSERT_CONTAINER_TEST=1 $(PYTEST) -m container tests/test_container.py $(ARGS)
 
 # The example libbpf filters built as their Makefile builds them (examples/build/*.bpf.o).
 objects: packages

@@ -11,6 +11,7 @@ here: bcc compiles and loads in one step and has no object to keep.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
@@ -40,12 +41,17 @@ def directory() -> Path:
 
 
 def unwritable(where: Path) -> str | None:
-    """Why the cache cannot live at ``where`` (a read-only home, say), or None."""
-    try:
-        where.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        return f"{where}: {e.strerror}"
-    return None if os.access(where, os.W_OK | os.X_OK) else f"{where}: not writable"
+    """Why the cache cannot live at ``where`` (a read-only home, say), or None; creates nothing."""
+    existing = where
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if os.access(existing, os.W_OK | os.X_OK):  # also False on a read-only file system, even for root
+        return None
+    return f"{where}: {os.strerror(errno.EROFS) if _read_only(existing) else 'not writable'}"
+
+
+def _read_only(path: Path) -> bool:
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
 
 
 def clear(where: Path | None = None) -> int:

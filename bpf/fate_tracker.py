@@ -31,7 +31,7 @@ class FateTracker:
     """One per DUT: tracks the packets that enter its veth's stack; nothing attached to the DUT itself."""
 
     def __init__(self) -> None:
-        host.check("kernel BTF", "clang", "drop-reasons", "cast-to-kern-ctx")
+        host.check("kernel BTF", "clang", "drop-reasons", "tracepoints", "cast-to-kern-ctx")
         obj_path, _ = libbpf_build.compile_source(HERE / "fates.bpf.c", ("-I", str(HERE)))
         lib = libbpf.lib()
         with libbpf.messages() as said:

@@ -29,7 +29,7 @@ INSPECTOR_FILES = ("inspector_libbpf.c", "inspector.h", "inspector_tc.h", "stage
 
 
 def clang() -> str:
-    host.check("clang")
+    host.check("clang", "libbpf-dev")
     found = shutil.which(CLANG)
     assert found is not None  # the check above found it
     return found

@@ -52,6 +52,9 @@ def snapshot() -> dict[str, object]:
             "sysctls": _sysctls(), "nftables": _ruleset()}
 
 
+ON_DEMAND = ("net.netfilter.", "net.nf_conntrack_max")  # nf_conntrack's, when a ct rule loads the module
+
+
 def differences(before: dict[str, object], after: dict[str, object]) -> list[str]:
     """What changed, one line per item (sysctls by key)."""
     out = []
@@ -60,7 +63,7 @@ def differences(before: dict[str, object], after: dict[str, object]) -> list[str
         if isinstance(a, dict) and isinstance(b, dict):  # the sysctls; new ones are a module the kernel loaded on
             # demand (nf_conntrack for a ct rule, on a kernel that has it as a module): its defaults, not a change
             out += [f"sysctl {k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-                    if a.get(k) != b.get(k) and k in a]
+                    if a.get(k) != b.get(k) and (k in a or not k.startswith(ON_DEMAND))]
         elif a != b:
             out.append(f"{key}: {a!r} -> {b!r}")
     return out

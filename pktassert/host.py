@@ -32,28 +32,34 @@ class KernelFeature:
 
     name: str      # as users search for it
     since: str     # the first Linux release that has it
-    btf_kind: str  # "func", "struct", "enum": what the kernel's BTF holds once it has the feature
-    btf_name: str
+    btf_kind: str  # "func", "struct", "enum", "typedef": what the kernel's BTF holds once it has the feature
+    btf_names: tuple[str, ...]  # all of them
     used_by: str
 
     def problem(self) -> str | None:
         from pktassert.bpf import btf_types  # libbpf: loaded only when a probe runs
 
-        kind = {"func": btf_types.FUNC, "struct": btf_types.STRUCT, "enum": btf_types.ENUM}[self.btf_kind]
-        if btf_types.kernel().find(self.btf_name, kind) > 0:
+        kind = {"func": btf_types.FUNC, "struct": btf_types.STRUCT, "enum": btf_types.ENUM,
+                "typedef": btf_types.TYPEDEF}[self.btf_kind]
+        missing = [n for n in self.btf_names if btf_types.kernel().find(n, kind) <= 0]
+        if not missing:
             return None
-        return (f"{self.used_by} needs {self.name}, which this kernel ({os.uname().release}) lacks: Linux {self.since} "
+        what = self.name + (f" ({', '.join(missing)})" if len(self.btf_names) > 1 else "")
+        return (f"{self.used_by} needs {what}, which this kernel ({os.uname().release}) lacks: Linux {self.since} "
                 f"and later have it. Fix: run on a {self.since} or later kernel.")
 
 
 # What our own programs rely on, beyond BPF, XDP and tc themselves.
+TRACKER = "the fate tracker (dut fixture, rule sets)"
 KERNEL_FEATURES = {
     "xdp-live-frames": KernelFeature("BPF_F_TEST_XDP_LIVE_FRAMES (test runs that send frames)", "5.18", "struct",
-                                     "xdp_page_head", "the traffic engine (live tier)"),
-    "drop-reasons": KernelFeature("enum skb_drop_reason", "5.17", "enum", "skb_drop_reason",
-                                  "the fate tracker (dut fixture, rule sets)"),
-    "cast-to-kern-ctx": KernelFeature("the kfunc bpf_cast_to_kern_ctx", "6.2", "func", "bpf_cast_to_kern_ctx",
-                                      "the fate tracker (dut fixture, rule sets)"),
+                                     ("xdp_page_head",), "the traffic engine (live tier)"),
+    "drop-reasons": KernelFeature("enum skb_drop_reason", "5.17", "enum", ("skb_drop_reason",), TRACKER),
+    # bpf/fates.bpf.c's tp_btf programs; all in Debian 12's 6.1 (checked in its BTF), the oldest kernel we try
+    "tracepoints": KernelFeature("the tracepoints it attaches to", "6.1", "typedef",
+                                 tuple(f"btf_trace_{tp}" for tp in ("netif_receive_skb", "kfree_skb", "consume_skb",
+                                                                    "tcp_send_reset", "icmp_send")), TRACKER),
+    "cast-to-kern-ctx": KernelFeature("the kfunc bpf_cast_to_kern_ctx", "6.2", "func", ("bpf_cast_to_kern_ctx",), TRACKER),
 }
 
 
@@ -70,6 +76,14 @@ def _tool(name: str, package: str, used_by: str) -> Callable[[], str | None]:
         if shutil.which(name):
             return None
         return f"{name} is not installed: {used_by}. Fix: apt-get install {package} (make setup does)."
+    return probe
+
+
+def _header(name: str, package: str) -> Callable[[], str | None]:
+    def probe() -> str | None:
+        if os.path.exists(f"/usr/include/{name}"):
+            return None
+        return f"<{name}> is not installed: libbpf programs include it. Fix: apt-get install {package} (make setup does)."
     return probe
 
 
@@ -97,6 +111,8 @@ NEEDS = {n.name: n for n in (
     Need("clang", "libbpf sources, objects (joined to our inspector), the dut fixture", "those tests skip",
          _tool("clang", "clang libbpf-dev", "libbpf sources are compiled, and objects joined to pktassert's "
                                             "inspector, with it")),
+    Need("libbpf-dev", "libbpf sources, our own libbpf programs (<bpf/bpf_helpers.h>)", "those tests skip",
+         _header("bpf/bpf_helpers.h", "libbpf-dev")),
     Need("bpftool", "libbpf sources (vmlinux.h for CO-RE)", "those tests skip",
          _tool("bpftool", "bpftool", "it writes vmlinux.h for CO-RE from the kernel's BTF")),
     Need("IPv6", "IPv6 packets through the DUT's stack (live tier)", "the topology is IPv4-only; a test that sends "

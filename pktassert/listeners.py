@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pktassert.bpf.fate_tracker import FateTracker
 from pktassert.errors import PktassertError
 from pktassert.netns import Namespace  # type: ignore[import-not-found]  # installed from netns/
+from pktassert.netns.topology import ipv6_enabled  # type: ignore[import-not-found]
 
 SO_COOKIE = 57
 KINDS = {"tcp": (socket.SOCK_STREAM, 0), "udp": (socket.SOCK_DGRAM, 0), "raw": (socket.SOCK_RAW, None)}
@@ -21,13 +22,14 @@ class Listener:
     def __init__(self, ns: Namespace, kind: str, number: int, backlog: int, tracker: FateTracker) -> None:
         self.kind, self.number = kind, number
         sock_type, proto = KINDS[kind]
-        family = socket.AF_INET if kind == "raw" else socket.AF_INET6
+        family = socket.AF_INET if kind == "raw" or not ipv6_enabled() else socket.AF_INET6
         self.sock = ns.socket(family, sock_type, number if proto is None else proto)
         try:
             if family == socket.AF_INET6:  # one socket for IPv4 and IPv6
                 self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            if kind != "raw":
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                self.sock.bind(("::", number))
+                self.sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", number))
             tracker.attach_socket(self.sock)  # before listen(): no packet reaches it unfiltered
             if kind == "raw":
                 tracker.track_raw()

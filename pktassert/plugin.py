@@ -292,13 +292,19 @@ def _under_test(program: Subject, tier: str, programs: ProgramCache, request: py
                 direction: str = "ingress", front: XdpUnderTest | None = None,
                 mover: TagMover | None = None) -> Iterator[XdpUnderTest]:
     loaded, collector = programs.get(program)
-    topo = request.getfixturevalue("topology") if tier == "live" else None
-    receiver = request.getfixturevalue("pktassert_receiver")() if tier == "live" and front is None else None
-    dut = XdpUnderTest(loaded, collector, topo, receiver, direction, front, mover)
-    if loaded.prints:
-        dut.capture_prints(request.getfixturevalue("pktassert_trace_pipe")())
-    yield dut
-    dut.close()
+    dut = None
+    try:
+        topo = request.getfixturevalue("topology") if tier == "live" else None
+        receiver = request.getfixturevalue("pktassert_receiver")() if tier == "live" and front is None else None
+        dut = XdpUnderTest(loaded, collector, topo, receiver, direction, front, mover)
+        if loaded.prints:
+            dut.capture_prints(request.getfixturevalue("pktassert_trace_pipe")())
+        yield dut
+    finally:
+        if dut is not None:
+            dut.close()
+        programs.release(program)  # closed, its program may be closed too to make room
+    assert dut is not None
     counts = {v.name: n for v, n in dut.counts().items() if n}
     where = program.name
     if program.is_file:

@@ -36,6 +36,7 @@ class ProgramCache:
         self.keep = keep
         self._loaded: collections.OrderedDict[tuple, tuple[Loaded, Collector]] = collections.OrderedDict()
         self._failed: dict[tuple, ProgramError] = {}  # the user's errors (compiler, verifier): as cheap to keep as to show
+        self._in_use: collections.Counter[tuple] = collections.Counter()  # handed out and not released: never closed
 
     def get(self, program: Any) -> tuple[Loaded, Collector]:
         """``program``: a BccSource, LibbpfSource or ObjectFile (pktassert.subjects)."""
@@ -43,7 +44,7 @@ class ProgramCache:
         if key in self._failed:
             raise self._failed[key]
         hit = self._loaded.pop(key, None)
-        if hit is not None and not hit[0].resettable:
+        if hit is not None and not hit[0].resettable and not self._in_use[key]:
             _close(hit)  # a map that cannot be emptied (bloom filter): fresh state means a fresh load
             hit = None
         if hit is None:
@@ -57,15 +58,28 @@ class ProgramCache:
                 raise e from None
             hit = (loaded, Collector(loaded))
         self._loaded[key] = hit
-        while len(self._loaded) > self.keep:
-            _close(self._loaded.popitem(last=False)[1])
+        self._in_use[key] += 1
+        while len(self._loaded) > self.keep and self._close_oldest():
+            pass
         return hit
 
+    def release(self, program: Any) -> None:
+        """The test that got ``program`` is done with it: it may be closed to make room."""
+        self._in_use[program.cache_key()] -= 1
+
+    def _close_oldest(self) -> bool:
+        """Close the least recently used program no test is using; False if there is none."""
+        idle = next((k for k in self._loaded if not self._in_use[k]), None)
+        if idle is None:
+            return False
+        _close(self._loaded.pop(idle))
+        return True
+
     def _make_room(self) -> None:
-        """Close the oldest programs while this process holds more than its share of fds."""
+        """Close idle programs while this process holds more than its share of fds."""
         limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        while self._loaded and len(os.listdir("/proc/self/fd")) > limit * FD_SHARE:
-            _close(self._loaded.popitem(last=False)[1])
+        while len(os.listdir("/proc/self/fd")) > limit * FD_SHARE and self._close_oldest():
+            pass
 
     def close(self) -> None:
         for hit in self._loaded.values():

@@ -62,10 +62,17 @@ def test_every_kernel_feature_we_use_is_found_on_this_kernel():
 
 @needs_root
 def test_a_missing_kernel_feature_names_itself_and_the_release_that_has_it():
-    lacking = KernelFeature("the kfunc bpf_no_such_thing", "9.1", "func", "bpf_no_such_thing", "the fate tracker")
+    lacking = KernelFeature("the kfunc bpf_no_such_thing", "9.1", "func", ("bpf_no_such_thing",), "the fate tracker")
     said = lacking.problem()
     assert said == (f"the fate tracker needs the kfunc bpf_no_such_thing, which this kernel ({os.uname().release}) "
                     f"lacks: Linux 9.1 and later have it. Fix: run on a 9.1 or later kernel.")
+
+
+@needs_root
+def test_a_feature_of_several_names_says_which_are_missing():
+    tracepoints = KernelFeature("the tracepoints", "6.1", "typedef", ("btf_trace_kfree_skb", "btf_trace_no_such_tp"), "x")
+    said = tracepoints.problem()
+    assert said is not None and said.startswith("x needs the tracepoints (btf_trace_no_such_tp), which this kernel")
 
 
 @needs_root
@@ -74,7 +81,7 @@ def test_the_fate_tracker_is_refused_before_loading_on_a_kernel_without_its_kfun
     from pktassert.bpf.fate_tracker import FateTracker
 
     monkeypatch.setitem(host.KERNEL_FEATURES, "cast-to-kern-ctx",
-                        KernelFeature("the kfunc bpf_cast_to_kern_ctx", "6.2", "func", "bpf_cast_to_kern_ctx_not_here",
+                        KernelFeature("the kfunc bpf_cast_to_kern_ctx", "6.2", "func", ("bpf_cast_to_kern_ctx_not_here",),
                                       "the fate tracker (dut fixture, rule sets)"))
     host.problem.cache_clear()
     try:
@@ -116,3 +123,43 @@ def test_without_ipv6_ipv6_fates_are_the_hosts_lack(dut, inject, monkeypatch):
     assert inject(IP(dst=dut.ip) / UDP(dport=53))[0].fate is not None  # IPv4 unchanged
     with pytest.raises(HostLacks, match=r"IPv6 is disabled in this kernel \(mocked\)"):
         inject(IPv6(dst=dut.ip6) / UDP(dport=53))
+
+
+class _Program:
+    """Stands for a filter (pure logic: which programs the cache closes, nothing is loaded)."""
+
+    kind = "bcc source"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cache_key(self) -> tuple:
+        return (self.name,)
+
+    def load(self) -> _Loaded:
+        return _Loaded(self.name)
+
+
+class _Loaded:
+    resettable = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def test_a_low_fd_limit_closes_only_programs_no_test_is_using(monkeypatch):
+    from pktassert import program_cache
+
+    closed: list[str] = []
+    monkeypatch.setattr(program_cache, "Collector", lambda loaded: None)
+    monkeypatch.setattr(program_cache, "_close", lambda hit: closed.append(hit[0].name))
+    monkeypatch.setattr(program_cache, "FD_SHARE", 0)  # always short of fds: close whatever may be closed
+    cache = program_cache.ProgramCache()
+    front, behind = _Program("xdp in front"), _Program("tc behind")
+    cache.get(front)
+    cache.get(behind)  # the same test: the XDP filter in front is still in use
+    assert closed == []
+    cache.release(front)
+    cache.release(behind)
+    cache.get(_Program("next test's"))
+    assert closed == ["xdp in front", "tc behind"]

@@ -11,16 +11,17 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 if [ ! -x "$rootfs/usr/bin/apt-get" ]; then
   command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; }
-  rm -rf "$rootfs.new"
+  rm -rf "$rootfs.new" "$rootfs"
   debootstrap --variant=minbase bookworm "$rootfs.new" "$mirror" >/dev/null
-  mv "$rootfs.new" "$rootfs"
+  mv -T "$rootfs.new" "$rootfs"
 fi
-# The checkout as a CI job gets it: a clone of the committed tree.
+# The checkout as a CI job gets it: a clone of the committed tree (uncommitted changes are not in it).
 rm -rf "$rootfs/src" && git clone -q "$here" "$rootfs/src"
+echo "container: testing commit $(git -C "$rootfs/src" rev-parse --short HEAD) of $here"
 
 enter() {  # enter NETNS-FLAG COMMAND...: the container's namespaces and mounts, then chroot
   local net=$1; shift
-  unshare --mount --uts --ipc --pid --fork $net --propagation private -- bash -c '
+  unshare --mount --uts --ipc --pid --fork --kill-child $net --propagation private -- bash -c '
     set -e; r=$1; shift
     mount -t proc proc "$r/proc"
     mount -t sysfs sysfs "$r/sys"
