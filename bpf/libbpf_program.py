@@ -38,10 +38,11 @@ class LibbpfSource:
     globals: tuple[tuple[str, Any], ...] = ()
     hook: str = "xdp"  # where it hooks: a key of bpf/hooks.py's HOOKS
     max_entries: tuple[tuple[str, int], ...] = ()  # maps sized before load, as a loader does
+    direction: str | None = None  # tc: "ingress" (the default) or "egress"
     kind = "libbpf source"
 
     def __post_init__(self) -> None:
-        check_hook(self.hook)
+        check_hook(self.hook, self.direction)
         check_func(self.func)
         object.__setattr__(self, "cflags", check_cflags(self.cflags))
 
@@ -74,11 +75,12 @@ class ObjectFile:
     cflags: tuple[str, ...] = ()
     hook: str = "xdp"
     max_entries: tuple[tuple[str, int], ...] = ()  # maps sized before load, as a loader does
+    direction: str | None = None  # tc: "ingress" (the default) or "egress"
     kind = "ELF object"
     is_file = True
 
     def __post_init__(self) -> None:
-        check_hook(self.hook)
+        check_hook(self.hook, self.direction)
         check_func(self.func)
         if self.cflags:
             raise ProgramError(f"cflags={self.cflags!r} for {self.source}: an object is already compiled. "

@@ -56,9 +56,10 @@ class Program:
     func: str
     cflags: tuple[str, ...] = ()
     hook: str = "xdp"  # where it hooks: a key of bpf/hooks.py's HOOKS
+    direction: str | None = None  # tc: "ingress" (the default) or "egress"
 
     def __post_init__(self) -> None:
-        check_hook(self.hook)
+        check_hook(self.hook, self.direction)
         source_check.check_source(self.source)
         source_check.check_func(self.func)
         object.__setattr__(self, "cflags", source_check.check_cflags(self.cflags))  # a list too, kept as a tuple
@@ -110,9 +111,16 @@ def prelude(func: str, hook: str = "xdp") -> str:
                            hook_define=f"#define {HOOKS[hook].define}\n" if HOOKS[hook].define else "")
 
 
-def check_hook(hook: object) -> None:
+def check_hook(hook: object, direction: object = None) -> None:
     if hook not in HOOKS:
         raise ProgramError(f"hook={hook!r}: pktassert puts filters at {', '.join(map(repr, HOOKS))}.")
+    if direction is None:
+        return
+    directions = HOOKS[hook].directions  # type: ignore[index]
+    if len(directions) < 2:
+        raise ProgramError(f"direction={direction!r}: a {hook} filter has no direction to choose. Fix: drop direction=.")
+    if direction not in directions:
+        raise ProgramError(f"direction={direction!r}: {hook} filters attach at {' or '.join(map(repr, directions))}.")
 
 
 def looks_like_path(source: str) -> bool:

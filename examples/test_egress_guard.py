@@ -16,13 +16,10 @@ ALLOW_MARK = 0x51
 
 @pytest.fixture(params=["source", "object"])
 def tc_program(request):
-    """The filter in each form (this overrides pktassert's fixture); attached at egress by the marker."""
+    """The filter in each form, attached at egress (this overrides pktassert's fixture)."""
     if request.param == "source":
-        return LibbpfSource(HERE / "egress_guard.bpf.c", "egress_guard", hook="tc")
-    return ObjectFile(HERE / "build" / "egress_guard.bpf.o", "egress_guard", hook="tc")
-
-
-pytestmark = pytest.mark.tc("egress_guard.bpf.c", func="egress_guard", direction="egress")
+        return LibbpfSource(HERE / "egress_guard.bpf.c", "egress_guard", hook="tc", direction="egress")
+    return ObjectFile(HERE / "build" / "egress_guard.bpf.o", "egress_guard", hook="tc", direction="egress")
 
 
 def test_outbound_connections_to_a_blocked_port_dropped(tc, inject):

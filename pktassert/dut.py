@@ -18,7 +18,7 @@ from pktassert.bpf.tag_mover import TagMover
 from pktassert.bpf.test_run import TestRunner
 from pktassert.collect import Collector, Tally
 from pktassert.errors import InjectError, PktassertError
-from pktassert.events import Events
+from pktassert.events import Events, open_readers
 from pktassert.frames import to_frames
 from pktassert.globals_view import Globals
 from pktassert.listeners import Listener, open_listeners
@@ -54,10 +54,11 @@ class XdpUnderTest:
             self.receiver = front.receiver  # attached already, by the front
         self._map_ns: Namespace | None = None  # unit tier: where map writes resolve interface indexes
         self._honeypot: Honeypot | None = None
-        self._events: dict[str, Events] = {}
         self.hook, self.direction = loaded.hook, direction
         loaded.reset()
         collector.discard()
+        # Before any packet: a perf event array keeps nothing for a reader that is not there yet.
+        self._events: dict[str, Events] = open_readers(loaded.map_fds())
         if topology is not None:
             dut = topology.dut
             if mover is not None:

@@ -3,17 +3,37 @@
 ``xdp.events("events").read()`` gives the records the filter emitted since the last read, as bytes,
 or as a ctypes type you name (``read(MyEvent)``) with its fields. libbpf's ring_buffer and
 perf_buffer readers do the reading.
+
+A perf event array keeps nothing for a reader that is not there yet: bpf_perf_event_output() finds
+no perf event in the CPU's slot and the record is gone. So the readers must be open before the
+test's first packet: ``open_readers()`` opens one for each such map of the filter, at fixture setup,
+after the per-test reset (a ring buffer keeps its records until read, but is opened there too).
 """
 
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Mapping
 from typing import Any
 
 from pktassert.bpf import libbpf, map_reset
 from pktassert.errors import PktassertError
 
 RINGBUF, PERF_EVENT_ARRAY = map_reset.MapType.RINGBUF, map_reset.MapType.PERF_EVENT_ARRAY
+
+
+def open_readers(fds: Mapping[str, int]) -> dict[str, Events]:
+    """A reader for each ring buffer and perf event array among the filter's maps (name -> fd), open
+    from now on: every record written after this is there for the first read(). A map whose reader
+    cannot be opened is left out: asking for it later opens it again, and says why it can't."""
+    readers = {}
+    for name, fd in fds.items():
+        if map_reset.info(fd).type in (RINGBUF, PERF_EVENT_ARRAY):
+            try:
+                readers[name] = Events(name, fd)
+            except PktassertError:
+                continue
+    return readers
 
 
 class Events:

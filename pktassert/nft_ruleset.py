@@ -74,8 +74,10 @@ class RuleSet:
                 out[(*table, int(m[2]))] = re.sub(r"\s*counter packets \d+ bytes \d+", " counter", m[1]).strip()
         return out
 
-    def counters(self) -> dict[str, int]:
-        """Packets counted by each rule of the rule set that has a counter, keyed by the rule as nft prints it."""
+    def counters(self) -> Counters:
+        """Packets counted by the rules that have a counter: by rule text, summed over every rule that
+        prints so (in any table or chain); each rule's own count in ``.by_rule`` (keyed as ``rules()``
+        keys it, its text in ``.text``), and per table with ``.table(family, name)``."""
         self._nft.set_json_output(True)
         self._nft.set_handle_output(True)
         try:
@@ -84,12 +86,39 @@ class RuleSet:
             self._nft.set_json_output(False)
             self._nft.set_handle_output(False)
         rules = self.rules()
-        out = {}
+        by_rule, text = {}, {}
         for item in data.get("nftables", []):
             rule = item.get("rule")
             if not rule or rule["table"] in OURS:
                 continue
-            packets = [e["counter"]["packets"] for e in rule.get("expr", []) if isinstance(e, dict) and "counter" in e]
+            # An anonymous counter is a dict with its numbers; a named one's ("counter name c") is only
+            # its name, counting for every rule that names it: not this rule's own count.
+            packets = [e["counter"]["packets"] for e in rule.get("expr", [])
+                       if isinstance(e, dict) and isinstance(e.get("counter"), dict)]
             if packets:
-                out[rules.get((rule["family"], rule["table"], rule["handle"]), f"handle {rule['handle']}")] = int(packets[0])
+                key = (str(rule["family"]), str(rule["table"]), int(rule["handle"]))
+                by_rule[key] = int(packets[0])
+                text[key] = rules.get(key, f"handle {key[2]}")
+        return Counters(by_rule, text)
+
+
+class Counters(dict[str, int]):
+    """What ``RuleSet.counters()`` gives: packets by rule text (nft's, a counter without its numbers),
+    summed over every rule that prints so, so no rule's packets go missing from the text's count.
+
+    ``by_rule``: each rule's own packets by (family, table, handle), as ``rules()`` keys it; ``text``:
+    its text by the same key; ``table(family, name)``: by text within one table."""
+
+    def __init__(self, by_rule: dict[tuple[str, str, int], int], text: dict[tuple[str, str, int], str]) -> None:
+        super().__init__()
+        self.by_rule, self.text = by_rule, text
+        for key, packets in by_rule.items():
+            self[text[key]] = self.get(text[key], 0) + packets
+
+    def table(self, family: str, name: str) -> dict[str, int]:
+        """Packets by rule text within one table (``table("inet", "edge")``), rules that print alike summed."""
+        out: dict[str, int] = {}
+        for key, packets in self.by_rule.items():
+            if key[:2] == (family, name):
+                out[self.text[key]] = out.get(self.text[key], 0) + packets
         return out

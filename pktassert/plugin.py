@@ -188,24 +188,37 @@ def _subject(request: pytest.FixtureRequest, hook: str) -> Subject | None:
 
 
 @pytest.fixture
-def xdp_program(request: pytest.FixtureRequest) -> Subject:
-    """The XDP filter under test; from @pytest.mark.xdp, or override this fixture in a module or
-    conftest to return pktassert.BccSource, LibbpfSource or ObjectFile."""
-    found = _subject(request, "xdp")
-    if found is None:
-        raise ProgramError("no filter chosen for this test. Fix: mark it @pytest.mark.xdp(\"filter.c\", "
-                           "func=\"entry\") or override the xdp_program fixture to return pktassert.Program(...).")
-    return found
+def xdp_program(request: pytest.FixtureRequest) -> Subject | None:
+    """The XDP filter under test; from @pytest.mark.xdp (None without one), or override this fixture
+    in a module, class or conftest to return pktassert.BccSource, LibbpfSource or ObjectFile."""
+    return _subject(request, "xdp")
 
 
 @pytest.fixture
-def tc_program(request: pytest.FixtureRequest) -> Subject:
-    """The tc classifier under test; from @pytest.mark.tc, or override this fixture (hook="tc")."""
-    found = _subject(request, "tc")
-    if found is None:
-        raise ProgramError("no tc filter chosen for this test. Fix: mark it @pytest.mark.tc(\"filter.c\", "
-                           "func=\"entry\", direction=\"ingress\") or override the tc_program fixture.")
-    return found
+def tc_program(request: pytest.FixtureRequest) -> Subject | None:
+    """The tc classifier under test; from @pytest.mark.tc (None without one), or override this fixture (hook="tc")."""
+    return _subject(request, "tc")
+
+
+NONE_CHOSEN = {
+    "xdp": "no filter chosen for this test. Fix: mark it @pytest.mark.xdp(\"filter.c\", func=\"entry\") or override "
+           "the xdp_program fixture to return pktassert.Program(...).",
+    "tc": "no tc filter chosen for this test. Fix: mark it @pytest.mark.tc(\"filter.c\", func=\"entry\", "
+          "direction=\"ingress\") or override the tc_program fixture.",
+}
+
+
+def _chosen(request: pytest.FixtureRequest, program: Subject | None, hook: str) -> Subject:
+    """The filter the test chose for ``hook`` (its ``<hook>_program`` fixture, overridden or not); a
+    marker that names another filter than an override gives is an error naming both."""
+    if program is None:
+        raise ProgramError(NONE_CHOSEN[hook])
+    marked = _subject(request, hook)
+    if marked is not None and marked.cache_key() != program.cache_key():
+        raise ProgramError(f"@pytest.mark.{hook} chooses {marked.func} ({marked.name}), but the {hook}_program fixture "
+                           f"gives {program.func} ({program.name}). Fix: one of them: drop the marker, or have the "
+                           f"fixture return the marker's filter.")
+    return program
 
 
 @pytest.fixture
@@ -243,11 +256,11 @@ def pktassert_receiver(pktassert_ready: None) -> Iterator[OnFirstUse[Receiver]]:
 
 
 @pytest.fixture
-def xdp(tier: str, xdp_program: Subject, pktassert_programs: ProgramCache,
+def xdp(tier: str, xdp_program: Subject | None, pktassert_programs: ProgramCache,
         request: pytest.FixtureRequest) -> Iterator[XdpUnderTest]:
     """The filter under test with fresh state: in the live tier attached behind the inspector on
     the DUT's veth; in the unit tier loaded only, for the kernel's test runs."""
-    yield from _under_test(xdp_program, tier, pktassert_programs, request)
+    yield from _under_test(_chosen(request, xdp_program, "xdp"), tier, pktassert_programs, request)
 
 
 @pytest.fixture(scope="session")
@@ -267,21 +280,26 @@ def pktassert_sender(pktassert_ready: None) -> Iterator[OnFirstUse[Sender]]:
 
 
 @pytest.fixture
-def tc(tier: str, tc_program: Subject, pktassert_programs: ProgramCache,
+def tc(tier: str, tc_program: Subject | None, xdp_program: Subject | None, pktassert_programs: ProgramCache,
        request: pytest.FixtureRequest) -> Iterator[XdpUnderTest]:
     """The tc classifier under test with fresh state: in the live tier attached behind the inspector
     to the DUT's veth through clsact (direct action; ``direction=`` of the marker, ingress by default);
     in the unit tier loaded only, for the kernel's test runs."""
+    tc_program = _chosen(request, tc_program, "tc")
     if getattr(tc_program, "hook", "xdp") != "tc":
         raise ProgramError(f"the tc_program fixture gave {tc_program!r}, whose hook is not tc. Fix: hook=\"tc\".")
     mark = request.node.get_closest_marker("tc")
-    direction = (mark.kwargs.get("direction", "ingress") if mark is not None else "ingress")
-    if direction not in HOOKS["tc"].directions:
-        raise ProgramError(f"@pytest.mark.tc(direction={direction!r}): tc filters attach at "
+    marked = mark.kwargs.get("direction") if mark is not None else None
+    if marked is not None and marked not in HOOKS["tc"].directions:
+        raise ProgramError(f"@pytest.mark.tc(direction={marked!r}): tc filters attach at "
                            f"{' or '.join(map(repr, HOOKS['tc'].directions))}.")
+    if marked is not None and tc_program.direction is not None and marked != tc_program.direction:
+        raise ProgramError(f"@pytest.mark.tc(direction={marked!r}), but the tc_program fixture gives "
+                           f"direction={tc_program.direction!r}. Fix: one of them.")
+    direction = marked or tc_program.direction or "ingress"
     front, mover = None, None
     if direction == "ingress":
-        if request.node.get_closest_marker("xdp") is not None or "xdp" in request.fixturenames:
+        if xdp_program is not None:
             front = request.getfixturevalue("xdp")  # the test's XDP filter runs first, on the same veth
         elif tier == "live":  # the traffic engine delivers through an XDP program on the DUT
             mover = request.getfixturevalue("pktassert_tag_mover")()
@@ -355,15 +373,16 @@ def pktassert_pass_through(tier: str, pktassert_programs: ProgramCache,
 
 
 @pytest.fixture
-def dut(tier: str, request: pytest.FixtureRequest,
-        pktassert_fate_tracker: OnFirstUse[FateTracker]) -> XdpUnderTest:
+def dut(tier: str, request: pytest.FixtureRequest, pktassert_fate_tracker: OnFirstUse[FateTracker],
+        xdp_program: Subject | None, tc_program: Subject | None) -> XdpUnderTest:
     """The device under test as a whole: its XDP or tc filter (the test's markers; without one,
     pktassert's pass-through), its rule set (@pytest.mark.nftables) and its stack; in the live tier
     each injected packet's fate (pktassert.Fate) is tracked and ``dut.listen()`` opens real sockets."""
     tracker = pktassert_fate_tracker() if tier == "live" else None  # first: a host without it loads nothing
-    if _wants(request, "tc"):
+    # The filter the xdp and tc fixtures would test, however it was chosen (marker, override, parametrized).
+    if tc_program is not None or "tc" in request.fixturenames:
         under = request.getfixturevalue("tc")
-    elif _wants(request, "xdp"):
+    elif xdp_program is not None or "xdp" in request.fixturenames:
         under = request.getfixturevalue("xdp")
     else:
         under = request.getfixturevalue("pktassert_pass_through")
@@ -375,7 +394,8 @@ def dut(tier: str, request: pytest.FixtureRequest,
 
 
 @pytest.fixture
-def inject(request: pytest.FixtureRequest, pktassert_sender: OnFirstUse[Sender]) -> Iterator[Injector]:
+def inject(request: pytest.FixtureRequest, pktassert_sender: OnFirstUse[Sender],
+           tc_program: Subject | None) -> Iterator[Injector]:
     """Run scapy packets through the filter (live: sent from the peer over the veth; unit: by
     BPF_PROG_TEST_RUN); returns a Capture of their verdicts. The filter is the test's tc filter
     when it has @pytest.mark.tc (or asks for the tc fixture), else its XDP filter; with the dut
@@ -383,7 +403,7 @@ def inject(request: pytest.FixtureRequest, pktassert_sender: OnFirstUse[Sender])
     if "dut" in request.fixturenames or _wants(request, "nftables"):
         under = request.getfixturevalue("dut")
     else:
-        under = request.getfixturevalue("tc" if _wants(request, "tc") else "xdp")
+        under = request.getfixturevalue("tc" if tc_program is not None or "tc" in request.fixturenames else "xdp")
     injector = Injector(under, pktassert_sender)
     yield injector
     injector.close()

@@ -94,13 +94,15 @@ def third_party_tc_objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str
     return build_all(PROGRAMS, tmp_path_factory.mktemp("third_party_tc_objects"), command)
 
 
-def subject(name: str, func: str, form: str, objects: dict[str, Path]) -> LibbpfSource | ObjectFile:
+def subject(name: str, func: str, form: str, objects: dict[str, Path], direction: str) -> LibbpfSource | ObjectFile:
+    """The program in the form asked, attached where its loader attaches it (the tc_program override chooses
+    the filter: no marker besides it, so both cannot disagree)."""
     prog = PROGRAMS[name]
     needs_clang()
     if form == "source":
-        return LibbpfSource(prog.source, func, prog.cflags, hook="tc", max_entries=prog.max_entries)
+        return LibbpfSource(prog.source, func, prog.cflags, hook="tc", max_entries=prog.max_entries, direction=direction)
     if form == "object":
-        return ObjectFile(objects[name], func, hook="tc", max_entries=prog.max_entries)
+        return ObjectFile(objects[name], func, hook="tc", max_entries=prog.max_entries, direction=direction)
     raise AssertionError(form)
 
 
@@ -162,8 +164,6 @@ SHOT, OK, REDIRECT = TcVerdict.SHOT, TcVerdict.OK, TcVerdict.REDIRECT
 
 
 @FORMS
-@pytest.mark.tc(LOOP_FILTER.source, func="filter_ingress_pkt", cflags=LOOP_FILTER.cflags, direction="ingress",
-                max_entries=dict(LOOP_FILTER.max_entries))
 class TestLoopFilterIngress:
     """xdp-project/bpf-examples pkt-loop-filter/pkt-loop-filter.kern.c, `filter_ingress_pkt` (SEC("tc"),
     attached at ingress by pkt-loop-filter.c). README.org: "If a packet comes back in with a source MAC+VLAN
@@ -174,7 +174,7 @@ class TestLoopFilterIngress:
 
     @pytest.fixture
     def tc_program(self, form: str, third_party_tc_objects: dict[str, Path]) -> LibbpfSource | ObjectFile:
-        return subject("pkt_loop_filter", "filter_ingress_pkt", form, third_party_tc_objects)
+        return subject("pkt_loop_filter", "filter_ingress_pkt", form, third_party_tc_objects, "ingress")
 
     @BOTH_TIERS
     def test_a_source_mac_seen_leaving_is_dropped_when_it_comes_back(self, tc, inject):
@@ -313,8 +313,6 @@ class TestLoopFilterIngress:
 # --- pkt-loop-filter: record_egress_pkt -----------------------------------------------------------------------
 
 @FORMS
-@pytest.mark.tc(LOOP_FILTER.source, func="record_egress_pkt", cflags=LOOP_FILTER.cflags, direction="egress",
-                max_entries=dict(LOOP_FILTER.max_entries))
 class TestLoopFilterEgress:
     """xdp-project/bpf-examples pkt-loop-filter/pkt-loop-filter.kern.c, `record_egress_pkt` (SEC("tc"),
     attached at egress by pkt-loop-filter.c). README.org: "keeping track of the source VLAN+MAC on every
@@ -325,7 +323,7 @@ class TestLoopFilterEgress:
 
     @pytest.fixture
     def tc_program(self, form: str, third_party_tc_objects: dict[str, Path]) -> LibbpfSource | ObjectFile:
-        return subject("pkt_loop_filter", "record_egress_pkt", form, third_party_tc_objects)
+        return subject("pkt_loop_filter", "record_egress_pkt", form, third_party_tc_objects, "egress")
 
     @BOTH_TIERS
     def test_the_source_mac_of_a_packet_that_leaves_is_recorded(self, tc, inject):
@@ -413,7 +411,6 @@ def ipv4_checksum_ok(frame: Ether) -> bool:
 
 
 @FORMS
-@pytest.mark.tc(PRESERVE_DSCP.source, func="read_dscp", cflags=PRESERVE_DSCP.cflags, direction="egress")
 class TestPreserveDscpRead:
     """xdp-project/bpf-examples preserve-dscp/preserve_dscp_kern.c, `read_dscp` (SEC("tc"), attached at egress
     of the inner interface by preserve-dscp.c). README.org: it "parses the packet header and reads the DSCP
@@ -423,7 +420,7 @@ class TestPreserveDscpRead:
 
     @pytest.fixture
     def tc_program(self, form: str, third_party_tc_objects: dict[str, Path]) -> LibbpfSource | ObjectFile:
-        return subject("preserve_dscp", "read_dscp", form, third_party_tc_objects)
+        return subject("preserve_dscp", "read_dscp", form, third_party_tc_objects, "egress")
 
     @BOTH_TIERS
     def test_each_flow_s_dscp_is_remembered(self, tc, inject):
@@ -470,7 +467,6 @@ class TestPreserveDscpRead:
 
 
 @FORMS
-@pytest.mark.tc(PRESERVE_DSCP.source, func="write_dscp", cflags=PRESERVE_DSCP.cflags, direction="egress")
 class TestPreserveDscpWrite:
     """xdp-project/bpf-examples preserve-dscp/preserve_dscp_kern.c, `write_dscp` (SEC("tc"), attached at egress
     of the outer interface). README.org: "the second TC filter reads back the skb->hash value, looks it up in
@@ -482,7 +478,7 @@ class TestPreserveDscpWrite:
 
     @pytest.fixture
     def tc_program(self, form: str, third_party_tc_objects: dict[str, Path]) -> LibbpfSource | ObjectFile:
-        return subject("preserve_dscp", "write_dscp", form, third_party_tc_objects)
+        return subject("preserve_dscp", "write_dscp", form, third_party_tc_objects, "egress")
 
     @staticmethod
     def left(tc, r, port: int) -> list[Ether]:
