@@ -303,12 +303,12 @@ class Injector:
                 capture.printed.update(pipe.take(nonce))
         if fates is not None:
             capture.fate_codes, capture.fate_records, capture._fate_exact = fates.codes, fates.records, fates
+        if followers:
+            capture.stages = {"xdp": capture, self.xdp.hook.name: followers[0].capture(capture)}
         if tracer is not None and tracer.on:
             every = frames.rows_bytes(0, n) if isinstance(frames, Flood) else frames
-            capture.fate_rules = np.array(tracer.decide(every) + [None], object)[:-1][::step]
-        if not followers:
-            return capture
-        capture.stages = {"xdp": capture, self.xdp.hook.name: followers[0].capture(capture)}
+            reached = _reached_the_stack(list(capture.stages.values()) if followers else [capture], n, step)
+            capture.fate_rules = np.array(tracer.decide(every, reached) + [None], object)[:-1][::step]
         return capture
 
     @staticmethod
@@ -350,3 +350,17 @@ def _refuse_ipv6(frames: list[bytes] | Flood) -> None:
     sample = [frames.first] if isinstance(frames, Flood) else frames
     if any(bytes(f)[12:14] == b"\x86\xdd" for f in sample):
         host.check("IPv6")
+
+
+def _reached_the_stack(stages: list[Capture], n: int, step: int) -> np.ndarray | None:
+    """Which of the n packets every filter stage let on into the stack, where netfilter's hooks are (a
+    dropped, sent or redirected packet meets no rule); None when a sampled flood leaves it unknown."""
+    reached = np.ones(n, bool)
+    for cap in stages:
+        go_on = list(cap.actions.continuing())
+        if step > 1:
+            if any(int(cap.count(v)) for v in cap.actions if int(v) not in go_on):
+                return None  # some were stopped, and which of the unsampled ones is not known
+            continue
+        reached[cap.index[~np.isin(cap.actions.from_column(cap.records["verdict"]), go_on)]] = False
+    return reached

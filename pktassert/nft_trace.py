@@ -18,6 +18,8 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from pktassert.frames import l3_offset
 from pktassert.host import HostLacks
 from pktassert.netns import Namespace  # type: ignore[import-not-found]  # installed from netns/
@@ -135,9 +137,10 @@ class Tracer:
                     out.append(e)
                 at += (size + 3) & ~3
 
-    def decide(self, frames: Sequence[bytes]) -> list[tuple[str, str] | None]:
+    def decide(self, frames: Sequence[bytes], reached: np.ndarray | None) -> list[tuple[str, str] | None]:
         """Per packet (frames in send order, from the Ethernet header): (chain, rule) that decided
-        it, as nft prints them, or None (not traced, or no event matched it)."""
+        it, as nft prints them, or None (not traced, no event matched it, or it never reached the
+        stack: ``reached`` says which did; None: not known, so no packet is given a rule)."""
         # A trace ID is a hash of the sk_buff's address and flow: two identical packets one after the
         # other can share it. Our rule's event (one per packet, first, at the veth's ingress) starts
         # each packet's trace; our chain's other events (its policy) are not the rule set's.
@@ -158,7 +161,10 @@ class Tracer:
         rules = self.ruleset.rules() if traces else {}
         lengths = {len(h) for h in queues}
         out: list[tuple[str, str] | None] = []
-        for frame in frames:
+        for i, frame in enumerate(frames):
+            if reached is None or not reached[i]:  # its identical successor's trace is not its own
+                out.append(None)
+                continue
             evs = _take(queues, lengths, frame)
             out.append(None if evs is None else _decision(evs, rules))
         return out

@@ -43,6 +43,11 @@ class Actions(enum.IntEnum):
         raise NotImplementedError
 
     @classmethod
+    def continuing(cls) -> frozenset[int]:
+        """The actions after which the frame goes on into the stack (to netfilter and sockets)."""
+        raise NotImplementedError
+
+    @classmethod
     def name_of(cls, value: int) -> str:
         raise NotImplementedError
 
@@ -59,6 +64,10 @@ class Verdict(Actions):
     PASS = 2
     TX = 3
     REDIRECT = 4
+
+    @classmethod
+    def continuing(cls) -> frozenset[int]:
+        return frozenset({cls.PASS})
 
     @classmethod
     def name_of(cls, value: int) -> str:
@@ -97,6 +106,10 @@ class TcVerdict(Actions):
     def acting(cls) -> frozenset[int]:
         """What a direct-action classifier may return and have done (cls_bpf_exec_opcode)."""
         return frozenset({-1, 0, 2, 4, 7, 8})
+
+    @classmethod
+    def continuing(cls) -> frozenset[int]:
+        return frozenset({cls.UNSPEC, cls.OK})  # with no next classifier, UNSPEC goes on as OK does
 
     @classmethod
     def of(cls, ret: int) -> TcVerdict:
