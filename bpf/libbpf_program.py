@@ -305,6 +305,8 @@ class LibbpfLoaded(Loaded):
         lib = libbpf.lib()
         m = self._user_maps()[name]
         key_id, value_id = lib.bpf_map__btf_key_type_id(m), lib.bpf_map__btf_value_type_id(m)
+        if not key_id and not value_id:  # libbpf drops them after load for maps the kernel takes no BTF for (devmap, ...)
+            key_id, value_id = self.btf.map_types(name)
         key = self.btf.ctype(key_id) if key_id else ctypes.c_uint8 * lib.bpf_map__key_size(m)
         value = self.btf.ctype(value_id) if value_id else ctypes.c_uint8 * lib.bpf_map__value_size(m)
         if lib.bpf_map__type(m) in (3, 12, 13, 14, 17, 25):  # prog array, map-in-map, devmap(hash), xskmap: u32 values

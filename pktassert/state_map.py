@@ -7,11 +7,13 @@ import contextlib
 import ctypes
 import functools
 import ipaddress
+import keyword
 import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager as ContextManager
 from typing import Any
 
+from pktassert.bpf.btf_types import BitField
 from pktassert.bpf.map_reset import MapType
 from pktassert.errors import PktassertError
 
@@ -37,17 +39,22 @@ class MapValueError(PktassertError, ValueError):
     """A key or value that does not fit the map's type exactly."""
 
 
-def _describe(ctype: type) -> str:
+def _describe(ctype: Any) -> str:
+    if isinstance(ctype, BitField):
+        return f"the {ctype.bits}-bit field {ctype.name}"
     return f"{ctype.__name__} ({ctypes.sizeof(ctype)} bytes)"
 
 
-def _check_int(ctype: type, value: Any, what: str) -> int:
-    """``value`` if it is a whole number that fits ``ctype`` exactly; ctypes would wrap it silently."""
+def _check_int(ctype: Any, value: Any, what: str) -> int:
+    """``value`` if it is a whole number that fits ``ctype`` (or a bitfield) exactly; ctypes would wrap it silently."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise MapValueError(f"{what}: {value!r} is not a whole number for {_describe(ctype)}.")
-    bits = 8 * ctypes.sizeof(ctype)
-    signed = getattr(ctype, "_type_", "B").islower()
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if isinstance(ctype, BitField):
+        lo, hi = ctype.lo, ctype.hi
+    else:
+        bits = 8 * ctypes.sizeof(ctype)
+        signed = getattr(ctype, "_type_", "B").islower()
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     if not lo <= value <= hi:
         raise MapValueError(f"{what}: {value} does not fit {_describe(ctype)}: it takes {lo}..{hi}. "
                             f"Fix: a value in range (the kernel would see it wrapped).")
@@ -77,6 +84,10 @@ def _ip(value: str, ctype: Any, what: str) -> Any:
 
 
 def _fields(ctype: Any) -> list[tuple[str, Any]]:
+    """The C members: as laid out from BTF (bitfields included), else the fields but padding."""
+    members = getattr(ctype, "_members_", None)
+    if members is not None:
+        return list(members)
     return [(n, t) for n, t, *_ in ctype._fields_ if not n.startswith("__pad")]  # alignment padding
 
 
@@ -84,6 +95,8 @@ def to_ctype(ctype: Any, value: Any, what: str) -> Any:
     """``value`` as ``ctype``: already one, raw bytes of its exact size, a tuple/list/dict of struct
     fields or array items, an IP address as text, or a number; anything that would not fit exactly
     is refused."""
+    if isinstance(ctype, BitField):
+        return _check_int(ctype, value, what)
     if isinstance(value, ctype):
         return value
     if isinstance(value, str):
@@ -93,6 +106,10 @@ def to_ctype(ctype: Any, value: Any, what: str) -> Any:
             raise MapValueError(f"{what}: {len(value)} bytes for {_describe(ctype)}. Fix: exactly "
                                 f"{ctypes.sizeof(ctype)} bytes, or a number or tuple of fields.")
         return ctype.from_buffer_copy(bytes(value))
+    unlaid = getattr(ctype, "_unlaid_", None)
+    if unlaid:  # raw bytes only: anything else would be a guess at where the fields are
+        raise MapValueError(f"{what}: {unlaid}; pktassert reads it as its {ctypes.sizeof(ctype)} raw bytes. Fix: "
+                            f"give exactly {ctypes.sizeof(ctype)} bytes, laid out as the C compiler lays the type out.")
     if issubclass(ctype, (ctypes.Structure, ctypes.Union)):
         fields = _fields(ctype)
         if isinstance(value, dict):
@@ -144,6 +161,8 @@ def _from(value: Any, name: str = "") -> Any:
 
 def _field(value: Any, name: str, ctype: Any) -> Any:
     """A struct field as ctypes hands it over (a plain int for scalars), made plain like _from()."""
+    if isinstance(ctype, BitField):
+        return value
     if isinstance(value, int) and ctypes.sizeof(ctype) == 4 and _ADDRESS.search(name):
         big = getattr(ctype, "__ctype_be__", None) is ctype  # __be32: the number is the address
         return str(ipaddress.IPv4Address(value if big else value.to_bytes(4, "little")))
@@ -152,8 +171,10 @@ def _field(value: Any, name: str, ctype: Any) -> Any:
 
 @functools.cache
 def _record_type(name: str, fields: tuple[str, ...]) -> Any:
-    safe = [f if f.isidentifier() and not f.startswith("_") else f"f{i}" for i, f in enumerate(fields)]
-    return collections.namedtuple(name if name.isidentifier() else "Struct", safe)  # type: ignore[misc]
+    safe = [f if f.isidentifier() and not f.startswith("_") and not keyword.iskeyword(f) else f"f{i}"
+            for i, f in enumerate(fields)]
+    typename = name if name.isidentifier() and not keyword.iskeyword(name) else "Struct"
+    return collections.namedtuple(typename, safe)  # type: ignore[misc]
 
 
 class StateMap:
