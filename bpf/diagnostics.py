@@ -218,3 +218,112 @@ def libbpf_verifier_message(log: str, err: str) -> str:
         return verifier_message(body, 0, "", {}, {})
     file, line = at.group(2), int(at.group(3))
     return verifier_message(body, 0, file, {file: list(range(1, line + 1))}, {file: "\n" * (line - 1) + at.group(1)})
+
+
+# -- A BPF source that reaches glibc's headers (clang -target bpf) -----------------------------------
+
+GLIBC_STUBS = "'gnu/stubs-32.h' file not found"
+_CHAIN = re.compile(r"^In file included from (.+):(\d+):$")
+_INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]')
+_SYSTEM = ("/usr/include/", "/usr/local/include/", "/usr/lib/llvm", "/usr/lib/clang/", "/usr/lib/gcc/")
+_KERNEL = ("linux/", "asm/", "asm-generic/", "bpf/")
+# glibc's header -> the kernel's or libbpf's that has what BPF code wants of it, and what that is.
+_LIBC_FOR_BPF = {
+    **dict.fromkeys(("stdint.h", "inttypes.h", "sys/types.h"), ("<linux/types.h>", "__u8, __u16, __u32, __u64, __s32...")),
+    "netinet/in.h": ("<linux/in.h>", "IPPROTO_UDP and the other IPPROTO_*, struct in_addr"),
+    "netinet/ip.h": ("<linux/ip.h>", "struct iphdr"),
+    "netinet/ip6.h": ("<linux/ipv6.h>", "struct ipv6hdr"),
+    "netinet/tcp.h": ("<linux/tcp.h>", "struct tcphdr"),
+    "netinet/udp.h": ("<linux/udp.h>", "struct udphdr"),
+    "netinet/icmp6.h": ("<linux/icmpv6.h>", "struct icmp6hdr"),
+    **dict.fromkeys(("net/ethernet.h", "netinet/if_ether.h"), ("<linux/if_ether.h>", "struct ethhdr, ETH_P_IP...")),
+    **dict.fromkeys(("arpa/inet.h", "endian.h"), ("<bpf/bpf_endian.h>", "bpf_htons(), bpf_ntohl()...")),
+}
+SHIM_FIX = ("give clang an empty gnu/stubs-32.h: `mkdir -p include-shim/gnu && touch include-shim/gnu/stubs-32.h` "
+            "and cflags=(\"-I/path/to/include-shim\",), or install libc6-dev-i386 (what xdp-tutorial's setup asks for)")
+
+
+def include_chain(lines: list[str], at: int) -> list[str]:
+    """clang's "In file included from file:line:" lines just before its message on line ``at``."""
+    start = at
+    while start > 0 and _CHAIN.match(lines[start - 1]):
+        start -= 1
+    return lines[start:at]
+
+
+def _line_of(file: str, n: int) -> str:
+    try:
+        with open(file, errors="replace") as f:
+            return next((ln.rstrip("\n") for i, ln in enumerate(f, 1) if i == n), "")
+    except OSError:
+        return ""
+
+
+def _is_system(file: str) -> bool:
+    return os.path.abspath(file).startswith(_SYSTEM) or "/lib/clang/" in file
+
+
+def glibc_reached(source: str, stderr: str) -> str | None:
+    """For a compile that failed on glibc's <gnu/stubs-32.h>: which of the user's #include lines led there
+    (clang's include chain), why it fails, and the fix; None for any other failure."""
+    lines = stderr.splitlines()
+    at = next((i for i, ln in enumerate(lines) if GLIBC_STUBS in ln), None)
+    if at is None:
+        return None
+    chain = include_chain(lines, at)
+    # (file, line, the header that line includes), outermost first
+    steps = []
+    for ln in chain:
+        m = _CHAIN.match(ln)
+        assert m is not None  # include_chain took only these
+        included = _INCLUDE.match(_line_of(m.group(1), int(m.group(2))))
+        steps.append((m.group(1), int(m.group(2)), included.group(1) if included else ""))
+    users = [s for s in steps if not _is_system(s[0])]
+    out = [f"{source} (a libbpf source) does not compile with clang: it includes glibc's headers, which do not "
+           f"build for BPF (`clang -target bpf`).", "your #include that leads there:"]
+    out += [f"  {f}:{n}: {_line_of(f, n).strip()}" for f, n, _ in users] or ["  (not known: clang printed no chain)"]
+    out += ["clang's include chain:", *chain, *lines[at:at + 3],
+            "Why: clang defines no __x86_64__ for -target bpf, so glibc's <gnu/stubs.h> asks for the 32-bit "
+            "<gnu/stubs-32.h>, which Debian ships only in libc6-dev-i386; and glibc's types would be a 32-bit "
+            "machine's (uintptr_t of 4 bytes)."]
+    entered = users[-1][2] if users else ""
+    if entered.startswith(_KERNEL):
+        below = steps[steps.index(users[-1]) + 1:]
+        step = next(((f, inc) for f, _, inc in below
+                     if _header_name(f).startswith(_KERNEL) and inc and not inc.startswith(_KERNEL)), None)
+        how = f": <{_header_name(step[0])}> includes <{step[1]}> outside the kernel" if step else ""
+        out.append(f"<{entered}> is a kernel header, but it reaches glibc{how}.")
+        out.append(f"Fix: to keep <{entered}>, {SHIM_FIX}.")
+        return "\n".join(out)
+    vmlinux = next(((f, n) for f, n in _vmlinux_includes([source, *(f for f, _, _ in users)])), None)
+    better = _LIBC_FOR_BPF.get(entered)
+    if vmlinux:
+        where = f"line {vmlinux[1]}" if vmlinux[0] == source else f"{vmlinux[0]}:{vmlinux[1]}"
+        gives = f" ({better[1]} among them)" if better and not better[0].startswith("<bpf/") else ""
+        out.append(f"Fix: drop #include <{entered}>: \"vmlinux.h\" ({where}) has the kernel's types and structs "
+                   f"already{gives}, <bpf/bpf_endian.h> has bpf_htons() and bpf_ntohs().")
+    elif better:
+        out.append(f"Fix: include {better[0]} instead of <{entered}> ({better[1]}): BPF programs use the kernel's "
+                   f"headers (<linux/...> or \"vmlinux.h\") and libbpf's (<bpf/bpf_helpers.h>), not libc's.")
+    else:
+        out.append(f"Fix: instead of <{entered or 'the glibc header'}>, use the kernel's headers (<linux/...> or "
+                   f"\"vmlinux.h\") and libbpf's (<bpf/bpf_helpers.h>, <bpf/bpf_endian.h>); for a header you "
+                   f"cannot change, {SHIM_FIX}.")
+    return "\n".join(out)
+
+
+def _vmlinux_includes(files: list[str]) -> list[tuple[str, int]]:
+    """Where these files #include "vmlinux.h"."""
+    found = []
+    for f in dict.fromkeys(files):
+        try:
+            text = open(f, errors="replace").read().splitlines()
+        except OSError:
+            continue
+        found += [(f, i) for i, ln in enumerate(text, 1) if (m := _INCLUDE.match(ln)) and m.group(1) == "vmlinux.h"]
+    return found
+
+
+def _header_name(path: str) -> str:
+    """How an #include names a system header: its path below the include folder (Debian's multiarch one too)."""
+    return re.sub(r"^/usr/(?:local/)?include/(?:\w+-linux-gnu\w*/)?", "", path).split("/include/")[-1]

@@ -129,6 +129,62 @@ class ElfObject:
         return bytes(out)
 
 
+def rename_extern(data: bytes, old: str, new: str, label: str) -> bytes:
+    """The object with its undefined function ``old`` called ``new``: the ELF symbol and its BTF FUNC.
+
+    Our inspector calls the filter's entry as an extern function, and libbpf's linker resolves it by its
+    BTF. clang leaves a reserved name (one starting with '_', as xdp-tutorial's ``_fix_port_egress``) out
+    of its debug info for an extern it calls (CGDebugInfo::EmitFuncDeclForCallSite), so the inspector
+    would have no BTF for it ("failed to find BTF info for global/extern symbol"). It is compiled calling
+    ``old``, a name of ours, which this renames: the object clang would have made for ``new``."""
+    elf = ElfObject(data, label)
+    symtab = elf.symtab
+    st = elf.sections[symtab]
+    hits = [n for n, (name, _, _, shndx, _, _) in enumerate(elf.symbols()) if name == old and shndx == 0]
+    btf_i = elf.index(".BTF")
+    funcs = _btf_funcs(elf.sections[btf_i].data, old) if btf_i is not None else []
+    if len(hits) != 1 or len(funcs) != 1:
+        raise ProgramError(f"bug in pktassert: {label} has {len(hits)} undefined symbols and {len(funcs)} BTF "
+                           f"functions named {old}, not one each. Please report it.")
+    name_off = elf.add_string(st.link, new)
+    sym = list(_SYM.unpack_from(st.data, hits[0] * _SYM.size))
+    _SYM.pack_into(st.data, hits[0] * _SYM.size, name_off, *sym[1:])
+    assert btf_i is not None
+    btf = elf.sections[btf_i].data
+    struct.pack_into("<I", btf, funcs[0], _btf_add_string(btf, new, label))
+    return elf.to_bytes()
+
+
+def _btf_funcs(btf: bytearray, name: str) -> list[int]:
+    """The offsets in ``btf`` of its FUNC types called ``name``."""
+    _, _, _, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<HBBIIIII", btf)
+    strings = bytes(btf[hdr_len + str_off:hdr_len + str_off + str_len])
+    want = name.encode()
+    found, pos, end = [], hdr_len + type_off, hdr_len + type_off + type_len
+    while pos < end:
+        name_off, info, _ = struct.unpack_from("<III", btf, pos)
+        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+        if kind == 12 and strings[name_off:strings.index(b"\0", name_off)] == want:  # 12: BTF_KIND_FUNC
+            found.append(pos)
+        pos += 12 + _BTF_EXTRA.get(kind, (0, 0))[0] + vlen * _BTF_EXTRA.get(kind, (0, 0))[1]
+    return found
+
+
+# Bytes after a BTF type's 12-byte header, by kind: (fixed, per member); kinds not listed have none.
+_BTF_EXTRA = {1: (4, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8), 13: (0, 8), 14: (4, 0), 15: (0, 12),
+              17: (4, 0), 19: (0, 12)}
+
+
+def _btf_add_string(btf: bytearray, text: str, label: str) -> int:
+    """Appends ``text`` to the BTF string section, which clang writes last; its offset in that section."""
+    hdr_len, str_off, str_len = struct.unpack_from("<I", btf, 4)[0], *struct.unpack_from("<II", btf, 16)
+    if hdr_len + str_off + str_len != len(btf):
+        raise ProgramError(f"{label}: its BTF strings are not at the end of .BTF; cannot add {text!r}")
+    btf += text.encode() + b"\0"
+    struct.pack_into("<I", btf, 20, str_len + len(text) + 1)
+    return str_len
+
+
 def entry_into_text(data: bytes, func: str, label: str) -> bytes:
     """The object with function ``func`` moved from its program section into ``.text``."""
     elf = ElfObject(data, label)
@@ -204,15 +260,7 @@ def _move_btf_ext(elf: ElfObject, sec: int, text: int, start: int, end: int, bas
         return strings[off:strings.index(b"\0", off)].decode()
 
     text_off = strings.find(b"\0.text\0")
-    if text_off < 0:
-        # Appended to BTF's string section, which clang writes last.
-        if str_start + btf_hdr[7] != len(btf):
-            raise ProgramError(f"{elf.label}: its BTF strings are not at the end of .BTF; cannot add '.text'")
-        text_off = btf_hdr[7]
-        btf += b".text\0"
-        struct.pack_into("<I", btf, 20, btf_hdr[7] + 6)
-    else:
-        text_off += 1
+    text_off = _btf_add_string(btf, text_name, elf.label) if text_off < 0 else text_off + 1
 
     # where the (offset, length) pairs of func_info, line_info and (newer headers) CO-RE relocations are
     fields = [8, 16] + ([24] if hdr_len >= 32 else [])

@@ -18,14 +18,17 @@ from pktassert.bpf.hooks import HOOKS
 from pktassert import host
 from pktassert.errors import ProgramError
 
-from . import build_cache, libbpf
-from .elf_entry import entry_into_text
+from . import build_cache, diagnostics, libbpf
+from .elf_entry import entry_into_text, rename_extern
 
 HERE = Path(__file__).resolve().parent
 CLANG = "clang"
 # What `clang -O2 -g -target bpf -c` builds for a libbpf program (libbpf-bootstrap's flags).
 BASE_FLAGS = ("-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wno-compare-distinct-pointer-types")
 INSPECTOR_FILES = ("inspector_libbpf.c", "inspector.h", "inspector_tc.h", "stage.h", "parse.h", "record.h")
+# The name the inspector is compiled to call, renamed to the entry's in its object (elf_entry.rename_extern):
+# clang gives no BTF to an extern with a reserved name (_fix_port_egress), and the linker needs it.
+ENTRY_PLACEHOLDER = "pktassert_filter_entry"
 
 
 def clang() -> str:
@@ -85,9 +88,13 @@ def compile_source(source: Path, cflags: tuple[str, ...]) -> tuple[Path, bool]:
 
 
 def compile_failure(source: Path, stderr: str) -> str:
+    glibc = diagnostics.glibc_reached(str(source), stderr)
+    if glibc:
+        return glibc
     lines = stderr.splitlines()
     at = [i for i, ln in enumerate(lines) if ": error:" in ln or ": fatal error:" in ln]
-    shown = [ln for i in at[:5] for ln in lines[i:i + 3]] or lines[-10:]  # each error, its line and caret
+    # each error with the #includes that led to it, its line and caret
+    shown = [ln for i in at[:5] for ln in [*diagnostics.include_chain(lines, i), *lines[i:i + 3]]] or lines[-10:]
     fix = "Fix: correct the lines above."
     if any("file not found" in lines[i] for i in at):
         fix = ("Fix: libbpf programs include \"vmlinux.h\" (made here from the running kernel's BTF) and "
@@ -105,16 +112,19 @@ def link(user_object: bytes, label: str, func: str, ctx: str, hook: str = "xdp",
 
     def make(out: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            moved = Path(tmp) / "filter.o"
+            inspector, moved = Path(tmp) / "inspector.o", Path(tmp) / "filter.o"
+            inspector.write_bytes(rename_extern(ours.read_bytes(), ENTRY_PLACEHOLDER, func, "pktassert's inspector"))
             moved.write_bytes(entry_into_text(user_object, func, label))
-            _static_link(out, [ours, moved], label)
+            _static_link(out, [inspector, moved], label)
 
     return build_cache.product(key, "linked.o", make)
 
 
 def _inspector(func: str, ctx: str, hook: str, prints: bool) -> tuple[Path, bool]:
-    """Our inspector compiled to call ``func(ctx)``: one object per entry, whatever the filter's code."""
-    flags = [*BASE_FLAGS, *system_includes(), f"-I{HERE}", f"-DPKTASSERT_FILTER={func}", f"-DPKTASSERT_CTX={ctx}",
+    """Our inspector compiled to call ``ENTRY_PLACEHOLDER(ctx)`` (``link`` renames it ``func``): one object per
+    argument type and hook, whatever the filter and its entry's name."""
+    flags = [*BASE_FLAGS, *system_includes(), f"-I{HERE}", f"-DPKTASSERT_FILTER={ENTRY_PLACEHOLDER}",
+             f"-DPKTASSERT_CTX={ctx}",
              *([f"-D{HOOKS[hook].define}"] if HOOKS[hook].define else []), *(["-DPKTASSERT_PRINTK"] if prints else [])]
     key = build_cache.digest(build_cache.FORMAT, *flags, *[(HERE / f).read_bytes() for f in INSPECTOR_FILES],
                              build_cache.clang_version(clang()))
