@@ -155,7 +155,9 @@ class Capture(CaptureFates):
         self.fate_codes: np.ndarray | None = None    # live tier with the dut fixture: pktassert.fate
         self.fate_records: np.ndarray | None = None
         self._fate_exact: FateReader | None = None
-        self.fate_rules: np.ndarray | None = None    # with a rule set: (chain, rule) that decided, or None
+        self.fate_rules: np.ndarray | None = None    # with a rule set: (chain, rule, accepted) that decided, or None
+        self.rules_unknown: str | None = None        # why there are no fate_rules though there is a rule set
+        self.conntrack: dict[str, int] = {}           # what conntrack counted during the inject() (drop, ...)
         self.origin = ""  # where the test called inject() (file:line)
         self.flood: Flood | None = None  # the flood the packets were built from (payloads searched in numpy)
         self.selection = ""  # what where() chose, out of how many
@@ -172,6 +174,7 @@ class Capture(CaptureFates):
             sub.fate_codes, sub.fate_records = self.fate_codes[mask], self.fate_records[mask]
         if self.fate_rules is not None:
             sub.fate_rules = self.fate_rules[mask]
+        sub.rules_unknown, sub.conntrack = self.rules_unknown, self.conntrack
         sub.origin, sub.flood, sub.printed = self.origin, self.flood, self.printed
         sub.stages, sub.root = self.stages, self.root
         return sub

@@ -92,32 +92,59 @@ class OutcomeFate:
             return f"ICMP {int(r['answer']) >> 8}/{int(r['answer']) & 0xFF}"
         return None
 
-    def _decision(self) -> tuple[str, str] | None:
+    def _decision(self) -> tuple[str, str, bool] | None:
         self.capture._need_fates("a packet's rule")
         rules = self.capture.fate_rules
         if rules is None:
-            raise PktassertError("no nftables rule is known for this capture: it has no rule set "
-                                 "(@pytest.mark.nftables), or the inject() call sent more than "
+            raise PktassertError(self.capture.rules_unknown or "no nftables rule is known for this capture: it has no "
+                                 "rule set (@pytest.mark.nftables), or the inject() call sent more than "
                                  f"{MOST:,} packets (traced up to that many). Fix: inject fewer at once.")
         return rules[self.pos]  # type: ignore[no-any-return]
+
+    def _deciding(self) -> tuple[str, str, bool] | None:
+        """The rule set's decision, unless netfilter dropped the packet after the rule set accepted it."""
+        d = self._decision()
+        return None if d is None or (d[2] and self.fate == Fate.NETFILTER_DROPPED) else d
 
     @property
     def rule(self) -> str | None:
         """The nftables rule that decided this packet, as nft prints it (``policy drop`` for a
-        chain's policy); None when no trace event was seen for it (it never reached netfilter)."""
-        d = self._decision()
+        chain's policy); None when no trace event was seen for it (it never reached netfilter), or
+        when netfilter dropped it after a rule accepted it (see ``accepted_by``, ``dropped_by``)."""
+        d = self._deciding()
         return None if d is None else d[1]
 
     @property
     def chain(self) -> str | None:
         """The chain of that rule: ``inet edge input`` (family, table, chain)."""
-        d = self._decision()
+        d = self._deciding()
         return None if d is None else d[0]
+
+    @property
+    def accepted_by(self) -> str | None:
+        """The rule that accepted a packet netfilter then dropped all the same (conntrack, say), else None."""
+        d = self._decision()
+        return d[1] if d is not None and d[2] and self.fate == Fate.NETFILTER_DROPPED else None
+
+    @property
+    def dropped_by(self) -> str | None:
+        """What dropped a packet the rule set had accepted: conntrack (when its own counters rose in this
+        inject()) or netfilter, with the kernel's reason; None for any other packet."""
+        if self.accepted_by is None:
+            return None
+        ct = self.capture.conntrack
+        counted = ", ".join(f"{k} {ct[k]}" for k in ("insert_failed", "drop", "early_drop", "invalid") if ct.get(k))
+        if ct.get("drop") or ct.get("insert_failed") or ct.get("early_drop"):
+            return (f"conntrack, after the rule set accepted it (reason {self.reason}; in this inject() conntrack "
+                    f"counted {counted})")
+        return f"netfilter, after the rule set accepted it (reason {self.reason}; conntrack counted no drop)"
 
     def detail(self) -> str:
         """What else is known of its fate: "reason NO_SOCKET; rule '...' in inet t input; answered RST"."""
         rule = self.rule if self.capture.fate_rules is not None else None
+        after = self.dropped_by if self.capture.fate_rules is not None else None
         said = [f"reason {self.reason}" if self.reason else "", f"rule '{rule}' in {self.chain}" if rule else "",
+                f"dropped by {after}; accepted by '{self.accepted_by}'" if after else "",
                 f"answered {self.answer}" if self.answer else ""]
         return "; ".join(x for x in said if x)
 

@@ -258,9 +258,11 @@ class Injector:
         tracer = self.xdp.nft_tracer() if fates is not None else None
         if tracer is not None:
             tracer.switch(n <= nft_trace.MOST)
-            tracer.events()  # what earlier traffic left
+            tracer.start()
 
-        bounds = _chunks(n, path.chunk)
+        # Traced, a packet costs ~8 trace events in the socket's buffer: gathered after every chunk of at most
+        # nft_trace.CHUNK, they never fill it.
+        bounds = _chunks(n, min(path.chunk, nft_trace.CHUNK) if tracer is not None and tracer.on else path.chunk)
 
         def wire_at(k: int, touch: bool = False) -> Wire:
             start, stop = bounds[k], bounds[k + 1]
@@ -276,6 +278,8 @@ class Injector:
         if len(bounds) == 2:
             parts.append(self._run(path, wire_at(0), 0, n, n, step, records, exact, schedule, actions, self._ctx,
                                    followers, fates))
+            if tracer is not None and tracer.on:
+                tracer.gather()
         else:  # the next chunk is built on another thread while this one is in the kernel (GIL released)
             with ThreadPoolExecutor(1) as builder:
                 ahead = builder.submit(wire_at, 0)
@@ -285,6 +289,8 @@ class Injector:
                         ahead = builder.submit(wire_at, k + 1, True)
                     parts.append(self._run(path, wire, start, start + len(wire), n, step, records, exact, schedule,
                                            actions, self._ctx, followers, fates))
+                    if tracer is not None and tracer.on:
+                        tracer.gather()  # between chunks: the trace socket's buffer never holds a whole flood
         accounted = sum(p.accounted for p in parts)
         frame = frames.frame if isinstance(frames, Flood) else frames.__getitem__
         outputs: Outputs | LiveOutputs | None = None
@@ -308,7 +314,14 @@ class Injector:
         if tracer is not None and tracer.on:
             every = frames.rows_bytes(0, n) if isinstance(frames, Flood) else frames
             reached = _reached_the_stack(list(capture.stages.values()) if followers else [capture], n, step)
-            capture.fate_rules = np.array(tracer.decide(every, reached) + [None], object)[:-1][::step]
+            decided = tracer.decide(every, reached)
+            if decided is None:
+                capture.rules_unknown = (f"the kernel dropped nftables trace events during this inject() of {n:,} "
+                                         f"packets (its trace socket's buffer overflowed), so no packet's rule can be "
+                                         f"trusted. Fix: inject fewer packets at once, or trace fewer rules.")
+            else:
+                capture.fate_rules = np.array(decided + [None], object)[:-1][::step]
+            capture.conntrack = tracer.conntrack_rose()
         return capture
 
     @staticmethod

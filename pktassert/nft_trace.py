@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import ctypes.util
+import errno
 import functools
 import socket
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pktassert.conntrack_stats import conntrack_stats, rose
 from pktassert.frames import l3_offset
 from pktassert.host import HostLacks
 from pktassert.netns import Namespace  # type: ignore[import-not-found]  # installed from netns/
@@ -27,6 +29,8 @@ from pktassert.nft_ruleset import OURS, RuleSet
 
 NETLINK_NETFILTER, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTRACE = 12, 270, 1, 9
 SO_RCVBUFFORCE = 33
+RCVBUF = 64 << 20  # the trace events of a chunk of a flood (CHUNK packets, gathered after each) fit twice over
+CHUNK = 4096  # packets sent between two reads of the trace events (~8 events of ~1 KB each a packet)
 TABLE = OURS[0]
 MOST = 65536  # packets per inject() call traced; larger floods have fates but no rule (tracing costs ~µs each)
 # enum nftnl_trace_attr (libnftnl/trace.h)
@@ -68,6 +72,9 @@ class Event:
     headers: bytes
 
 
+Decision = tuple[str, str, bool]  # chain, rule (or "policy drop"), whether it accepted the packet
+
+
 def _parse(message: bytes) -> Event | None:
     lib = _lib()
     t = lib.nftnl_trace_alloc()
@@ -104,12 +111,15 @@ class Tracer:
     """Trace events of the DUT namespace, for the rule set under test."""
 
     def __init__(self, ns: Namespace, ruleset: RuleSet, ifname: str) -> None:
-        self.ruleset = ruleset
+        self.ruleset, self.ns = ruleset, ns
         self.sock = ns.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         self.sock.bind((0, 0))
         self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTRACE)
-        self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
         self.sock.setblocking(False)
+        self._pending: list[Event] = []
+        self.lost = False  # the kernel dropped events: the socket's buffer overflowed
+        self._conntrack: dict[str, int] = {}
         ruleset.nft(f"add table netdev {TABLE}")
         ruleset.nft(f"add chain netdev {TABLE} pktassert_in {{ type filter hook ingress device {ifname} priority -1000; }}")
         self.on = False
@@ -120,6 +130,20 @@ class Tracer:
                              else f"flush chain netdev {TABLE} pktassert_in")
             self.on = on
 
+    def start(self) -> None:
+        """Before an inject(): what earlier traffic left is not its; conntrack's counters as they are."""
+        self.events()
+        self._pending, self.lost = [], False
+        self._conntrack = conntrack_stats(self.ns)
+
+    def gather(self) -> None:
+        """Take the events so far (between the chunks of a flood), so the socket's buffer keeps up."""
+        self._pending += self.events()
+
+    def conntrack_rose(self) -> dict[str, int]:
+        """What conntrack counted (drop, insert_failed, ...) since start()."""
+        return rose(self._conntrack, conntrack_stats(self.ns))
+
     def events(self) -> list[Event]:
         out: list[Event] = []
         while True:
@@ -127,6 +151,11 @@ class Tracer:
                 data = self.sock.recv(1 << 20)
             except BlockingIOError:
                 return out
+            except OSError as err:
+                if err.errno != errno.ENOBUFS:
+                    raise
+                self.lost = True  # some events are gone; the socket goes on with the next ones
+                continue
             at = 0
             while at + 16 <= len(data):
                 size = int.from_bytes(data[at:at + 4], "little")
@@ -137,16 +166,21 @@ class Tracer:
                     out.append(e)
                 at += (size + 3) & ~3
 
-    def decide(self, frames: Sequence[bytes], reached: np.ndarray | None) -> list[tuple[str, str] | None]:
-        """Per packet (frames in send order, from the Ethernet header): (chain, rule) that decided
-        it, as nft prints them, or None (not traced, no event matched it, or it never reached the
-        stack: ``reached`` says which did; None: not known, so no packet is given a rule)."""
+    def decide(self, frames: Sequence[bytes], reached: np.ndarray | None) -> list[Decision | None] | None:
+        """Per packet (frames in send order, from the Ethernet header): (chain, rule, accepted) that
+        decided it, as nft prints them, or None (not traced, no event matched it, or it never reached
+        the stack: ``reached`` says which did; None: not known, so no packet is given a rule). None
+        for all when the kernel dropped trace events (then no match can be trusted)."""
+        evs_all = self._pending + self.events()
+        self._pending = []
+        if self.lost:
+            return None
         # A trace ID is a hash of the sk_buff's address and flow: two identical packets one after the
         # other can share it. Our rule's event (one per packet, first, at the veth's ingress) starts
         # each packet's trace; our chain's other events (its policy) are not the rule set's.
         traces: list[list[Event]] = []
         current: dict[int, list[Event]] = {}
-        for e in self.events():
+        for e in evs_all:
             if e.table == TABLE:
                 if e.type == RULE and e.handle is not None:
                     current[e.id] = [e]
@@ -160,7 +194,7 @@ class Tracer:
                 queues[headers].append(trace)
         rules = self.ruleset.rules() if traces else {}
         lengths = {len(h) for h in queues}
-        out: list[tuple[str, str] | None] = []
+        out: list[Decision | None] = []
         for i, frame in enumerate(frames):
             if reached is None or not reached[i]:  # its identical successor's trace is not its own
                 out.append(None)
@@ -182,7 +216,7 @@ def _take(queues: dict[bytes, collections.deque[list[Event]]], lengths: set[int]
     return None
 
 
-def _decision(evs: list[Event], rules: dict[tuple[str, str, int], str]) -> tuple[str, str] | None:
+def _decision(evs: list[Event], rules: dict[tuple[str, str, int], str]) -> Decision | None:
     """The event that dropped it, else the last that let it go on."""
     decisive = [e for e in evs if e.verdict in TERMINAL and e.type in (RULE, POLICY_TYPE) and e.table != TABLE]
     if not decisive:
@@ -190,7 +224,8 @@ def _decision(evs: list[Event], rules: dict[tuple[str, str, int], str]) -> tuple
     e = next((e for e in decisive if e.verdict != NF_ACCEPT), decisive[-1])
     family = FAMILIES.get(e.family, str(e.family))
     chain = f"{family} {e.table} {e.chain}"
+    accepted = e.verdict == NF_ACCEPT
     if e.type == POLICY_TYPE:
-        return chain, f"policy {TERMINAL[e.verdict or 0]}"
-    return chain, rules.get((family, e.table, e.handle or 0), f"handle {e.handle}")
+        return chain, f"policy {TERMINAL[e.verdict or 0]}", accepted
+    return chain, rules.get((family, e.table, e.handle or 0), f"handle {e.handle}"), accepted
 
