@@ -10,13 +10,14 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from pktassert import host
 from pktassert.errors import ProgramError
 
-from . import btf_types, libbpf, libbpf_build, prints
+from . import btf_types, libbpf, libbpf_build, map_reset, prints
 from .elf_entry import ElfObject
 from .fd_table import FdTable
 from .hooks import HOOKS, UNSPEC, typed_by_section
@@ -25,7 +26,11 @@ from .program import check_hook
 from .source_check import RESERVED, check_cflags, check_func
 
 XDP_HAS_FRAGS = 1 << 5  # BPF_F_XDP_HAS_FRAGS
-DATA_SECTIONS = (".rodata", ".data", ".bss")
+DATA_SECTIONS = (".rodata", ".data", ".bss")  # and their custom sections, ".data.name" (libbpf: a map each)
+
+
+def is_data_section(name: str) -> bool:
+    return any(name == s or name.startswith(s + ".") for s in DATA_SECTIONS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +120,16 @@ class _Prog:
         return (libbpf.lib().libbpf_bpf_prog_type_str(self.type) or b"unknown").decode()
 
 
+def _handles(obj: int, next_fn: Any) -> list[int]:
+    """Every program (bpf_object__next_program) or map (bpf_object__next_map) of the object."""
+    out, h = list[int](), None
+    while True:
+        h = next_fn(obj, h)
+        if not h:
+            return out
+        out.append(int(h))
+
+
 def _programs(obj: int) -> list[_Prog]:
     lib, out, p = libbpf.lib(), list[_Prog](), None
     while True:
@@ -184,6 +199,9 @@ class LibbpfLoaded(Loaded):
         self.frags = section.startswith("xdp.frags")
         self.prints = prints.in_object(data, self.label)
         linked, _ = libbpf_build.link(data, self.label, func, ctx, self.hook.name, self.prints)
+        # The global variables' sections of the linked object (ours merged in): libbpf makes a map of each.
+        self._data_sections = [s.name for s in ElfObject(linked.read_bytes(), self.label).sections
+                               if is_data_section(s.name)]
         lib = libbpf.lib()
         with libbpf.messages() as said:
             self.obj = lib.bpf_object__open_file(str(linked).encode(), None)
@@ -195,13 +213,17 @@ class LibbpfLoaded(Loaded):
                 rc = lib.bpf_object__load(self.obj)
             if rc != 0:
                 raise ProgramError(self._load_failure(said, -rc))
+            self.btf = btf_types.Btf(lib.bpf_object__btf(self.obj))
+            self.fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(self.obj, self.hook.entry.encode()))
+            self.record_type = self.btf.ctype(self.btf.find("pktassert_record", btf_types.STRUCT))
+            self._maps = self._all_maps()
+            # Fresh state is what libbpf left: recorded now, before any program ran, and put back by reset().
+            self.initial = self._data_images()
+            self.loader_state = self._declared_slots()
         except BaseException:
             lib.bpf_object__close(self.obj)
+            self.obj = None
             raise
-        self.btf = btf_types.Btf(lib.bpf_object__btf(self.obj))
-        self.fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(self.obj, self.hook.entry.encode()))
-        self.record_type = self.btf.ctype(self.btf.find("pktassert_record", btf_types.STRUCT))
-        self._maps = self._all_maps()
 
     def _prepare(self, subject: LibbpfSource | ObjectFile) -> None:
         """Before load: only XDP programs load (tail-call targets; legacy "xdp_*" sections as iproute2
@@ -237,36 +259,69 @@ class LibbpfLoaded(Loaded):
             if (isinstance(entries, bool) or not isinstance(entries, int) or entries < 1
                     or lib.bpf_map__set_max_entries(m, entries)):
                 raise ProgramError(f"max_entries={{{name!r}: {entries!r}}}: give a whole number of entries from 1.")
-        self.initial: dict[str, bytes] = {}
         btf = btf_types.Btf(lib.bpf_object__btf(self.obj))
         wanted = dict(subject.globals)
         placed: set[str] = set()
         for m, section in self._data_maps():
             size = ctypes.c_size_t()
             addr = lib.bpf_map__initial_value(m, ctypes.byref(size))
-            image = (ctypes.c_uint8 * size.value).from_address(addr)
             for var in btf.datasec(section):
-                if var.name in wanted:
+                if var.name in wanted and var.offset + var.size <= size.value:
                     value = _fit(var, wanted[var.name], self.label)
                     ctypes.memmove(addr + var.offset, ctypes.addressof(value), var.size)
                     placed.add(var.name)
-            self.initial[section] = bytes(image)
         missing = set(wanted) - placed
         if missing:
-            known = ", ".join(v.name for s in DATA_SECTIONS for v in btf.datasec(s)) or "none"
+            known = ", ".join(v.name for _, s in self._data_maps() for v in btf.datasec(s)
+                              if not v.name.startswith(RESERVED)) or "none"
             raise ProgramError(f"globals={sorted(missing)}: {self.label} has no such global variable; its globals: "
                                f"{known}.")
 
     def _data_maps(self) -> list[tuple[int, str]]:
-        lib, out, m = libbpf.lib(), list[tuple[int, str]](), None
-        while True:
-            m = lib.bpf_object__next_map(self.obj, m)
-            if not m:
-                return out
-            name = lib.bpf_map__name(m).decode()
-            section = next((s for s in DATA_SECTIONS if name.endswith(s)), None)
-            if lib.bpf_map__is_internal(m) and section is not None:
-                out.append((m, section))
+        """The map of each global variables' section, with the section's name: .rodata, .data, .bss and
+        custom ones (".data.name"; libbpf finds an internal map by its section's name; an empty section
+        has none)."""
+        lib, out = libbpf.lib(), list[tuple[int, str]]()
+        for section in self._data_sections:
+            m = lib.bpf_object__find_map_by_name(self.obj, section.encode())
+            if m and lib.bpf_map__is_internal(m):
+                out.append((int(m), section))
+        return out
+
+    def _data_images(self) -> dict[str, bytes]:
+        """What libbpf wrote into each writable data section's map at load (the object's initial values,
+        globals= among them). Frozen ones (.rodata) cannot change."""
+        lib, out = libbpf.lib(), dict[str, bytes]()
+        for m, section in self._data_maps():
+            fd = int(lib.bpf_map__fd(m))
+            if map_reset.info(fd).frozen:
+                continue
+            key, buf = ctypes.c_uint32(0), ctypes.create_string_buffer(lib.bpf_map__value_size(m))
+            if lib.bpf_map_lookup_elem(fd, ctypes.byref(key), buf) != 0:
+                raise OSError(ctypes.get_errno(), f"{self.label}: cannot read the map of {section} after load")
+            out[section] = buf.raw
+        return out
+
+    def _declared_slots(self) -> dict[str, dict[bytes, bytes]]:
+        """What libbpf put into program arrays and maps of maps at load (declared with `.values`): by map,
+        key -> the fd of this object's program or map in that slot, as the syscall takes it."""
+        lib = libbpf.lib()
+        owned = {"program": {map_reset.object_id(fd): fd for p in _handles(self.obj, lib.bpf_object__next_program)
+                             if (fd := int(lib.bpf_program__fd(p))) >= 0},
+                 "map": {map_reset.object_id(fd): fd for m in self._maps.values() if (fd := int(lib.bpf_map__fd(m))) >= 0}}
+        state: dict[str, dict[bytes, bytes]] = {}
+        for name, fd in self.map_fds().items():
+            slots = map_reset.fd_slots(fd)
+            if not slots:
+                continue
+            kind = map_reset.FD_SLOT_TYPES[map_reset.info(fd).type]
+            ours = owned[kind]
+            stray = [i for i in slots.values() if i not in ours]
+            if stray:
+                raise ProgramError(f"{self.label}: after load, map '{name}' holds {kind} id {stray[0]}, which is not one "
+                                   f"of the object's; pktassert cannot put it back for each test.")
+            state[name] = {key: ours[i].to_bytes(4, sys.byteorder) for key, i in slots.items()}
+        return state
 
     def _load_failure(self, said: list[str], err: int) -> str:
         from . import diagnostics
@@ -320,14 +375,12 @@ class LibbpfLoaded(Loaded):
 
     def reset(self) -> None:
         super().reset()
-        # Global variables are state too: .data and .bss back to what the object set before load.
+        # Global variables are state too: .data, .bss and custom .data.* back to what libbpf wrote at load
+        # (.rodata is frozen).
+        zero = bytes(4)
         for section, (fd, _) in self.data_maps().items():
-            if section == ".rodata":
-                continue  # frozen at load
-            image = self.initial[section]
-            key = ctypes.c_uint32(0)
-            buf = ctypes.create_string_buffer(image, len(image))
-            libbpf.lib().bpf_map_update_elem(fd, ctypes.byref(key), buf, 0)
+            if section in self.initial:
+                map_reset.fill(fd, {zero: self.initial[section]})
 
     def program_fd(self, func: str) -> int:
         lib = libbpf.lib()

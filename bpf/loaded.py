@@ -30,6 +30,10 @@ class Loaded:
         self._unit_slots: mmap.mmap | None = None
         self._next_tag = 1  # never 0: a slot no frame has written reads as tag 0
         self.prints = False  # the filter calls bpf_trace_printk: the inspector was built to mark packets
+        # What the loader put into the filter's maps while it loaded the object, by map name: key -> value
+        # as the syscall writes it (libbpf: program arrays and maps of maps declared with `.values`, their
+        # values the fds of this object's programs and maps). Fresh state is that, not empty maps.
+        self.loader_state: dict[str, dict[bytes, bytes]] = {}
 
     def mark_prints(self, nonce: int) -> None:
         """Have the inspector mark each packet in the trace with ``nonce`` (0: stop), on every CPU."""
@@ -142,10 +146,12 @@ class Loaded:
         return all(map_reset.resettable(fd) for fd in self.map_fds().values())
 
     def reset(self) -> None:
-        """Fresh state for the next test: every map of the filter emptied, whatever its type
-        (bpf/map_reset.py), and our counters zeroed."""
-        for fd in self.map_fds().values():
+        """Fresh state for the next test, the state the loader left: every map of the filter emptied,
+        whatever its type (bpf/map_reset.py), then given back what the loader put in it at load time
+        (``loader_state``); and our counters zeroed."""
+        for name, fd in self.map_fds().items():
             map_reset.reset(fd)
+            map_reset.fill(fd, self.loader_state.get(name, {}))
         map_reset.reset(self.our_map_fd("pktassert_counters"))
 
     def close(self) -> None:

@@ -2,6 +2,8 @@
 
 ``reset(fd)`` empties it (deletes keys or indexes, zeroes values, pops, drains) or raises NotResettable;
 ``resettable(fd)`` asks in advance; ``info(fd)`` is what BPF_OBJ_GET_INFO_BY_FD says about it.
+``fd_slots(fd)`` reads what a program array or map of maps holds (ids), ``fill(fd, entries)`` writes
+entries back: what a loader put into a map at load time is fresh state too, and is put back after ``reset``.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ _SIGNATURES: dict[str, list[type[ctypes._SimpleCData]]] = {
     "bpf_map_lookup_and_delete_elem": [_I, _P, _P],
     "bpf_map_lookup_and_delete_batch": [_I, _P, _P, _P, _P, _P, _P],
     "bpf_map_update_batch": [_I, _P, _P, _P, _P],
+    "bpf_map_lookup_elem": [_I, _P, _P],
+    "bpf_map_update_elem": [_I, _P, _P, ctypes.c_uint64],
 }
 
 
@@ -298,3 +302,48 @@ def reset(fd: int) -> None:
     if m.why_not is not None or not callable(how):
         raise NotResettable(f"{m} cannot be reset: {m.why_not}")
     how(m)
+
+
+# Maps whose values are other kernel objects, given as fds and read back as ids. A loader may fill them
+# while it loads the object (libbpf: `.values = { [0] = &prog }` in .maps), so their slots are state it sets.
+FD_SLOT_TYPES: dict[int, str] = {MapType.PROG_ARRAY: "program", MapType.ARRAY_OF_MAPS: "map", MapType.HASH_OF_MAPS: "map"}
+
+
+def fd_slots(fd: int) -> dict[bytes, int]:
+    """What a program array or map of maps holds: key -> the id of the program or map in that slot (the
+    syscall reads ids where the kernel keeps the objects). {} for a map of another type."""
+    m = info(fd)
+    if m.type not in FD_SLOT_TYPES:
+        return {}
+    if m.type == MapType.HASH_OF_MAPS:
+        keys = np.frombuffer(b"".join(_keys(m)), np.uint8).reshape(-1, m.key_size)
+    else:  # an array's slots can't be walked (get_next_key counts up): every index is looked up
+        keys = np.arange(m.max_entries, dtype=np.uint32).view(np.uint8).reshape(-1, 4)
+    ids = np.zeros(len(keys), np.uint32)
+    kbase, vbase = keys.ctypes.data, ids.ctypes.data
+    lookup = _fn("bpf_map_lookup_elem")
+    rc = np.fromiter(map(lookup, itertools.repeat(fd), range(kbase, kbase + keys.nbytes, m.key_size),
+                         range(vbase, vbase + ids.nbytes, ids.itemsize)), np.int64, len(keys))
+    bad = rc[(rc < 0) & (rc != -errno.ENOENT)]
+    if bad.size:
+        raise OSError(int(-bad[0]), f"reading {m}: bpf_map_lookup_elem: {os.strerror(int(-bad[0]))}")
+    return {keys[i].tobytes(): int(ids[i]) for i in np.flatnonzero(rc == 0)}
+
+
+def object_id(fd: int) -> int:
+    """The kernel's id of the program or map behind ``fd`` (bpf_prog_info and bpf_map_info both start
+    with its type and id; the kernel takes a shorter struct)."""
+    raw, size = (ctypes.c_uint32 * 2)(), ctypes.c_uint32(8)
+    rc = _fn("bpf_obj_get_info_by_fd")(fd, raw, ctypes.byref(size))
+    if rc < 0:
+        raise OSError(-rc, f"fd {fd}: bpf_obj_get_info_by_fd: {os.strerror(-rc)}")
+    return int(raw[1])
+
+
+def fill(fd: int, entries: dict[bytes, bytes]) -> None:
+    """Write each key's value (BPF_ANY): put back what a loader had put into the map."""
+    if not entries:
+        return
+    update, m = _fn("bpf_map_update_elem"), info(fd)
+    for key, value in entries.items():
+        _check(m, "bpf_map_update_elem", update(fd, key, value, 0))

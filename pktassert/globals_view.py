@@ -39,7 +39,7 @@ class Globals(MutableMapping[str, Any]):
 
     def __setitem__(self, name: str, value: Any) -> None:
         section, fd, var = self._where(name)
-        if section == ".rodata":
+        if section == ".rodata" or section.startswith(".rodata."):
             raise PktassertError(f"{name} is a const volatile (.rodata) global of {self._label}: the kernel froze it at "
                                  f"load. Fix: set it before load with @pytest.mark.xdp(..., globals={{{name!r}: ...}}).")
         buf = self._image(fd)
