@@ -8,7 +8,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
-import errno
 import functools
 import itertools
 import os
@@ -38,7 +37,18 @@ def _libbpf() -> ctypes.CDLL:
     lib = ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
     lib.bpf_prog_test_run_opts.argtypes = [ctypes.c_int, ctypes.POINTER(_Opts)]
     lib.bpf_prog_test_run_opts.restype = ctypes.c_int
+    lib.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
+    lib.bpf_obj_get_info_by_fd.restype = ctypes.c_int
     return lib
+
+
+def _prog_type(fd: int) -> int:
+    """The program's BPF_PROG_TYPE_*: struct bpf_prog_info's first field (the kernel fills what we ask for)."""
+    info, size = ctypes.c_uint32(0), ctypes.c_uint32(ctypes.sizeof(ctypes.c_uint32))
+    if _libbpf().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"BPF_OBJ_GET_INFO_BY_FD: {os.strerror(err)}")
+    return info.value
 
 
 @functools.cache
@@ -79,11 +89,22 @@ class TestRunner:
     __test__ = False
     MAX_FRAME = 1 << 17  # above the kernel's limit for a test run's frame (73,152 bytes seen)
 
-    def __init__(self, prog_fd: int, max_frame: int = MAX_FRAME) -> None:
+    def __init__(self, prog_fd: int, max_frame: int = MAX_FRAME, hook: str | None = None) -> None:
         self.prog_fd = prog_fd
+        self._hook = hook  # "xdp" or "tc" (bpf/hooks.py); asked of the kernel when not given
         self._out = ctypes.create_string_buffer(max_frame + 256)
         self._opts = _Opts(sz=ctypes.sizeof(_Opts))
         self._batch: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def hook(self) -> str:
+        """Where the program hooks, by its type as the kernel has it (BPF_OBJ_GET_INFO_BY_FD)."""
+        if self._hook is None:
+            from .hooks import HOOKS
+
+            kind = _prog_type(self.prog_fd)
+            self._hook = next((h.name for h in HOOKS.values() if h.prog_type == kind), "xdp")
+        return self._hook
 
     def _call(self, frame: bytes, repeat: int) -> int:
         """0, or the errno the kernel gave."""
@@ -94,16 +115,19 @@ class TestRunner:
         o.repeat = repeat
         return 0 if _libbpf().bpf_prog_test_run_opts(self.prog_fd, ctypes.byref(o)) == 0 else ctypes.get_errno()
 
-    def run(self, frame: bytes, repeat: int = 1) -> TestRun:
+    def run(self, frame: bytes, repeat: int = 1, what: str = "the packet") -> TestRun:
+        """One frame, ``repeat`` times. A frame the kernel refuses is an InjectError that says why, as far
+        as it can be known, and the fix (the unit tier's, pktassert/unit_path.py)."""
+        from .hooks import HOOKS
+
         if len(frame) < ETH_HLEN:
-            raise InjectError(f"a {len(frame)}-byte frame is shorter than an Ethernet header ({ETH_HLEN} bytes); "
-                              f"the kernel runs XDP programs only on whole frames.")
+            raise InjectError(f"{what}, a {len(frame)}-byte frame, is shorter than an Ethernet header ({ETH_HLEN} "
+                              f"bytes); the kernel runs {HOOKS[self.hook].title} programs only on whole frames.")
         err = self._call(frame, repeat)
-        if err in (errno.EINVAL, errno.ENOMEM, errno.E2BIG) and len(frame) > self.max_len():
-            raise InjectError(f"the kernel refused a {len(frame)}-byte frame for a test run; it takes XDP frames "
-                              f"of {ETH_HLEN} to {self.max_len()} bytes here. Fix: a shorter frame.")
         if err:
-            raise OSError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
+            from pktassert.unit_path import refusal  # (imports this module)
+
+            raise InjectError(refusal(what, bytes(frame), self.hook, err, None, self.max_len(), tag=0, live=False))
         o = self._opts
         return TestRun(o.retval, self._out.raw[:o.data_size_out], o.duration)
 

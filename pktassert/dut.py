@@ -68,7 +68,7 @@ class XdpUnderTest:
                 self.receiver.clear()
                 self.receiver.attach(topology.peer.ns, topology.peer.ifindex)
         self._start = collector.tally()
-        self._unit = UnitPath(loaded)
+        self._unit = UnitPath(loaded, direction)
         self.fates: FateTracker | None = None  # the whole stack's view (the dut fixture), live tier
         self._listeners: list[Listener] = []
         self.nft: RuleSet | None = None  # the test's nftables rule set (@pytest.mark.nftables)
@@ -308,7 +308,7 @@ class XdpUnderTest:
         frames = to_frames(packet, self.peer, self.dut)
         if len(frames) != 1:
             raise InjectError(f"cost() times one packet; got {len(frames)}.")
-        out = self.loaded.bare_runner.run(frames[0], repeat=repeat)
+        out = self.loaded.bare_runner.run(self._unit.as_seen(frames[0]), repeat=repeat)
         return Cost(out.duration_ns, repeat)
 
     def __repr__(self) -> str:

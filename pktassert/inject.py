@@ -83,7 +83,7 @@ class Injector:
         # With an XDP stage in front (the test's XDP filter, or pktassert's pass-through that tc
         # ingress needs for the traffic engine), frames go to the first stage; the others follow.
         self.first = xdp.front if xdp.front is not None else xdp
-        self.path: Path = UnitPath(self.first.loaded) if xdp.tier == "unit" else LivePath(self.first)
+        self.path: Path = UnitPath(self.first.loaded, self.first.direction) if xdp.tier == "unit" else LivePath(self.first)
         # Floods in the live tier go through the traffic engine; a few packets through a socket.
         self._engine: Path | None = None
         self._sender = sender
