@@ -9,8 +9,11 @@
 #define PKTASSERT_F_DELIVERED 0x02   /* a test socket's filter saw it: the socket took it in */
 #define PKTASSERT_F_DROPPED 0x04     /* freed as a drop (kfree_skb): reason and location say where */
 #define PKTASSERT_F_CONSUMED 0x08    /* freed as done with (consume_skb), not dropped */
-#define PKTASSERT_F_RESET 0x10       /* TCP answered it with a reset (tcp_send_reset) */
-#define PKTASSERT_F_ICMP 0x20        /* answered with an ICMP error (icmp_send): answer = type << 8 | code */
+#define PKTASSERT_F_RESET 0x10       /* answered with a TCP reset: the stack's or nftables' (reject) */
+#define PKTASSERT_F_ICMP 0x20        /* answered with an ICMP or ICMPv6 error: answer = type << 8 | code */
+/* An answer (TCP reset, ICMP error) was pending on its CPU when it was freed, and its own headers could
+ * not be read to tell whether that answer was its: whether it was answered is not known. */
+#define PKTASSERT_F_ANSWER_UNKNOWN 0x40
 
 struct pktassert_fate {
 	__u32 tag;

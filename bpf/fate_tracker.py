@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 SO_ATTACH_BPF = 50
 SO_NETNS_COOKIE = 71
 TRACEPOINTS = ("pktassert_on_receive", "pktassert_on_drop", "pktassert_on_consume", "pktassert_on_reset",
-               "pktassert_on_icmp")
+               "pktassert_on_icmp", "pktassert_on_queue")
 
 
 def netns_cookie(sock: socket.socket) -> int:

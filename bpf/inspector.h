@@ -59,18 +59,19 @@ static __always_inline void pktassert_tag_out(struct xdp_md *ctx, struct pktasse
 	meta[1] = __builtin_bswap32(r->tag);
 }
 
-/* Frames passed to the stack in the live tier carry [magic, tag] in XDP metadata into the skb, for
- * a tc stage behind us (bpf/inspector_tc.h); skbs whose metadata differ are never merged by GRO.
- * Not when the filter put metadata of its own there: that is for its own tc program. */
-static __always_inline void pktassert_tag_pass(struct xdp_md *ctx, __u32 tag, __u32 magic)
+/* Frames passed to the stack in the live tier get their trailer [magic, tag] back, for what comes
+ * after: a tc stage (bpf/inspector_tc.h cuts it off before the tc filter runs) and the fate tracker.
+ * Not XDP metadata: that is the filter's own, for its own tc program, which must see exactly what it
+ * would without pktassert. IP input trims the trailer (it lies beyond the IP total length), and GRO
+ * never merges frames whose length differs from their IP header's. */
+static __always_inline void pktassert_tag_pass(struct xdp_md *ctx, struct pktassert_scratch_value *s)
 {
-	if (ctx->data_meta != ctx->data || bpf_xdp_adjust_meta(ctx, -8))
+	__u64 len = bpf_xdp_get_buff_len(ctx);
+	if (bpf_xdp_adjust_tail(ctx, PKTASSERT_TRAILER_LEN))
 		return;
-	__u32 *meta = (void *)(long)ctx->data_meta;
-	if ((void *)(meta + 2) > (void *)(long)ctx->data)
-		return;
-	meta[0] = __builtin_bswap32(magic);
-	meta[1] = __builtin_bswap32(tag);
+	s->trailer[0] = __builtin_bswap32(s->magic);
+	s->trailer[1] = __builtin_bswap32(s->r.tag);
+	bpf_xdp_store_bytes(ctx, len, s->trailer, PKTASSERT_TRAILER_LEN);
 }
 
 static __always_inline int pktassert_inspect(struct xdp_md *ctx)
@@ -100,7 +101,7 @@ static __always_inline int pktassert_inspect(struct xdp_md *ctx)
 	if ((action == XDP_TX || action == XDP_REDIRECT) && s->magic != PKTASSERT_MAGIC_UNIT && r->tag != PKTASSERT_UNTAGGED)
 		pktassert_tag_out(ctx, r);
 	else if (action == XDP_PASS && s->magic != PKTASSERT_MAGIC_UNIT && r->tag != PKTASSERT_UNTAGGED)
-		pktassert_tag_pass(ctx, r->tag, s->magic);
+		pktassert_tag_pass(ctx, s);
 	pktassert_finish(s, &key, (__u32)ret <= XDP_REDIRECT ? (__u32)ret : PKTASSERT_CTR_INVALID);
 	return ret;
 }

@@ -2,11 +2,11 @@
  * take its tag, parse L2-L4, call the filter, record the action the kernel takes, count it.
  * Before this header: record.h and PKTASSERT_FILTER; the flavor defines stage.h's map accessors
  * and pktassert_tc_opts_at. Where the tag comes from:
- *  - live ingress behind our XDP stage: [magic, tag] in the metadata it put in front of the frame
- *    (it also keeps GRO from merging frames: skbs whose metadata differ are never merged);
  *  - egress, frames the DUT sends: skb->priority is PKTASSERT_MAGIC_EGRESS and skb->mark the tag;
  *    the filter gets the mark and priority the test chose instead;
- *  - otherwise (unit tier, live ingress without an XDP stage) the trailer, cut off before the filter. */
+ *  - otherwise (ingress: live behind our XDP stage, which gives it back after the XDP filter; the unit
+ *    tier) the trailer, cut off before the filter: the filter sees the frame as sent, and XDP metadata
+ *    only if the XDP filter under test wrote it. */
 #ifndef PKTASSERT_INSPECTOR_TC_H
 #define PKTASSERT_INSPECTOR_TC_H
 
@@ -59,17 +59,7 @@ static __always_inline __u32 pktassert_be32(__u8 *p)
 
 static __always_inline __u32 pktassert_tc_tag(struct __sk_buff *skb, struct pktassert_scratch_value *s, __u32 *key)
 {
-	__u8 *meta = (void *)(long)skb->data_meta;
-	void *data = (void *)(long)skb->data;
-
 	s->magic = 0;
-	if ((void *)(meta + PKTASSERT_TRAILER_LEN) <= data) {
-		__u32 m = pktassert_be32(meta), tag = pktassert_be32(meta + 4);
-		if ((m == PKTASSERT_MAGIC_RING || m == PKTASSERT_MAGIC_ENGINE) && tag != PKTASSERT_UNTAGGED) {
-			s->magic = m;
-			return tag;
-		}
-	}
 	if (skb->priority == PKTASSERT_MAGIC_EGRESS) {
 		__u32 tag = skb->mark;
 		*key = 0;

@@ -40,7 +40,7 @@ class Loaded:
         from pktassert.bpf import libbpf
 
         record = ctypes.sizeof(self.record_type)
-        size = -(-(record + 8) // 8) * 8  # struct pktassert_scratch_value: the record, magic, printk_nonce
+        size = -(-(record + 16) // 8) * 8  # struct pktassert_scratch_value: the record, magic, printk_nonce, trailer
         cpus = libbpf.possible_cpus()
         buf = (ctypes.c_uint8 * (size * cpus))()
         for cpu in range(cpus):

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from pktassert.errors import PktassertError
-from pktassert.fate import BY_CODE, CODES, Fate, reason_names
+from pktassert.fate import BY_CODE, CODES, Fate, answer_of, reason_names
 from pktassert.fate_reader import FateReader
 from pktassert.nft_trace import MOST
 from pktassert.record import const
@@ -84,13 +84,9 @@ class OutcomeFate:
 
     @property
     def answer(self) -> str | None:
-        """How the stack answered it: "RST", "ICMP 3/3" (type/code), or None."""
-        r = self._fate_record()
-        if r["flags"] & const("F_RESET"):
-            return "RST"
-        if r["flags"] & const("F_ICMP"):
-            return f"ICMP {int(r['answer']) >> 8}/{int(r['answer']) & 0xFF}"
-        return None
+        """How the stack (or a reject rule) answered it: "RST", "ICMP 3/3" (type/code, ICMPv6 too), None,
+        or "unknown" when an answer left but could not be tied to it."""
+        return answer_of(self._fate_record())
 
     def _decision(self) -> tuple[str, str, bool] | None:
         self.capture._need_fates("a packet's rule")

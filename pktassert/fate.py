@@ -61,6 +61,24 @@ def reason_value(name: str) -> int | None:
     return next((v for v, n in reason_names().items() if n == name), None)
 
 
+ANSWER_UNKNOWN = "unknown"
+
+
+def answer_of(record: Any) -> str | None:
+    """How the stack answered the packet of one fate tracker record: "RST", "ICMP 3/3" (type/code,
+    of ICMP or ICMPv6: the packet's own IP version), None when it sent no answer, or ANSWER_UNKNOWN
+    when an answer left while the packet was freed and pktassert could not read its headers to
+    tell whether that answer was its (bpf/fate.h, F_ANSWER_UNKNOWN): never None as if unanswered."""
+    flags = int(record["flags"])
+    if flags & const("F_RESET"):
+        return "RST"
+    if flags & const("F_ICMP"):
+        return f"ICMP {int(record['answer']) >> 8}/{int(record['answer']) & 0xFF}"
+    if flags & const("F_ANSWER_UNKNOWN"):
+        return ANSWER_UNKNOWN
+    return None
+
+
 def fates(stage: np.ndarray, records: np.ndarray) -> np.ndarray:
     """Fate codes (CODES) per packet from ``stage`` (per packet: 0 the filters passed it, 1 a filter
     dropped it, 2 a filter sent it on) and the tracker's ``records`` for the same packets."""
