@@ -1,9 +1,9 @@
 """The oracle (issue 19, "The oracle, as a habit of the repository"): every filter in examples/ and every
 vendored third-party entry (tests/third_party/) runs on the same seeded corpus of 1,200 frames
-(tests/oracle_corpus.py) twice: through pktassert, in the tier under test, and ALONE (tests/oracle_alone.py:
-loaded by libbpf or bcc with nothing of pktassert's, run by BPF_PROG_TEST_RUN, and attached to a veth of
-its own with sniffers behind it). Every frame must get the same verdict and the same output frame from
-both; a difference fails the test with the frame and both answers.
+(tests/oracle_corpus.py) twice: through pktassert, in the tier under test, and ALONE (tests/oracle_unit.py:
+loaded by libbpf or bcc with nothing of pktassert's, run by BPF_PROG_TEST_RUN; tests/oracle_live.py:
+attached to a veth of its own with sniffers behind it). Every frame must get the same verdict and the same
+output frame from both; a difference fails the test with the frame and both answers.
 
 What is compared, per tier:
 
@@ -35,12 +35,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import oracle_alone
+import oracle_live
+import oracle_unit
 import pytest
 import test_third_party as tp
 import test_third_party_tc as tpt
-from oracle_alone import GONE, PASS, TX, Alone
 from oracle_corpus import corpus
+from oracle_live import GONE, PASS, TX
+from oracle_unit import Alone
 from pktassert.bpf import libbpf_build
 from pktassert.netns.topology import PEER_MAC
 from scapy.layers.l2 import Ether
@@ -50,7 +52,7 @@ from pktassert import BccSource, LibbpfSource, ObjectFile
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / "examples"
 ORACLE = HERE / "libbpf"
-LIVE_IFINDEX = oracle_alone.DUT_IFINDEX   # the DUT's veth in a fresh namespace: pktassert's and the oracle's alike
+LIVE_IFINDEX = oracle_live.DUT_IFINDEX   # the DUT's veth in a fresh namespace: pktassert's and the oracle's alike
 SHOWN = 5          # differences shown in full in a failure
 BOTH = ("unit", "live")
 
@@ -210,19 +212,19 @@ def _params() -> list:
 
 # --- the oracle's side ----------------------------------------------------------------------------------------
 
-_BCC: dict[tuple[Path, str, str], oracle_alone.BccAlone] = {}   # compiled once per process, reset for each use
+_BCC: dict[tuple[Path, str, str], oracle_unit.BccAlone] = {}   # compiled once per process, reset for each use
 
 
 def _load_alone(spec: Spec) -> Alone:
     if spec.kind == "bcc":
         key = (spec.source, spec.func, spec.hook)
         if key not in _BCC:
-            _BCC[key] = oracle_alone.load_bcc(spec.source, spec.func, spec.hook)
+            _BCC[key] = oracle_unit.load_bcc(spec.source, spec.func, spec.hook)
         alone: Alone = _BCC[key]
         _BCC[key].reset()
     else:
         path = spec.source if spec.kind == "object" else libbpf_build.compile_source(spec.source, spec.cflags)[0]
-        alone = oracle_alone.load_object(path, spec.func, spec.hook, dict(spec.globals), dict(spec.max_entries))
+        alone = oracle_unit.load_object(path, spec.func, spec.hook, dict(spec.globals), dict(spec.max_entries))
     try:
         for entry in spec.maps:
             _, _, key, value = entry.entry()
@@ -236,25 +238,25 @@ def _load_alone(spec: Spec) -> Alone:
 
 
 def _done(alone: Alone) -> None:
-    if not isinstance(alone, oracle_alone.BccAlone):
+    if not isinstance(alone, oracle_unit.BccAlone):
         alone.close()
 
 
-def _compute(spec: Spec) -> tuple[dict[int, tuple[int, bytes]], tuple[oracle_alone.Fate, ...]]:
+def _compute(spec: Spec) -> tuple[dict[int, tuple[int, bytes]], tuple[oracle_live.Fate, ...]]:
     """The program alone, test-run (on the unit tier's frames, by corpus position) and attached (on every
     frame): each on a fresh load (or, bcc, fresh maps)."""
     alone = _load_alone(spec)
     try:
-        ctx = oracle_alone.skb_context(**spec.skb) if spec.hook == "tc" else None
+        ctx = oracle_unit.skb_context(**spec.skb) if spec.hook == "tc" else None
         positions = spec.unit_frames()
-        unit = dict(zip(positions, oracle_alone.run_unit(alone, [corpus()[i] for i in positions], ctx)))
+        unit = dict(zip(positions, oracle_unit.run_unit(alone, [corpus()[i] for i in positions], ctx)))
     finally:
         _done(alone)
     if "live" not in spec.tiers and (spec.direction != "ingress" or spec.hook != "tc" or spec.mark):
         return unit, ()   # nothing asks what it does on a real link
     alone = _load_alone(spec)
     try:
-        live = tuple(oracle_alone.run_live(alone, corpus(), spec.direction, spec.mark))
+        live = tuple(oracle_live.run_live(alone, corpus(), spec.direction, spec.mark))
     finally:
         _done(alone)
     return unit, live
@@ -263,7 +265,7 @@ def _compute(spec: Spec) -> tuple[dict[int, tuple[int, bytes]], tuple[oracle_alo
 _RESULTS: dict[str, Any] = {}
 
 
-def alone_results(spec: Spec, store: Path) -> tuple[dict[int, tuple[int, bytes]], tuple[oracle_alone.Fate, ...]]:
+def alone_results(spec: Spec, store: Path) -> tuple[dict[int, tuple[int, bytes]], tuple[oracle_live.Fate, ...]]:
     """What the program alone did, computed once per run: xdist workers share it through a file in the
     run's temporary folder (a lock per program), so a program's two tiers never compile or run it twice."""
     if spec.id not in _RESULTS:
@@ -337,7 +339,7 @@ def compare_unit(spec: Spec, capture: Any, store: Path) -> list[Difference]:
             if _tc_fate(rets[k]) != fate.fate:
                 diffs.append(Difference(i, "verdict (tc ingress, VLAN-tagged: the kernel's receive path)",
                                         f"ret {rets[k]} ({_tc_fate(rets[k])})", fate.fate))
-            elif fate.fate == PASS and fate.frame not in (out, oracle_alone.strip_outer_tag(out)):
+            elif fate.fate == PASS and fate.frame not in (out, oracle_live.strip_outer_tag(out)):
                 diffs.append(Difference(i, "frame after tc (outer tag aside)", _frame_text(out), _frame_text(fate.frame)))
             continue
         ret, data = alone[i]
