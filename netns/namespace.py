@@ -82,6 +82,19 @@ class Namespace:
         with self.entered(), open("/proc/sys/" + key.replace(".", "/"), "w") as f:
             f.write(str(value))
 
+    def gro_off(self, ifname: str) -> None:
+        """Switch GRO off on ``ifname`` here (pyroute2's ethtool, bound to the entering thread's namespace)."""
+        from pyroute2.ethtool import Ethtool
+
+        with self.entered():
+            ethtool = Ethtool()
+            try:
+                features = ethtool.get_features(ifname)
+                features.features["rx-gro"].enable = False
+                ethtool.set_features(ifname, features)
+            finally:
+                ethtool.close()
+
     def close(self) -> None:
         """Drop our references; the kernel then tears down the namespace and every link in it."""
         if self.fd < 0:

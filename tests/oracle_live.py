@@ -84,7 +84,7 @@ class Link:
                 raise OracleError(f"dut0 has ifindex {self.dut}, not {DUT_IFINDEX}")
             for ns, idx, name in ((self.dut_ns, self.dut, "dut0"), (self.peer_ns, self.peer, "peer0")):
                 ns.ipr.link("set", index=idx, arp=False, state="up")
-                self._gro_off(ns, name)
+                ns.gro_off(name)
         except BaseException:
             self.close()
             raise
@@ -96,19 +96,6 @@ class Link:
             for scope in ("all", "default"):
                 ns.sysctl(f"net.ipv6.conf.{scope}.disable_ipv6", 1)
         return ns
-
-    @staticmethod
-    def _gro_off(ns: Namespace, ifname: str) -> None:
-        from pyroute2.ethtool import Ethtool
-
-        with ns.entered():
-            ethtool = Ethtool()
-            try:
-                features = ethtool.get_features(ifname)
-                features.features["rx-gro"].enable = False
-                ethtool.set_features(ifname, features)
-            finally:
-                ethtool.close()
 
     def tx_dropped(self, end: str) -> int:
         """Frames a veth end could not hand to the other (a full XDP ring, the other end down): frames the
