@@ -24,7 +24,6 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,25 +46,30 @@ class Outcome:
     cached: bool = False
 
 
-def cache_dir() -> Path:
-    """In the build cache: one root, one cleanup (``pktassert-cleanup --cache``)."""
-    from pktassert.bpf import build_cache  # here: the child process that compiles imports nothing of pktassert
+def records() -> tuple[Path, Path]:
+    """The build cache's root and the folder of records in it: one root, one cleanup
+    (``pktassert-cleanup --cache``)."""
+    from pktassert.bpf import build_cache, cache_dir  # here: the child process that compiles imports nothing of pktassert
 
-    return build_cache.directory() / f"compiles-v{RECORD_VERSION}"
+    root = build_cache.root()
+    return root, cache_dir.subfolder(root, f"compiles-v{RECORD_VERSION}")
 
 
 def check(text: str, cflags: Sequence[str]) -> Outcome:
     """Compile ``text`` in a child process, unless a record says it compiles on this machine."""
-    key = _key(text, cflags)
-    record = cache_dir() / f"{key}.json"
+    from pktassert.bpf import cache_dir
+
+    name = f"{_key(text, cflags)}.json"
+    root, folder = records()
     try:
-        return Outcome(True, lines=json.loads(record.read_text())["lines"], cached=True)
-    except (OSError, ValueError, KeyError, TypeError):
+        return Outcome(True, lines=json.loads(cache_dir.read(folder, name) or b"")["lines"], cached=True)
+    except (ValueError, KeyError, TypeError):
         pass  # not recorded (or unreadable): check
     out = _finish(_start({"text": text, "cflags": list(cflags), "debug": DEBUG_PREPROCESSOR}))
     out.lines = line_maps(text, out.log)
     if out.ok:
-        _write_atomically(record, json.dumps({"lines": out.lines}))
+        with contextlib.suppress(OSError):  # a cache that cannot be written (read-only, full): checked each run
+            cache_dir.write(root, folder, name, json.dumps({"lines": out.lines}).encode())
     return out
 
 
@@ -104,22 +108,6 @@ def _finish(child: subprocess.Popen) -> Outcome:
     if child.returncode != 0 or not results:
         return Outcome(False, log or f"error: the compiler exited with status {child.returncode} and said nothing")
     return Outcome(True, log, depth=json.loads(results[-1]).get("depth"))
-
-
-def _write_atomically(path: Path, data: str) -> None:
-    """Several runs and xdist workers share the directory: readers see a whole record or none."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-    except OSError:
-        return  # no cache here (read-only home): every run checks, nothing else changes
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
 
 
 def _key(text: str, cflags: Sequence[str]) -> str:

@@ -5,12 +5,12 @@ entry into .text (bpf/elf_entry.py) and link it with our inspector by libbpf's s
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import shutil
 import subprocess
 import sysconfig
-import tempfile
 from pathlib import Path
 
 from pktassert.bpf.hooks import HOOKS
@@ -54,21 +54,27 @@ def include_dirs() -> list[str]:
 def vmlinux_dir() -> Path:
     """A folder with vmlinux.h made from /sys/kernel/btf/vmlinux, once per kernel per machine, by
     bpftool (subprocess): the documented way to make it; libbpf's btf_dump would call back into Python
-    through a printf callback once per token of its 130,000 lines."""
+    through a printf callback once per token of its 130,000 lines. The entry's folder holds only it
+    (and its lock and digest), so ``-I`` it finds nothing else."""
     def make(out: Path) -> None:
         host.check("bpftool")
-        text = subprocess.run(["bpftool", "btf", "dump", "file", host.BTF, "format", "c"],
-                              capture_output=True, check=True).stdout
-        out.write_bytes(text)
+        # In memory, then written by us: bpftool does not notice a full disk, we do (OSError).
+        done = subprocess.run(["bpftool", "btf", "dump", "file", host.BTF, "format", "c"], capture_output=True)
+        if done.returncode != 0:
+            raise ProgramError(f"bpftool cannot write vmlinux.h from {host.BTF}: "
+                               f"{done.stderr.decode(errors='replace')}")
+        out.write_bytes(done.stdout)
 
-    path, _ = build_cache.product(build_cache.kernel_btf_id(), "vmlinux.h", make)
-    folder = path.parent / f"{build_cache.kernel_btf_id()}-include"
-    if not (folder / "vmlinux.h").exists():
-        folder.mkdir(exist_ok=True)
-        tmp = folder / f"vmlinux.h.{os.getpid()}"  # xdist workers may copy at once: each its own file
-        shutil.copyfile(path, tmp)
-        tmp.replace(folder / "vmlinux.h")
-    return folder
+    path, _ = build_cache.product(build_cache.kernel_btf_id(), "vmlinux.h", make, kind="headers")
+    return path.parent
+
+
+def _written_or(stderr: str, other: Exception) -> Exception:
+    """A full disk as the OSError it is (the cache moves to a private one), else ``other``."""
+    for code in (errno.ENOSPC, errno.EDQUOT):
+        if os.strerror(code) in stderr:
+            return OSError(code, os.strerror(code))
+    return other
 
 
 def compile_source(source: Path, cflags: tuple[str, ...]) -> tuple[Path, bool]:
@@ -82,7 +88,7 @@ def compile_source(source: Path, cflags: tuple[str, ...]) -> tuple[Path, bool]:
         done = subprocess.run([cc, *flags, "-MD", "-MF", str(deps), "-c", str(source), "-o", str(out)],
                               capture_output=True, text=True)
         if done.returncode != 0:
-            raise ProgramError(compile_failure(source, done.stderr))
+            raise _written_or(done.stderr, ProgramError(compile_failure(source, done.stderr)))
 
     return build_cache.compiled(source, key, run)
 
@@ -110,12 +116,11 @@ def link(user_object: bytes, label: str, func: str, ctx: str, hook: str = "xdp",
     ours, _ = _inspector(func, ctx, hook, prints)
     key = build_cache.digest(build_cache.FORMAT, user_object, func, ours.name, libbpf.version())
 
-    def make(out: Path) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            inspector, moved = Path(tmp) / "inspector.o", Path(tmp) / "filter.o"
-            inspector.write_bytes(rename_extern(ours.read_bytes(), ENTRY_PLACEHOLDER, func, "pktassert's inspector"))
-            moved.write_bytes(entry_into_text(user_object, func, label))
-            _static_link(out, [inspector, moved], label)
+    def make(out: Path) -> None:  # out's folder is this build's own, in the cache: scratch files go there too
+        inspector, moved = out.parent / "inspector.o", out.parent / "filter.o"
+        inspector.write_bytes(rename_extern(ours.read_bytes(), ENTRY_PLACEHOLDER, func, "pktassert's inspector"))
+        moved.write_bytes(entry_into_text(user_object, func, label))
+        _static_link(out, [inspector, moved], label)
 
     return build_cache.product(key, "linked.o", make)
 
@@ -133,7 +138,8 @@ def _inspector(func: str, ctx: str, hook: str, prints: bool) -> tuple[Path, bool
         done = subprocess.run([clang(), *flags, "-c", str(HERE / "inspector_libbpf.c"), "-o", str(out)],
                               capture_output=True, text=True)
         if done.returncode != 0:
-            raise ProgramError(f"pktassert's inspector does not compile for {func}({ctx}):\n{done.stderr}")
+            failed = ProgramError(f"pktassert's inspector does not compile for {func}({ctx}):\n{done.stderr}")
+            raise _written_or(done.stderr, failed)
 
     return build_cache.product(key, "inspector.o", make)
 

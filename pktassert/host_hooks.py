@@ -3,16 +3,16 @@ a header line, and a build cache of the run's own where the default place is not
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
-import tempfile
 
 import pytest
 from pyroute2.netlink.exceptions import NetlinkError
 
 from pktassert import host, preflight, printk
-from pktassert.bpf import build_cache
+from pktassert.bpf import build_cache, cache_dir, cache_upkeep
 from pktassert.netns import Topology  # type: ignore[import-not-found]  # installed from netns/
 
 
@@ -46,22 +46,44 @@ class HostHooks:
     def __init__(self, config: pytest.Config) -> None:
         self.temp_cache: str | None = None
         self.cache_problem: str | None = None
-        if config.getoption("pktassert_cache_dir") or os.environ.get(build_cache.ENV):
-            return  # chosen: an unusable choice is an error where it is used, not a silent move
-        self.cache_problem = build_cache.unwritable(build_cache.directory())
-        if self.cache_problem:  # a read-only home, say: a cache for this run (and its xdist workers) only
-            self.temp_cache = tempfile.mkdtemp(prefix="pktassert-cache-")
-            os.environ[build_cache.ENV] = self.temp_cache
+        if hasattr(config, "workerinput"):
+            return  # the controller decided; its choice is in the environment
+        where = build_cache.directory()
+        found = build_cache.problem(where)
+        if found is None:
+            return
+        why, distrust = found
+        if distrust and (config.getoption("pktassert_cache_dir") or os.environ.get(build_cache.ENV)):
+            raise pytest.UsageError(cache_dir.refusal(where, why, f"--pktassert-cache-dir (or ${build_cache.ENV})"))
+        # Not writable (a read-only home), or the default place is another user's (sudo -E): a cache for
+        # this run and its xdist workers only, said in the header.
+        self.cache_problem = why
+        self.temp_cache = str(build_cache.private_folder())
+        os.environ[build_cache.ENV] = self.temp_cache
+        config.issue_config_time_warning(build_cache.CacheWarning(self._moved()), stacklevel=2)
+
+    def _moved(self) -> str:
+        return (f"pktassert: the build cache cannot be used ({self.cache_problem}); this run keeps a temporary one in "
+                f"{self.temp_cache}, removed at its end (compiles are not kept across runs). "
+                f"Fix: --pktassert-cache-dir or ${build_cache.ENV}: a folder of yours on a writable disk.")
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        """The tracefs instances of killed runs, once per run (in the controller)."""
-        if hasattr(session.config, "workerinput") or preflight.missing_caps():
+        """What killed runs left: build temporaries, tracefs instances; once per run (in the controller)."""
+        if hasattr(session.config, "workerinput"):
+            return
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        with contextlib.suppress(OSError):
+            swept = cache_upkeep.leftovers()
+            if swept and reporter:
+                reporter.write_line(f"pktassert: removed {len(swept)} temporary build file(s) of killed runs "
+                                    f"({', '.join(map(str, swept[:3]))}{', ...' if len(swept) > 3 else ''})",
+                                    yellow=True)
+        if preflight.missing_caps():
             return
         try:
             gone = printk.clean_leftovers()
         except (host.HostLacks, OSError):
             return  # no tracefs here: nothing of ours can be in it
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         for name in gone:
             if reporter:
                 reporter.write_line(f"pktassert: removed the tracefs instance {name} of a killed run", yellow=True)
@@ -69,9 +91,7 @@ class HostHooks:
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         lines = []
         if self.temp_cache:
-            lines.append(f"pktassert: the build cache cannot be at {self.cache_problem}; this run keeps one in "
-                         f"{self.temp_cache}, removed at its end (compiles are not kept across runs). "
-                         f"Fix: --pktassert-cache-dir or ${build_cache.ENV} on a writable disk.")
+            lines.append(self._moved())
         if preflight.problems():
             return lines  # every live test skips, saying why
         try:
@@ -84,6 +104,9 @@ class HostHooks:
         return lines
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if not hasattr(config, "workerinput") and not self.temp_cache:
+            with contextlib.suppress(OSError, build_cache.CacheRefused):
+                cache_upkeep.evict()  # bounded: the least recently used entries go
         if self.temp_cache:
             shutil.rmtree(self.temp_cache, ignore_errors=True)
             os.environ.pop(build_cache.ENV, None)

@@ -61,14 +61,7 @@ def _starts_elf(path: Path) -> bool:
 
 def _inline_file(text: str) -> Path:
     """libbpf source given as text: clang compiles files, so it gets one, named by its content."""
-    folder = build_cache.directory() / "sources"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{build_cache.digest(text)}.bpf.c"
-    if not path.exists():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    return path
+    return build_cache.source_file(text)
 
 
 def _named_values(value: Any, what: str = "globals", example: str = "{\"blocked_port\": 23}") -> tuple[tuple[str, Any], ...]:

@@ -69,7 +69,7 @@ def test_a_slice_of_the_suite_passes_on_a_bare_host(tmp_path):
     assert done.returncode == 0, out[-4000:]
     summary = out.strip().splitlines()[-1]
     assert " passed" in summary and not any(w in summary for w in ("skipped", "failed", "error")), summary
-    assert "the build cache cannot be at" in out and "Read-only file system" in out  # said, and a cache of the run's
+    assert "the build cache cannot be used" in out and "Read-only file system" in out  # said, and a cache of the run's
     _same_host(before)
 
 

@@ -99,7 +99,7 @@ def test_a_source_known_to_compile_is_checked_once(pktassert_ready, tmp_path):
     again = compile_check.check(text, flags)
     assert first.ok and not first.cached
     assert again.ok and again.cached and again.lines == first.lines
-    records = list(compile_check.cache_dir().rglob("*"))
+    records = list(compile_check.records()[1].rglob("*"))
     assert [p.suffix for p in records if p.is_file()] == [".json"]   # one record, no temp file left
     assert not compile_check.check(text, (*flags, "-DOTHER=1")).cached   # another key
 
