@@ -3,10 +3,15 @@ verdict in the standard EPB verdict option (as xdpdump writes it: Linux eBPF XDP
 as a 64-bit value) and a comment saying which packet of which inject() call it was, each stage's
 verdict and its fate; the frames that came out (TX, redirect, the unit tier's outputs) after the
 packet they came from, on a second interface. Floods are bounded: the first and last packets and
-every offender, and the first packet's comment says so."""
+every offender, and the first packet's comment says so.
+
+Written under a temporary name beside the file (``.<name>.<random>.part``) and renamed when whole: a
+run killed mid-write leaves no file under the final name, only a ``.part`` that cleanup sweeps."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import struct
 import time
 from collections.abc import Sequence
@@ -21,6 +26,7 @@ from pktassert.verdict import TcVerdict, Verdict
 
 EDGE = 1000          # packets kept from each end of a large inject() call
 MOST_OFFENDERS = 10_000
+PART = ".part"       # the temporary's suffix (prefix "."): .<name>.<12 hex digits>.part
 EPB_VERDICT = 7      # pcapng option epb_verdict; its types: 1 Linux eBPF TC, 2 Linux eBPF XDP
 VERDICT_TYPE = {Verdict: 2, TcVerdict: 1}
 
@@ -37,7 +43,8 @@ class _Writer(RawPcapNgWriter):
 
     def packet(self, data: bytes, ifid: int, ts: float, comment: str, verdict: tuple[int, int] | None) -> None:
         opts = b""
-        c = comment.encode()
+        # An option holds at most 65,535 bytes (a filter's printed lines can say more): cut on a character.
+        c = comment.encode("utf-8", "backslashreplace")[:0xFFFF].decode("utf-8", "ignore").encode()
         opts += struct.pack("<HH", 1, len(c)) + self._add_padding(c)  # opt_comment
         if verdict is not None:
             value = struct.pack("<Bq", *verdict)
@@ -81,8 +88,32 @@ def _fate(cap: Capture, pos: int) -> str:
 
 
 def write(path: Path, captures: Sequence[Capture], test: str) -> int:
-    """Write the captures of one test to ``path``; how many packets it holds."""
+    """Write the captures of one test to ``path``; how many packets it holds. The file appears under
+    its name only when whole; on any error (or interruption) the temporary is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    part = _reserve(path)
+    try:
+        written = _write(part, captures, test)
+        os.replace(part, path)  # atomic within the folder: readers see the old file or the whole new one
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _reserve(path: Path) -> Path:
+    """A temporary name beside ``path`` that no other writer (an xdist worker, another run) holds:
+    created here, exclusively, so two writers of the same test never share one."""
+    while True:
+        part = path.with_name(f".{path.name}.{secrets.token_hex(6)}{PART}")
+        try:
+            os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies, as to the file
+        except FileExistsError:
+            continue
+        return part
+
+
+def _write(path: Path, captures: Sequence[Capture], test: str) -> int:
     w = _Writer(str(path))
     written = 0
     # Records carry CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns): shown as wall-clock time.
