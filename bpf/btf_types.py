@@ -15,11 +15,12 @@ import sys
 from typing import Any
 
 from . import libbpf
+from .elf_entry import malformed
 
 # enum btf_kind (include/uapi/linux/btf.h)
 INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT = range(1, 12)
 FUNC, FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64 = range(12, 20)
-_QUALIFIERS = {VOLATILE, CONST, RESTRICT, TYPE_TAG}
+QUALIFIERS = {VOLATILE, CONST, RESTRICT, TYPE_TAG}
 _BIG_ENDIAN = {"__be16", "__be32", "__be64", "__sum16", "__wsum"}
 _INTS = {(1, False): ctypes.c_uint8, (1, True): ctypes.c_int8, (2, False): ctypes.c_uint16, (2, True): ctypes.c_int16,
          (4, False): ctypes.c_uint32, (4, True): ctypes.c_int32, (8, False): ctypes.c_uint64, (8, True): ctypes.c_int64}
@@ -139,21 +140,25 @@ def _opaque(name: str, what: str, size: int, why: str) -> Any:
 
 
 class Btf:
-    """One object's BTF (a ``struct btf *`` that libbpf owns)."""
+    """One object's BTF (a ``struct btf *`` that libbpf owns); ``label`` names the object in errors."""
 
-    def __init__(self, btf: int) -> None:
-        self.ptr = btf
+    def __init__(self, btf: int | None, label: str = "the BTF") -> None:
+        if not btf:  # libbpf drops a .BTF it cannot parse, with only a warning: bpf_object__btf() is NULL
+            raise malformed(label, "libbpf could not read its BTF (.BTF) and dropped it")
+        self.ptr, self.label = btf, label
         self._cache: dict[int, Any] = {}
 
     def _head(self, type_id: int) -> tuple[_Head, int]:
         addr = libbpf.lib().btf__type_by_id(self.ptr, type_id)
+        if not addr:
+            raise malformed(self.label, f"its BTF refers to type [{type_id}], which it does not have")
         return _Head.from_address(addr), addr + ctypes.sizeof(_Head)
 
     def kind(self, type_id: int) -> int:
         return (self._head(type_id)[0].info >> 24) & 0x1F
 
     def name(self, type_id: int) -> str:
-        return (libbpf.lib().btf__name_by_offset(self.ptr, self._head(type_id)[0].name_off) or b"").decode()
+        return (libbpf.lib().btf__name_by_offset(self.ptr, self._head(type_id)[0].name_off) or b"").decode(errors="replace")
 
     def find(self, name: str, kind: int) -> int:
         return int(libbpf.lib().btf__find_by_name_kind(self.ptr, name.encode(), kind))
@@ -188,18 +193,21 @@ class Btf:
             if self.name(type_id) in _BIG_ENDIAN and hasattr(inner, "__ctype_be__"):
                 return inner.__ctype_be__
             return inner
-        if kind in _QUALIFIERS:
+        if kind in QUALIFIERS:
             return self.ctype(head.size_or_type)
         if kind == ARRAY:
             elem, _, n = self._words(extra, 3)
-            return self.ctype(elem) * n
+            try:
+                return self.ctype(elem) * n
+            except OverflowError:
+                raise TypeError(f"an array of {n} elements is too large") from None
         if kind in (STRUCT, UNION):
             return self._record(type_id, head, extra, kind, vlen, bool(kflag))
         raise TypeError(f"BTF kind {kind} has no value layout")
 
     def _resolve(self, type_id: int) -> int:
         """``type_id`` past typedefs and qualifiers."""
-        while type_id and self.kind(type_id) in _QUALIFIERS | {TYPEDEF}:
+        while type_id and self.kind(type_id) in QUALIFIERS | {TYPEDEF}:
             type_id = self._head(type_id)[0].size_or_type
         return type_id
 
@@ -208,7 +216,7 @@ class Btf:
         out = []
         for i in range(vlen):
             name_off, mtype, off = self._words(extra + 12 * i, 3)
-            mname = (libbpf.lib().btf__name_by_offset(self.ptr, name_off) or b"").decode()
+            mname = (libbpf.lib().btf__name_by_offset(self.ptr, name_off) or b"").decode(errors="replace")
             bits, bit_off = (off >> 24, off & 0xFFFFFF) if kflag else (0, off)
             base = self._resolve(mtype)
             bhead, bextra = self._head(base)
@@ -257,7 +265,7 @@ class Btf:
             ids = {}
             for j in range(shead.info & 0xFFFF):
                 name_off, mtype, _ = self._words(sextra + 12 * j, 3)
-                mname = (libbpf.lib().btf__name_by_offset(self.ptr, name_off) or b"").decode()
+                mname = (libbpf.lib().btf__name_by_offset(self.ptr, name_off) or b"").decode(errors="replace")
                 if mname in ("key", "value") and self.kind(mtype) == PTR:  # __type(): a pointer to the type
                     ids[mname] = self._head(mtype)[0].size_or_type
             return ids.get("key", 0), ids.get("value", 0)
@@ -273,7 +281,11 @@ class Btf:
         for i in range(head.info & 0xFFFF):
             var, offset, size = self._words(extra + 12 * i, 3)
             vhead, _ = self._head(var)
-            out.append(Var(self.name(var), offset, size, self.ctype(vhead.size_or_type)))
+            try:
+                ctype = self.ctype(vhead.size_or_type)
+            except (TypeError, _Unlaid) as e:  # no value layout (the kernel refuses it at load): its bytes
+                ctype = _opaque(self.name(var), f"global {self.name(var)}", size, str(e))
+            out.append(Var(self.name(var), offset, size, ctype))
         return out
 
     def func_param(self, func: str) -> str | None:
@@ -288,11 +300,13 @@ class Btf:
         if self.kind(ptype) != PTR:
             return None
         target = self._head(ptype)[0].size_or_type
-        while target and self.kind(target) in _QUALIFIERS:
+        while target and self.kind(target) in QUALIFIERS:
             target = self._head(target)[0].size_or_type
         if target == 0:
             return "void *"
         word = {STRUCT: "struct ", UNION: "union ", TYPEDEF: ""}.get(self.kind(target))
+        if word is not None and not self.name(target).isidentifier():  # it is spelled in our inspector's C
+            raise malformed(self.label, f"the argument of {func}() is of a type named {self.name(target)!r}, no C name")
         return None if word is None else f"{word}{self.name(target)} *"
 
     def enum(self, name: str) -> dict[int, str]:
@@ -303,7 +317,7 @@ class Btf:
         head, extra = self._head(tid)
         words = self._words(extra, 2 * (head.info & 0xFFFF))
         lib = libbpf.lib()
-        return {words[i + 1]: (lib.btf__name_by_offset(self.ptr, words[i]) or b"").decode()
+        return {words[i + 1]: (lib.btf__name_by_offset(self.ptr, words[i]) or b"").decode(errors="replace")
                 for i in range(0, len(words), 2)}
 
 

@@ -71,6 +71,7 @@ _SIGNATURES: dict[str, tuple[list, object]] = {
     "perf_buffer__free": ([c_void_p], None),
     "libbpf_num_possible_cpus": ([], c_int),
     "libbpf_bpf_prog_type_str": ([c_int], c_char_p),
+    "libbpf_strerror": ([c_int, c_char_p, c_size_t], c_int),
 }
 
 PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
@@ -96,13 +97,39 @@ def version() -> str:
 
 _libc = ctypes.CDLL(None)
 _libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
-_sinks: list[list[str]] = []
+
+
+class Said(list[str]):
+    """libbpf's warnings and notes during a block; its debug lines apart, when asked for."""
+
+    def __init__(self, debug: bool) -> None:
+        super().__init__()
+        self.debug: list[str] | None = [] if debug else None
+
+    def why(self, err: int = 0) -> str:
+        """What libbpf said, as one line: its warnings; else the error ``err`` and its last debug line
+        (libbpf 1.1 gives some refusals of a malformed object only at debug level, or not at all)."""
+        said = " ".join(s.strip() for s in self if s.strip())
+        if said:
+            return said
+        last = f"its last words: {self.debug[-1].strip()}" if self.debug else ""
+        return "; ".join(w for w in (strerror(err) if err else "", last) if w)
+
+
+def strerror(err: int) -> str:
+    """An errno's or libbpf's own error code's (LIBBPF_ERRNO__FORMAT...) text."""
+    buf = ctypes.create_string_buffer(256)
+    lib().libbpf_strerror(err, buf, len(buf))
+    return buf.value.decode(errors="replace") or f"error {err}"
+
+
+_sinks: list[Said] = []
 
 
 def _print(level: int, fmt: bytes, args: int) -> int:
     """libbpf's warnings and notes (the verifier's log among them) go to whoever is collecting them;
-    its debug chatter nowhere."""
-    if level > 1:  # LIBBPF_DEBUG
+    its debug chatter nowhere, unless asked for."""
+    if level > 1 and not (_sinks and _sinks[-1].debug is not None):  # LIBBPF_DEBUG
         return 0
     # The verifier's log comes whole in one message, megabytes long; its end has the reason. So the
     # message is measured first, on a copy of the va_list (x86-64's is 24 bytes; 32 covers arm64's too).
@@ -110,7 +137,8 @@ def _print(level: int, fmt: bytes, args: int) -> int:
     buf = ctypes.create_string_buffer(_libc.vsnprintf(None, 0, fmt, ctypes.addressof(copy)) + 1)
     _libc.vsnprintf(buf, len(buf), fmt, args)
     if _sinks:
-        _sinks[-1].append(buf.value.decode(errors="replace"))
+        sink = _sinks[-1]
+        (sink if level <= 1 or sink.debug is None else sink.debug).append(buf.value.decode(errors="replace"))
     return 0
 
 
@@ -118,10 +146,11 @@ _PRINT = PRINT_FN(_print)
 
 
 @contextlib.contextmanager
-def messages() -> Iterator[list[str]]:
-    """What libbpf says during the block, as lines. Ours is set for the block only: bcc, in the same
-    process and on the same libbpf.so, sets its own printer when it loads a program."""
-    sink: list[str] = []
+def messages(debug: bool = False) -> Iterator[Said]:
+    """What libbpf says during the block, as lines (``debug``: its debug lines too, apart). Ours is set
+    for the block only: bcc, in the same process and on the same libbpf.so, sets its own printer when it
+    loads a program."""
+    sink = Said(debug)
     _sinks.append(sink)
     before = lib().libbpf_set_print(ctypes.cast(_PRINT, c_void_p))
     try:

@@ -146,16 +146,25 @@ def _inspector(func: str, ctx: str, hook: str, prints: bool) -> tuple[Path, bool
 
 def _static_link(out: Path, inputs: list[Path], label: str) -> None:
     lib = libbpf.lib()
-    with libbpf.messages() as said:
+
+    def why(said: libbpf.Said, rc: int) -> str:  # libbpf names our scratch files: the user knows the label
+        text = said.why(-rc if rc < 0 else rc)
+        for f in inputs:
+            text = text.replace(str(f), "pktassert's inspector" if f.stem == "inspector" else label)
+        return text or "no reason given"
+
+    with libbpf.messages(debug=True) as said:
         linker = lib.bpf_linker__new(str(out).encode(), None)
         if not linker:
-            raise ProgramError(f"libbpf's linker cannot start: {' '.join(said)}")
+            raise ProgramError(f"libbpf's linker cannot start: {why(said, libbpf.error_of(linker))}")
         try:
             for f in inputs:
-                if lib.bpf_linker__add_file(linker, str(f).encode(), None) != 0:
-                    raise ProgramError(f"{label} cannot be linked with pktassert's inspector: "
-                                       f"{' '.join(s.strip() for s in said)}")
-            if lib.bpf_linker__finalize(linker) != 0:
-                raise ProgramError(f"{label}: libbpf's linker failed: {' '.join(s.strip() for s in said)}")
+                rc = lib.bpf_linker__add_file(linker, str(f).encode(), None)
+                if rc != 0:
+                    raise ProgramError(f"{label} cannot be linked with pktassert's inspector: {why(said, rc)}. Fix: "
+                                       f"rebuild it with clang -O2 -g -target bpf -c (a BPF object with BTF).")
+            rc = lib.bpf_linker__finalize(linker)
+            if rc != 0:
+                raise ProgramError(f"{label}: libbpf's linker failed: {why(said, rc)}")
         finally:
             lib.bpf_linker__free(linker)

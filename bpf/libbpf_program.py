@@ -17,8 +17,8 @@ from typing import Any
 from pktassert import host
 from pktassert.errors import ProgramError
 
-from . import btf_types, libbpf, libbpf_build, map_reset, prints
-from .elf_entry import ElfObject
+from . import btf_types, libbpf, libbpf_build, map_reset, object_check, prints
+from .elf_entry import REBUILD, ElfObject, malformed
 from .fd_table import FdTable
 from .hooks import HOOKS, UNSPEC, typed_by_section
 from .loaded import Loaded
@@ -130,36 +130,37 @@ def _handles(obj: int, next_fn: Any) -> list[int]:
         out.append(int(h))
 
 
-def _programs(obj: int) -> list[_Prog]:
-    lib, out, p = libbpf.lib(), list[_Prog](), None
-    while True:
-        p = lib.bpf_object__next_program(obj, p)
-        if not p:
-            return out
-        out.append(_Prog(lib.bpf_program__name(p).decode(), lib.bpf_program__section_name(p).decode(),
-                         lib.bpf_program__type(p)))
+def _programs(obj: int, label: str) -> list[_Prog]:
+    lib, out = libbpf.lib(), list[_Prog]()
+    for p in _handles(obj, lib.bpf_object__next_program):
+        name, section = lib.bpf_program__name(p), lib.bpf_program__section_name(p)
+        try:
+            out.append(_Prog(name.decode(), section.decode(), lib.bpf_program__type(p)))
+        except UnicodeDecodeError:
+            raise malformed(label, f"its program {name!r} in section {section!r} is not named in UTF-8 text") from None
+    return out
 
 
 def _open(data: bytes, label: str) -> int:
     lib = libbpf.lib()
-    with libbpf.messages() as said:
+    with libbpf.messages(debug=True) as said:
         obj = lib.bpf_object__open_mem(data, len(data), None)
     if not obj:
-        why = " ".join(s.strip() for s in said) or os.strerror(libbpf.error_of(obj))
-        raise ProgramError(f"libbpf cannot open {label}: {why}")
+        raise ProgramError(f"libbpf cannot open {label}: {said.why(libbpf.error_of(obj))}. {REBUILD}")
     return int(obj)
 
 
 def entry_of(subject: LibbpfSource | ObjectFile, data: bytes) -> tuple[str, str, str]:
     """The entry's function name, how its argument is spelled and its section, checked against the object."""
     label = f"{subject.name} ({subject.kind})"
-    elf = ElfObject(data, label)  # not an ELF, another machine: said here
+    elf = ElfObject(data, label)  # not an ELF, another machine, cut short, offsets out of it: said here
     if elf.index(".BTF") is None:
         raise ProgramError(f"{label} has no BTF: pktassert calls its entry as a BTF-typed function and reads its "
                            f"maps' types from BTF. Fix: build it with -g (clang -O2 -g -target bpf -c).")
+    object_check.before_libbpf(elf, label)
     obj = _open(data, label)
     try:
-        progs = _programs(obj)
+        progs = _programs(obj, label)
         matches = [p for p in progs if subject.func in (p.name, p.section)]
         listing = ", ".join(f"{p.name}() in SEC(\"{p.section}\") [{p.type_name}]" for p in progs) or "none"
         if len(matches) != 1:
@@ -176,7 +177,7 @@ def entry_of(subject: LibbpfSource | ObjectFile, data: bytes) -> tuple[str, str,
             kind = other.title if other is not None and other.name != "tc" else prog.type_name
             raise ProgramError(f"{label}: {prog.name}() is {_a(kind)} program (SEC(\"{prog.section}\")), not "
                                f"{_a(hook.title)} program. Fix: {fix}; its programs: {listing}.")
-        ctx = btf_types.Btf(libbpf.lib().bpf_object__btf(obj)).func_param(prog.name)
+        ctx = btf_types.Btf(libbpf.lib().bpf_object__btf(obj), label).func_param(prog.name)
     finally:
         libbpf.lib().bpf_object__close(obj)
     if ctx is None:
@@ -193,6 +194,32 @@ class LibbpfLoaded(Loaded):
         self.subject = subject
         self.hook = HOOKS[subject.hook]
         self.label = f"{subject.name} ({subject.kind})"
+        self.obj: Any = None
+        # Every step before the kernel load runs in a child first (once per object per process): libbpf
+        # crashes on some malformed objects, and a crash here would end the whole run.
+        digest = object_check.key(data, subject.func, subject.hook, subject.globals, subject.max_entries)
+        object_check.tried(self.label, digest, lambda: self._open(subject, data))
+        self._open(subject, data)
+        lib = libbpf.lib()
+        try:
+            with libbpf.messages() as said:
+                rc = lib.bpf_object__load(self.obj)
+            if rc != 0:
+                raise ProgramError(self._load_failure(said, -rc))
+            self.btf = btf_types.Btf(lib.bpf_object__btf(self.obj), self.label)
+            self.fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(self.obj, self.hook.entry.encode()))
+            self.record_type = self.btf.ctype(self.btf.find("pktassert_record", btf_types.STRUCT))
+            self._maps = self._all_maps()
+            # Fresh state is what libbpf left: recorded now, before any program ran, and put back by reset().
+            self.initial = self._data_images()
+            self.loader_state = self._declared_slots()
+        except BaseException:
+            self._close()
+            raise
+
+    def _open(self, subject: LibbpfSource | ObjectFile, data: bytes) -> None:
+        """The entry found, the object linked with our inspector, opened by libbpf and prepared: all
+        but the kernel load."""
         func, ctx, section = entry_of(subject, data)
         self.func = func
         # A frags-aware entry (SEC("xdp.frags")) takes frames over a page: our programs that call it must say so too.
@@ -203,26 +230,15 @@ class LibbpfLoaded(Loaded):
         self._data_sections = [s.name for s in ElfObject(linked.read_bytes(), self.label).sections
                                if is_data_section(s.name)]
         lib = libbpf.lib()
-        with libbpf.messages() as said:
+        with libbpf.messages(debug=True) as said:
             self.obj = lib.bpf_object__open_file(str(linked).encode(), None)
         if not self.obj:
-            raise ProgramError(f"libbpf cannot open the linked object of {self.label}: {' '.join(said)}")
+            raise ProgramError(f"libbpf cannot open the linked object of {self.label}: "
+                               f"{said.why(libbpf.error_of(self.obj))}")
         try:
             self._prepare(subject)
-            with libbpf.messages() as said:
-                rc = lib.bpf_object__load(self.obj)
-            if rc != 0:
-                raise ProgramError(self._load_failure(said, -rc))
-            self.btf = btf_types.Btf(lib.bpf_object__btf(self.obj))
-            self.fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(self.obj, self.hook.entry.encode()))
-            self.record_type = self.btf.ctype(self.btf.find("pktassert_record", btf_types.STRUCT))
-            self._maps = self._all_maps()
-            # Fresh state is what libbpf left: recorded now, before any program ran, and put back by reset().
-            self.initial = self._data_images()
-            self.loader_state = self._declared_slots()
         except BaseException:
-            lib.bpf_object__close(self.obj)
-            self.obj = None
+            self._close()
             raise
 
     def _prepare(self, subject: LibbpfSource | ObjectFile) -> None:
@@ -230,26 +246,18 @@ class LibbpfLoaded(Loaded):
         took them); no map is pinned (a pin would outlive the test and be shared with the host);
         globals= written into the data sections."""
         lib, hook = libbpf.lib(), HOOKS[subject.hook]
-        p = None
-        while True:
-            p = lib.bpf_object__next_program(self.obj, p)
-            if not p:
-                break
+        for p in _handles(self.obj, lib.bpf_object__next_program):
             kind = lib.bpf_program__type(p)
-            if kind == UNSPEC and typed_by_section(lib.bpf_program__section_name(p).decode()) is hook:
+            if kind == UNSPEC and typed_by_section(lib.bpf_program__section_name(p).decode(errors="replace")) is hook:
                 lib.bpf_program__set_type(p, hook.prog_type)
             elif kind != hook.prog_type:
                 lib.bpf_program__set_autoload(p, False)
-            if self.frags and lib.bpf_program__name(p).decode().startswith(RESERVED):  # ours
+            if self.frags and lib.bpf_program__name(p).decode(errors="replace").startswith(RESERVED):  # ours
                 lib.bpf_program__set_flags(p, XDP_HAS_FRAGS)
-        m = None
         names = []
-        while True:
-            m = lib.bpf_object__next_map(self.obj, m)
-            if not m:
-                break
-            lib.bpf_map__set_pin_path(m, None)
-            names.append(lib.bpf_map__name(m).decode())
+        for handle in _handles(self.obj, lib.bpf_object__next_map):
+            lib.bpf_map__set_pin_path(handle, None)
+            names.append(lib.bpf_map__name(handle).decode(errors="replace"))
         for name, entries in subject.max_entries:
             m = lib.bpf_object__find_map_by_name(self.obj, name.encode()) if not name.startswith(RESERVED) else None
             if not m:
@@ -259,7 +267,7 @@ class LibbpfLoaded(Loaded):
             if (isinstance(entries, bool) or not isinstance(entries, int) or entries < 1
                     or lib.bpf_map__set_max_entries(m, entries)):
                 raise ProgramError(f"max_entries={{{name!r}: {entries!r}}}: give a whole number of entries from 1.")
-        btf = btf_types.Btf(lib.bpf_object__btf(self.obj))
+        btf = btf_types.Btf(lib.bpf_object__btf(self.obj), self.label)
         wanted = dict(subject.globals)
         placed: set[str] = set()
         for m, section in self._data_maps():
@@ -336,12 +344,8 @@ class LibbpfLoaded(Loaded):
                 + diagnostics.libbpf_verifier_message(log, os.strerror(err)))
 
     def _all_maps(self) -> dict[str, int]:
-        lib, out, m = libbpf.lib(), dict[str, int](), None
-        while True:
-            m = lib.bpf_object__next_map(self.obj, m)
-            if not m:
-                return out
-            out[lib.bpf_map__name(m).decode()] = int(m)
+        lib = libbpf.lib()
+        return {lib.bpf_map__name(m).decode(errors="replace"): m for m in _handles(self.obj, lib.bpf_object__next_map)}
 
     def our_map_fd(self, name: str) -> int:
         return int(libbpf.lib().bpf_map__fd(self._maps[name]))
@@ -389,7 +393,8 @@ class LibbpfLoaded(Loaded):
                                f"program of its own to put in a program array. Fix: test the program that tail-calls it.")
         p = lib.bpf_object__find_program_by_name(self.obj, func.encode()) if not func.startswith(RESERVED) else None
         if not p or lib.bpf_program__fd(p) < 0:
-            names = [x.name for x in _programs(self.obj) if x.type == self.hook.prog_type and not x.name.startswith(RESERVED)]
+            names = [x.name for x in _programs(self.obj, self.label)
+                     if x.type == self.hook.prog_type and not x.name.startswith(RESERVED)]
             raise ProgramError(f"{self.label} has no {self.hook.name} program {func}() for a program array; its programs: "
                                f"{', '.join(names) or 'none'}.")
         return int(lib.bpf_program__fd(p))
