@@ -9,7 +9,7 @@ PYTEST := $(VENV)/bin/pytest -p no:cacheprovider --pktassert-require
 # More pytest options, e.g. ARGS="--junitxml=junit.xml" (examples/ci/ does).
 ARGS ?=
 
-.PHONY: setup packages headers objects demo test container-test clean
+.PHONY: setup packages headers objects demo test container-test kills clean
 
 demo: setup objects
 	$(PYTEST) examples -q --pktassert-summary $(ARGS)
@@ -20,6 +20,11 @@ test: setup objects
 # The example suite in a Debian 12 privileged container made here (debootstrap; ~2 min the first time here).
 container-test: setup
 	PKTASSERT_CONTAINER_TEST=1 $(PYTEST) -m container tests/test_container.py $(ARGS)
+
+# The full fault matrix (SIGKILL/SIGTERM/SIGINT of pytest, SIGKILL of a worker, at each of 12 phases);
+# `make test` runs a slice of it.
+kills: setup objects
+	PKTASSERT_KILLS=full $(PYTEST) -n 2 tests/test_kills.py $(ARGS)
 
 # The example libbpf filters built as their Makefile builds them (examples/build/*.bpf.o).
 objects: packages

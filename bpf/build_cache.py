@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from pktassert import reaper
+
 from . import cache_dir
 from .cache_dir import CacheRefused
 
@@ -113,6 +115,7 @@ def root() -> Path:
 def private_folder() -> Path:
     """A fresh private cache (0700) in the temporary folder, marked live while this process lives."""
     folder = Path(tempfile.mkdtemp(prefix=PRIVATE))
+    reaper.register(folder)  # gone with this process however it ends (atexit does not run on SIGKILL)
     cache_dir.own(folder)
     return folder
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from pktassert import reaper
 from pktassert.errors import PktassertError
 
 TEMP = ".tmp-"          # every temporary's name starts so: .tmp-<token>-<random>
@@ -188,6 +189,7 @@ def writing(root: Path) -> Iterator[None]:
     name = token()
     if root not in _held:
         writers = subfolder(root, WRITERS)
+        reaper.register(writers / name)  # a kill leaves nothing: the reaper removes what is still registered
         with opened(writers) as dfd:
             while True:
                 fd = os.open(name, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o600, dir_fd=dfd)
@@ -207,6 +209,7 @@ def writing(root: Path) -> Iterator[None]:
             with contextlib.suppress(OSError), opened(root / WRITERS) as dfd:
                 os.unlink(name, dir_fd=dfd)
             os.close(fd)
+            reaper.release(root / WRITERS / name)
 
 
 def temp_name() -> str:
@@ -218,6 +221,7 @@ def temp_folder(root: Path, parent: Path) -> Iterator[Path]:
     """A private folder in ``parent`` (under ``root``) for one build; removed after, whatever happens."""
     with writing(root):
         name = temp_name()
+        reaper.register(parent / name)
         with opened(parent) as dfd:
             os.mkdir(name, 0o700, dir_fd=dfd)
         try:
@@ -225,12 +229,14 @@ def temp_folder(root: Path, parent: Path) -> Iterator[Path]:
         finally:
             with opened(parent) as dfd:
                 shutil.rmtree(name, dir_fd=dfd, ignore_errors=True)
+            reaper.release(parent / name)
 
 
 def write(root: Path, folder: Path, name: str, data: bytes) -> None:
     """``folder/name`` replaced by ``data`` whole (a temporary renamed): readers see all or nothing."""
     tmp = temp_name()
     with writing(root), opened(folder) as dfd:
+        reaper.register(folder / tmp)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=dfd)
             with os.fdopen(fd, "wb") as f:
@@ -240,6 +246,8 @@ def write(root: Path, folder: Path, name: str, data: bytes) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dfd)
             raise
+        finally:
+            reaper.release(folder / tmp)
 
 
 def place(folder: Path, built: Path, name: str) -> None:

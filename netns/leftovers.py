@@ -27,13 +27,17 @@ _NS = re.compile(r"^net:\[(\d+)\]$")
 class Leftover:
     inode: int
     label: str
-    owner_pid: int
-    owner_alive: bool
+    owner_pid: int        # as the owner's own PID namespace numbers it
+    owner_alive: bool     # True also when its PID namespace is not one we can see into
     inside: list[int]     # processes living in the namespace
     holders: list[int]    # other processes holding an fd to it
+    owner_pidns: int | None = None
+    owner_seen: bool = True  # False: its PID namespace is not one we see into (alive, for all we know)
 
     def describe(self) -> str:
         state = "running" if self.owner_alive else "dead"
+        if not self.owner_seen:
+            state = f"in PID namespace pid:[{self.owner_pidns}], which no process here is in (taken as running)"
         return (f"namespace net:[{self.inode}] '{self.label}': owner pid {self.owner_pid} {state}; "
                 f"processes inside: {self.inside or 'none'}; fd holders: {self.holders or 'none'}")
 
@@ -79,16 +83,19 @@ def _labels(path: str) -> list[str]:
 
 def find() -> list[Leftover]:
     """Namespaces of ours (any owner) that some process refers to, other than this process's own."""
-    me = os.getpid()
+    me = int(os.readlink("/proc/self"))  # as /proc numbers us (it may be an outer PID namespace's)
     out = []
+    processes: owner.Processes | None = None
     for inode, (path, inside, holders) in _references().items():
         if inside == set() and holders <= {me}:
             continue  # held only by us: our own, alive by definition
         for label in _labels(path):
             mark = owner.owner(label)
             if mark:
-                out.append(Leftover(inode, label, mark[0], owner.alive(*mark), sorted(inside),
-                                    sorted(holders - inside - {me})))
+                processes = processes or owner.Processes.scan()
+                seen = mark.pidns is None or mark.pidns in processes.namespaces
+                out.append(Leftover(inode, label, mark.pid, processes.alive(mark), sorted(inside),
+                                    sorted(holders - inside - {me}), mark.pidns, seen))
                 break
     return out
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from scapy.utils import RawPcapNgWriter
 
+from pktassert import reaper
 from pktassert.capture import Capture
 from pktassert.fate import BY_CODE
 from pktassert.verdict import TcVerdict, Verdict
@@ -98,6 +99,8 @@ def write(path: Path, captures: Sequence[Capture], test: str) -> int:
     except BaseException:
         part.unlink(missing_ok=True)
         raise
+    finally:
+        reaper.release(part)
     return written
 
 
@@ -106,9 +109,11 @@ def _reserve(path: Path) -> Path:
     created here, exclusively, so two writers of the same test never share one."""
     while True:
         part = path.with_name(f".{path.name}.{secrets.token_hex(6)}{PART}")
+        reaper.register(part)  # a kill leaves no .part: the reaper removes it once this process is dead
         try:
             os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies, as to the file
-        except FileExistsError:
+        except FileExistsError:  # another writer's: never ours to remove
+            reaper.release(part)
             continue
         return part
 

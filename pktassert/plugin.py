@@ -78,6 +78,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("pktassert_summary"):
         config.pluginmanager.register(reports.VerdictSummary(), "pktassert-summary")
     config.pluginmanager.register(host_hooks.HostHooks(config), "pktassert-host")
+    from pktassert import faults, reaper  # SIGTERM tears down as Ctrl-C does; the fault matrix's failpoints (tests)
+
+    reaper.orderly_sigterm(config)
+    faults.install()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -361,7 +365,8 @@ def nftables(tier: str, request: pytest.FixtureRequest) -> RuleSet:
         raise ProgramError("@pytest.mark.nftables: a rule set needs the live tier (the unit tier runs a BPF filter "
                            "alone, with no stack). Fix: @pytest.mark.parametrize(\"tier\", [\"live\"], indirect=True).")
     source = mark.args[0]
-    where = _resolve(str(source), request.node, "nftables", "the rule set text")
+    # bytes are rule-set text as they are (RuleSet checks them); str() would make "b'...'" of them
+    where = source if isinstance(source, bytes) else _resolve(str(source), request.node, "nftables", "the rule set text")
     return RuleSet(request.getfixturevalue("topology").dut.ns, where)
 
 

@@ -15,12 +15,33 @@ import os
 import re
 import secrets
 
-from pktassert import tracefs
+from pktassert import reaper, tracefs
 
 PREFIX = "pktassert-"
 BUFFER_KB = 8192
 _LINE = re.compile(r"-\d+\s+\[(\d+)\]\s.*?\sbpf_trace_printk:\s?(.*)$")
 _MARK = re.compile(r"pktassert (\d+) (\d+)$")
+_HELD = re.compile(r"/instances/(" + PREFIX + r"[0-9a-f]+)/")  # an fd into an instance, through any mount of tracefs
+
+
+def instances() -> dict[str, list[int]]:
+    """Every instance of pktassert's on this kernel (any run's, any PID or mount namespace's), with
+    the processes (as this /proc numbers them) that hold its trace_pipe open: none for a killed run's."""
+    names = [d.name for d in (tracefs.root() / "instances").glob(PREFIX + "*")]
+    holders: dict[str, list[int]] = {name: [] for name in names}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue  # ended, or not ours to read
+        for fd in fds:
+            try:
+                m = _HELD.search(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                continue
+            if m and m[1] in holders and int(pid) not in holders[m[1]]:
+                holders[m[1]].append(int(pid))
+    return holders
 
 
 def clean_leftovers() -> list[str]:
@@ -28,7 +49,9 @@ def clean_leftovers() -> list[str]:
 
     The kernel refuses to remove an instance whose trace_pipe is open (EBUSY), and every live run
     holds its own open from right after making it: so this needs no process IDs, which do not
-    name a process across PID namespaces (containers on one runner)."""
+    name a process across PID namespaces (containers on one runner). A killed run's own reaper
+    (pktassert/reaper.py) removes its instance as soon as it is dead; this is for what a reaper
+    could not (killed with it: a container's whole PID namespace ending)."""
     gone = []
     for d in (tracefs.root() / "instances").glob(PREFIX + "*"):
         with contextlib.suppress(OSError):
@@ -44,11 +67,14 @@ class TracePipe:
         clean_leftovers()
         for _ in range(3):  # another run's clean_leftovers() may take it before the open below holds it
             self.dir = tracefs.root() / "instances" / f"{PREFIX}{secrets.token_hex(6)}"
+            # Told to the reaper before it exists: a kill between mkdir and the open below leaves nothing.
+            reaper.register_tracefs(self._relative, tracefs.mount_fd())
             self.dir.mkdir()
             try:
                 self._fd = os.open(self.dir / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
                 break
             except FileNotFoundError:
+                reaper.release_tracefs(self._relative)
                 continue
         else:
             raise OSError(errno.EAGAIN, "a tracefs instance of ours was removed three times as it was made")
@@ -62,6 +88,10 @@ class TracePipe:
         except OSError:
             self.close()
             raise
+
+    @property
+    def _relative(self) -> str:
+        return f"instances/{self.dir.name}"
 
     def lines(self) -> list[tuple[int, str]]:
         """(cpu, text) of every line printed since the last call."""
@@ -108,6 +138,7 @@ class TracePipe:
             self._fd = -1
             with contextlib.suppress(OSError):
                 self.dir.rmdir()
+                reaper.release_tracefs(self._relative)
 
 
 def new_nonce() -> int:

@@ -5,7 +5,8 @@ No host promises tracefs at /sys/kernel/tracing (a fresh machine, a privileged c
 mounting it there would change the host. A detached mount is seen by no other process, is in no
 mount table (``findmnt`` shows nothing) and goes with the fd: also when the process is killed.
 tracefs has one superblock per kernel, so what is made through it (an instance) is the kernel's,
-as through any other mount of it."""
+as through any other mount of it: the process's reaper (pktassert/reaper.py) holds a copy of the fd
+to remove the instance if the process dies without doing so."""
 
 from __future__ import annotations
 
@@ -46,13 +47,17 @@ def _mount_fd() -> int:
         os.close(fs)
 
 
-def root() -> Path:
-    """tracefs' top folder, through this process's own detached mount."""
+def mount_fd() -> int:
+    """The file descriptor of this process's detached tracefs mount (made on first use)."""
     try:
-        fd = _mount_fd()
+        return _mount_fd()
     except OSError as e:
         raise HostLacks("tracefs", f"pktassert cannot mount tracefs for itself ({e}): the kernel lacks tracefs "
                                    f"(CONFIG_TRACING) or the mount API (Linux 5.2), or a seccomp profile forbids "
                                    f"mounts. Fix: a privileged container (--privileged) on a kernel with tracing.") from None
+
+
+def root() -> Path:
+    """tracefs' top folder, through this process's own detached mount."""
     # /proc/self/fd/N is the mount's root itself (a magic link), so plain paths work under it.
-    return Path(f"/proc/self/fd/{fd}")
+    return Path(f"/proc/self/fd/{mount_fd()}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pktassert.netns.snapshot import differences, snapshot
 
-from pktassert import printk, tracefs
+from pktassert import printk
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root: mount namespaces, namespaces, BPF"),
@@ -51,14 +51,14 @@ def run_bare(tmp_path: Path, args: list[str], extra: str = "", fds: int = FDS) -
 def _host_state() -> tuple[list[str], list[str], dict]:
     with open("/proc/self/mountinfo") as f:
         mounts = sorted(f.read().splitlines())
-    instances = sorted(p.name for p in (tracefs.root() / "instances").glob(printk.PREFIX + "*"))
+    instances = sorted(name for name, readers in printk.instances().items() if not readers)  # orphans only
     return mounts, instances, snapshot()
 
 
 def _same_host(before: tuple[list[str], list[str], dict]) -> None:
     mounts, instances, root_ns = _host_state()
     assert mounts == before[0]
-    assert set(instances) <= set(before[1])  # none left (others' may have gone: xdist workers run beside this)
+    assert set(instances) <= set(before[1])  # no orphan left (live ones of xdist workers beside this are theirs)
     assert differences(before[2], root_ns) == []
 
 

@@ -4,6 +4,7 @@ the cache stays within its bound. Real processes killed with SIGKILL; needs clan
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -34,18 +35,37 @@ def places(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "cache", tmp_path / "tmp"
 
 
-def test_a_build_killed_midway_leaves_nothing_once_swept(places):
+KILLED_BUILD = """
+    import os, signal
+    from pathlib import Path
+    from pktassert import reaper
+    from pktassert.bpf import build_cache
+    def make(out):
+        (out.parent / "scratch.o").write_bytes(b"half" * 1000)
+        out.write_bytes(b"half a product")
+        print(reaper.pid(), flush=True)
+        if {reaper_too}:
+            os.kill(reaper.pid(), signal.SIGKILL)  # as when a container's whole PID namespace ends
+        os.kill(os.getpid(), signal.SIGKILL)
+    build_cache.product("k" * 32, "linked.o", make)
+"""
+
+
+def test_a_build_killed_midway_leaves_nothing_after_its_reaper(places):
     cache, tmpdir = places
-    done = child("""
-        import os, signal
-        from pathlib import Path
-        from pktassert.bpf import build_cache
-        def make(out):
-            (out.parent / "scratch.o").write_bytes(b"half" * 1000)
-            out.write_bytes(b"half a product")
-            os.kill(os.getpid(), signal.SIGKILL)
-        build_cache.product("k" * 32, "linked.o", make)
-    """, cache, tmpdir)
+    done = child(KILLED_BUILD.format(reaper_too=False), cache, tmpdir, stdout=subprocess.PIPE)
+    reaper = int(done.stdout.readline()) if done.stdout else 0
+    watch = os.pidfd_open(reaper)
+    assert done.wait(60) == -signal.SIGKILL
+    assert select.select([watch], [], [], 30)[0], "the reaper did not finish"
+    os.close(watch)
+    assert temporaries(cache) == [] and not list((cache / "linked").glob("*/linked.o"))
+    assert list((cache / cache_dir.WRITERS).iterdir()) == [] and list(tmpdir.iterdir()) == []
+
+
+def test_what_a_killed_build_and_its_reaper_left_goes_at_the_next_sweep(places):
+    cache, tmpdir = places
+    done = child(KILLED_BUILD.format(reaper_too=True), cache, tmpdir, stdout=subprocess.PIPE)
     assert done.wait(60) == -signal.SIGKILL
     left = temporaries(cache)
     assert left and not list((cache / "linked").glob("*/linked.o"))  # nothing under the final name
@@ -69,8 +89,7 @@ def test_a_link_killed_midway_leaves_nothing_in_tmp(places):
     """, cache, tmpdir)
     assert done.wait(120) == -signal.SIGKILL
     assert list(tmpdir.iterdir()) == []
-    assert temporaries(cache)
-    cache_upkeep.leftovers(cache)
+    cache_upkeep.leftovers(cache)  # whether its reaper has finished yet or not
     assert temporaries(cache) == []
 
 

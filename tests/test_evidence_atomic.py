@@ -39,7 +39,8 @@ def packet(self, *args, **kwargs):
     _written.append(1)
     if len(_written) == 50 and "CHECKPOINT_FD" in os.environ:
         self.f.flush()
-        os.write(int(os.environ["CHECKPOINT_FD"]), b"50 written\\n")
+        from pktassert import reaper
+        os.write(int(os.environ["CHECKPOINT_FD"]), f"50 written {reaper.pid()}\\n".encode())
         os.read(int(os.environ["HOLD_FD"]), 1)  # never answered: killed here
 
 evidence._Writer.packet = packet
@@ -69,17 +70,22 @@ def test_a_writer_killed_mid_write_leaves_no_file_under_the_final_name(pytester,
     try:
         # Awaited, not slept on: the child says when its writer is at packet 50 (or closes the pipe).
         assert select.select([said], [], [], 300)[0], "the child never reached its writer's 50th packet"
-        assert os.read(said, 64) == b"50 written\n", (tmp_path / "child.out").read_text()[-3000:]
+        word, reaper = os.read(said, 64).decode().rsplit(" ", 1)
+        assert word == "50 written", (tmp_path / "child.out").read_text()[-3000:]
+        folder = pytester.path / "pktassert-evidence"
+        parts = list(folder.glob("run-*/.*"))
+        assert len(parts) == 1 and PART.fullmatch(parts[0].name), parts  # the temporary it writes
+        assert parts[0].stat().st_size > 50 * 54  # 50 packets in it when killed
+        watch = os.pidfd_open(int(reaper))
     finally:
         os.kill(child.pid, signal.SIGKILL)  # the run we started, mid-write
         child.wait()
         os.close(said)
         os.close(hold)
-    folder = pytester.path / "pktassert-evidence"
+    assert select.select([watch], [], [], 30)[0], "the child's reaper did not finish"  # it exits when done
+    os.close(watch)
     assert sorted(p.name for p in folder.glob("run-*/*.pcapng")) == []  # nothing under the final name
-    parts = list(folder.glob("run-*/.*"))
-    assert len(parts) == 1 and PART.fullmatch(parts[0].name), parts  # the temporary, for cleanup to sweep
-    assert parts[0].stat().st_size > 50 * 54  # the writer was killed after writing 50 packets to it
+    assert list(folder.glob("run-*/.*")) == []  # and its reaper removed the temporary
 
     # The same run, not killed: the file appears whole under its name, and tshark reads it without a word.
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -37,13 +38,15 @@ def test_tracefs_of_our_own_is_in_no_mount_table(pktassert_ready):
 
 
 @needs_root
-def test_a_killed_run_leaves_no_mount_and_its_instance_goes_at_the_next_start(pktassert_ready):
+def test_a_killed_run_leaves_no_mount_and_no_instance(pktassert_ready):
     before = _mounts()
     child = subprocess.Popen([sys.executable, "-c", "import sys, time; from pktassert.printk import TracePipe; "
-                              "p = TracePipe(); print(p.dir.name, flush=True); time.sleep(60)"],
+                              "from pktassert import reaper; p = TracePipe(); print(p.dir.name, reaper.pid(), "
+                              "flush=True); time.sleep(60)"],
                              stdout=subprocess.PIPE, text=True)
     try:
-        name = child.stdout.readline().strip() if child.stdout else ""
+        name, reaper = child.stdout.readline().split() if child.stdout else ("", "")
+        watch = os.pidfd_open(int(reaper))
         assert name.startswith(printk.PREFIX)
         instance = tracefs.root() / "instances" / name
         assert name not in printk.clean_leftovers() and instance.exists()  # a live run's: the kernel says EBUSY
@@ -51,8 +54,10 @@ def test_a_killed_run_leaves_no_mount_and_its_instance_goes_at_the_next_start(pk
         child.send_signal(signal.SIGKILL)
         child.wait()
     assert _mounts() == before  # its mount went with its fds
-    assert instance.exists()  # the kernel keeps an instance: the next run removes it
-    assert name in printk.clean_leftovers() and not instance.exists()
+    # its reaper removes the instance once the kernel has closed the child's files, then exits
+    assert select.select([watch], [], [], 30)[0], "the reaper did not finish"
+    os.close(watch)
+    assert not instance.exists()
 
 
 @needs_root
