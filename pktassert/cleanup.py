@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"would empty the build cache {where}")
         else:
             print(f"emptied the build cache {where}: {build_cache.clear(where)} files")
-    # Instances name no run: --owner (one run's leftovers) leaves them out.
-    instances = 0 if args.owner is not None else _tracefs_instances(args.dry_run)
+    # Instances and build temporaries name no run: --owner (one run's leftovers) leaves them out.
+    instances = 0 if args.owner is not None else _tracefs_instances(args.dry_run) + _build_temporaries(args.dry_run)
     found = [lo for lo in leftovers.find() if args.owner in (None, lo.owner_pid)]
     for lo in found:
         print(("in use: " if lo.owner_alive else "orphan: ") + lo.describe())
@@ -44,6 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     for lo in stuck:
         print(f"not freed: {lo.describe()}. Fix: end the fd holders listed.", file=sys.stderr)
     return 1 if stuck else 0
+
+
+def _build_temporaries(dry_run: bool) -> int:
+    """Remove what killed builds left in the build cache and private caches (a live writer's stay)."""
+    from pktassert.bpf import cache_upkeep  # not at the top: a cleanup of namespaces alone needs no BPF tooling
+
+    if dry_run:
+        return 0
+    gone = cache_upkeep.leftovers()
+    for path in gone:
+        print(f"freed: {path} (a killed build's temporary)")
+    return len(gone)
 
 
 def _tracefs_instances(dry_run: bool) -> int:
