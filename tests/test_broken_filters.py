@@ -299,6 +299,9 @@ from pktassert import ProgramError
 def test_it():
     def state():
         return sorted(os.listdir("/proc/self/fd")), sorted(os.listdir(tempfile.gettempdir()))
+    from pktassert import reaper
+    reaper.register("/nonexistent")  # the process's reaper (its pidfd and socket, once per process) is no leftover
+    reaper.release("/nonexistent")
     before = state()
     for _ in range(2):
         for src, func in (("vcopy.c", "vcopy"), ("loop.c", "heavy")):

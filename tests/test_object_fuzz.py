@@ -236,11 +236,13 @@ def test_a_crash_inside_libbpf_fails_that_load_alone(originals, tmp_path, monkey
 def test_a_loop_or_runaway_memory_fails_that_load_alone(monkeypatch):
     from pktassert.bpf import object_check
 
+    cpu = object_check.CPU_SECONDS
     monkeypatch.setattr(object_check, "CPU_SECONDS", 1)
     t0 = time.monotonic()
     with pytest.raises(ProgramError, match=r"f\.o is malformed: reading it took over 1 s of CPU"):
         object_check.tried("f.o", object_check.key("loop", time.time()), lambda: any(iter(int, 1)))  # 0s forever
     assert time.monotonic() - t0 < 30  # 1 s of CPU, on a busy machine
+    monkeypatch.setattr(object_check, "CPU_SECONDS", cpu)  # zeroing 4 GiB must meet the memory limit first
     with pytest.raises(ProgramError, match=r"f\.o is malformed: reading it takes over 1024 MiB of memory"):
         object_check.tried("f.o", object_check.key("memory", time.time()), lambda: [bytearray(1 << 26) for _ in range(64)])
     with pytest.raises(ProgramError, match=r"f\.o is malformed: libbpf crashed \(SIGSEGV\)"):
