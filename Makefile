@@ -9,7 +9,7 @@ PYTEST := $(VENV)/bin/pytest -p no:cacheprovider --pktassert-require
 # More pytest options, e.g. ARGS="--junitxml=junit.xml" (examples/ci/ does).
 ARGS ?=
 
-.PHONY: setup packages headers objects demo test container-test kills clean
+.PHONY: setup packages headers objects demo test test-unprivileged container-test kills clean
 
 demo: setup objects
 	$(PYTEST) examples -q --pktassert-summary $(ARGS)
@@ -20,6 +20,13 @@ test: setup objects
 # The example suite in a Debian 12 privileged container made here (debootstrap; ~2 min the first time here).
 container-test: setup
 	PKTASSERT_CONTAINER_TEST=1 $(PYTEST) -m container tests/test_container.py $(ARGS)
+
+# The part of tests/ that needs no root, run as the unprivileged user nobody: it passes, and every test
+# that needs the kernel skips naming the privilege it lacks.
+test-unprivileged: setup objects
+	d=$$(mktemp -d) && chown nobody $$d && \
+	runuser -u nobody -- env HOME=$$d TMPDIR=$$d $(VENV)/bin/pytest -p no:cacheprovider -q -n 2 -m "not container" \
+	  --basetemp=$$d/bt tests $(ARGS); rc=$$?; rm -rf $$d; exit $$rc
 
 # The full fault matrix (SIGKILL/SIGTERM/SIGINT of pytest, SIGKILL of a worker, at each of 12 phases);
 # `make test` runs a slice of it.

@@ -131,7 +131,7 @@ class Recorder:
                                                                   dut.program.func, hook, dut.direction))
 
 
-def test_examples_agree_packet_for_packet(pytester: pytest.Pytester) -> None:
+def test_examples_agree_packet_for_packet(pktassert_ready, pytester: pytest.Pytester) -> None:
     copy_examples(pytester.path)
     shutil.copy(VLAN_FILTERS, pytester.path / VLAN_FILTERS.name)
     pytester.makepyfile(test_vlan_corpus=VLAN_CORPUS)

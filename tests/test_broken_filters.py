@@ -272,7 +272,7 @@ def test_bom_is_dropped(tmp_path, pktassert_ready):
     Program(path, "pass_all").load().close()
 
 
-def test_bad_marker_arguments_fail_the_test_with_the_cause(pytester):
+def test_bad_marker_arguments_fail_the_test_with_the_cause(pktassert_ready, pytester):
     res = run(pytester, f"""
 @pytest.mark.xdp({PASS_ALL!r}, func="pass_all", cflags="-DFOO=1")
 def test_string_cflags(xdp):

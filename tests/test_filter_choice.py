@@ -21,7 +21,7 @@ def run(pytester: pytest.Pytester, body: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA")
 
 
-def test_dut_tests_the_overridden_xdp_filter(pytester):
+def test_dut_tests_the_overridden_xdp_filter(pktassert_ready, pytester):
     pytester.makeconftest(OVERRIDE)
     res = run(pytester, """
 def test_through_dut(dut, inject):
@@ -34,7 +34,7 @@ def test_through_xdp(xdp, inject):
     res.assert_outcomes(passed=2)
 
 
-def test_dut_tests_a_parametrized_and_a_class_level_override(pytester):
+def test_dut_tests_a_parametrized_and_a_class_level_override(pktassert_ready, pytester):
     res = run(pytester, f"""
 PASS_ALL = "int pass_all(struct xdp_md *ctx) {{ return XDP_PASS; }}"
 
@@ -59,7 +59,7 @@ class TestClassLevel:
     res.assert_outcomes(passed=3)
 
 
-def test_dut_tests_the_overridden_tc_filter(pytester):
+def test_dut_tests_the_overridden_tc_filter(pktassert_ready, pytester):
     pytester.makeconftest(f"""
 import pytest
 from pktassert import BccSource
@@ -75,7 +75,7 @@ def test_through_dut(dut, inject):
     res.assert_outcomes(passed=1)
 
 
-def test_a_marker_and_an_override_that_disagree_are_an_error_naming_both(pytester):
+def test_a_marker_and_an_override_that_disagree_are_an_error_naming_both(pktassert_ready, pytester):
     pytester.makeconftest(OVERRIDE)
     res = run(pytester, """
 PASS_ALL = "int pass_all(struct xdp_md *ctx) { return XDP_PASS; }"

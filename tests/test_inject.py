@@ -65,7 +65,7 @@ def test_count_must_be_positive(xdp, inject):
         inject(IP(dst=xdp.ip) / TCP(), count=0)
 
 
-def test_filter_state_is_fresh_for_each_test(pytester):
+def test_filter_state_is_fresh_for_each_test(pktassert_ready, pytester):
     # Two tests spend the same per-source SYN budget; each must start with all of it.
     pytester.makepyfile(test_state=f"""
 import pytest

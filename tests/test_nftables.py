@@ -68,7 +68,7 @@ def test_a_flood_has_exact_fates_and_says_why_it_has_no_rules(dut, inject):
         r[0].rule
 
 
-def test_a_rule_set_that_does_not_load_names_file_and_line(tmp_path):
+def test_a_rule_set_that_does_not_load_names_file_and_line(pktassert_ready, tmp_path):
     bad = tmp_path / "bad.nft"
     bad.write_text("table inet t {\n  chain input {\n    tcp dport 22 acept\n  }\n}\n")
     with Topology() as topo, pytest.raises(ProgramError) as e:
@@ -76,7 +76,7 @@ def test_a_rule_set_that_does_not_load_names_file_and_line(tmp_path):
     assert f"{bad}:3:" in str(e.value) and "acept" in str(e.value) and "Fix:" in str(e.value)
 
 
-def test_without_libnftables_the_message_says_what_to_install(monkeypatch):
+def test_without_libnftables_the_message_says_what_to_install(pktassert_ready, monkeypatch):
     # Mocked: CI has python3-nftables; its absence is simulated by hiding the module.
     monkeypatch.setitem(sys.modules, "nftables", None)
     with Topology() as topo, pytest.raises(HostLacks, match="apt-get install python3-nftables"):
@@ -91,7 +91,7 @@ class _NoNfTables:
             return 1, "", "Error: Could not process rule: Operation not supported\n"
 
 
-def test_a_kernel_without_nf_tables_is_the_hosts_lack_not_the_rule_sets(monkeypatch):
+def test_a_kernel_without_nf_tables_is_the_hosts_lack_not_the_rule_sets(pktassert_ready, monkeypatch):
     monkeypatch.setitem(sys.modules, "nftables", _NoNfTables)
     with Topology() as topo, pytest.raises(HostLacks, match=r"CONFIG_NF_TABLES") as e:
         RuleSet(topo.dut.ns, "table inet t {}")

@@ -15,7 +15,7 @@ def run(pytester: pytest.Pytester, body: str, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
 
 
-def test_marker_with_file_relative_to_test(pytester):
+def test_marker_with_file_relative_to_test(pktassert_ready, pytester):
     pytester.path.joinpath("f.c").write_text(PASS_ALL)
     res = run(pytester, """
 @pytest.mark.xdp("f.c", func="pass_all")
@@ -25,7 +25,7 @@ def test_it(xdp, inject):
     res.assert_outcomes(passed=1)
 
 
-def test_fixture_override_in_conftest(pytester):
+def test_fixture_override_in_conftest(pktassert_ready, pytester):
     pytester.makeconftest(f"""
 import pytest
 from pktassert import Program
@@ -37,7 +37,7 @@ def xdp_program():
     res.assert_outcomes(passed=1)
 
 
-def test_no_filter_chosen_says_how(pytester):
+def test_no_filter_chosen_says_how(pktassert_ready, pytester):
     res = run(pytester, "def test_it(xdp):\n    pass\n")
     res.assert_outcomes(failed=1)
     res.stdout.fnmatch_lines(["*no filter chosen for this test. Fix: mark it @pytest.mark.xdp*"])
@@ -53,7 +53,7 @@ def test_no_filter_chosen_says_how(pytester):
      "*it is a tc classifier, not an XDP program. Fix: put it under @pytest.mark.tc*"),
     ("missing.c", "f", "*@pytest.mark.xdp: no file 'missing.c'*"),
 ], ids=["syntax", "verifier", "no-entry", "wrong-type", "no-file"])
-def test_bad_filter_fails_the_test_with_its_cause(pytester, source, func, expected):
+def test_bad_filter_fails_the_test_with_its_cause(pktassert_ready, pytester, source, func, expected):
     res = run(pytester, f"""
 @pytest.mark.xdp("{source}", func="{func}")
 def test_it(xdp, inject):
@@ -63,7 +63,7 @@ def test_it(xdp, inject):
     res.stdout.fnmatch_lines([expected])
 
 
-def test_count_failure_shows_counts_and_first_offender(pytester):
+def test_count_failure_shows_counts_and_first_offender(pktassert_ready, pytester):
     res = run(pytester, f"""
 @pytest.mark.xdp({PASS_ALL!r}, func="pass_all")
 def test_it(xdp, inject):
@@ -78,7 +78,7 @@ def test_it(xdp, inject):
     ])
 
 
-def test_verdict_failure_names_the_packet(pytester):
+def test_verdict_failure_names_the_packet(pktassert_ready, pytester):
     res = run(pytester, f"""
 @pytest.mark.xdp({PASS_ALL!r}, func="pass_all")
 def test_it(xdp, inject):
@@ -89,7 +89,7 @@ def test_it(xdp, inject):
                               "*for packet #0: Ether / IP / TCP 192.0.2.2:ftp_data > 192.0.2.1:telnet S"])
 
 
-def test_not_a_packet_is_one_clear_error(pytester):
+def test_not_a_packet_is_one_clear_error(pktassert_ready, pytester):
     res = run(pytester, f"""
 from pktassert import InjectError
 @pytest.mark.xdp({PASS_ALL!r}, func="pass_all")
@@ -136,7 +136,7 @@ def test_missing_bcc_skips_with_the_fix(pytester, monkeypatch):
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
-def test_missing_kernel_headers_skip_with_the_exact_fix(pytester):
+def test_missing_kernel_headers_skip_with_the_exact_fix(pktassert_ready, pytester):
     # Real: a private mount namespace hides /lib/modules from the inner run only.
     pytester.makepyfile(test_user=NEEDS_XDP)
     inner = f"mount -t tmpfs none /lib/modules && exec {sys.executable} -m pytest -p no:cacheprovider -rs test_user.py"

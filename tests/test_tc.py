@@ -161,7 +161,7 @@ def test_sk_buff_fields_for_xdp_refused(xdp, inject):
         inject(IP(dst=xdp.ip) / UDP(dport=53), mark=1)
 
 
-def test_wrong_direction(pytester):
+def test_wrong_direction(pktassert_ready, pytester):
     pytester.makepyfile(test_it=f'''
         import pytest
         @pytest.mark.tc({BCC!r}, func="port_guard", direction="sideways")

@@ -50,7 +50,7 @@ def test_a_failing_topology_build_leaves_nothing(pktassert_ready, monkeypatch):
     assert snapshot() == before
 
 
-def test_a_whole_run_leaves_the_root_namespace_as_it_was(pytester):
+def test_a_whole_run_leaves_the_root_namespace_as_it_was(pktassert_ready, pytester):
     before = snapshot()
     pytester.makepyfile(test_user="""
 import pytest

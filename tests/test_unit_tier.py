@@ -130,7 +130,7 @@ def test_pinned_live(xdp, inject):
     (("--pktassert-tier=both",), ["*test_follows_option?live?*", "*test_follows_option?unit?*",
                                   "*test_pinned_live?live?*"]),
 ])
-def test_tier_chosen_by_option_unless_pinned(pytester, option, expected):
+def test_tier_chosen_by_option_unless_pinned(pktassert_ready, pytester, option, expected):
     pytester.makepyfile(test_probe=TIER_PROBE)
     res = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", "-s", *option)
     res.stdout.fnmatch_lines_random(expected)
