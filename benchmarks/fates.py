@@ -13,20 +13,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pktassert.bpf.fate_tracker import FateTracker
-from pktassert.bpf.receiver import Receiver
-from pktassert.bpf.sender import Sender
-from pktassert.netns import Topology
 from report import show, timed_floods  # benchmarks/report.py (scripts run from this folder)
 from scapy.layers.inet import IP, UDP
 
-from pktassert import Fate
-from pktassert.collect import Collector
-from pktassert.dut import XdpUnderTest
-from pktassert.inject import MTU, Injector
-from pktassert.nft_ruleset import RuleSet
-from pktassert.plugin import PASS_THROUGH
-from pktassert.record import const
+from pktassert import Fate, Session
+from pktassert.case import PASS_THROUGH
 
 VARY = {"src": "198.51.100.0/24", "sport": (1024, 65535)}
 
@@ -42,29 +33,20 @@ table inet fw {
 REASON = {"nftables": "NETFILTER_DROP", "stack": "NO_SOCKET"}
 
 
-def live(kind: str, n: int, tracker: FateTracker | None, sender: Sender, receiver: Receiver,
-         floods: int = 3) -> dict[str, object]:
-    loaded = PASS_THROUGH.load()
-    with Topology(mtu=MTU + const("TRAILER_LEN")) as topo:
-        dut = XdpUnderTest(loaded, Collector(loaded), topo, receiver)
-        if kind == "nftables":
-            RuleSet(topo.dut.ns, RULES)
-        if tracker is not None:
-            dut.track_fates(tracker)
-        else:
-            topo.route_via_peer()  # as track_fates does: the same stack either way
-        inject = Injector(dut, lambda: sender)
+def live(session: Session, kind: str, n: int, fates: bool, floods: int = 3) -> dict[str, object]:
+    # pktassert's pass-through XDP stage, named: the stack is what is measured (a dut with no filter, rule
+    # set or fates would be refused as testing nothing).
+    with session.dut(xdp=PASS_THROUGH, nftables=RULES if kind == "nftables" else None, fates=fates) as dut:
+        if not fates:
+            dut.topology.route_via_peer()  # as fate tracking does: the same stack either way
         template = IP(dst=dut.ip) / UDP(dport=9)
 
         def check(capture: Any) -> None:
-            if tracker is not None:
+            if fates:
                 assert capture.reasons() == {REASON[kind]: n}, capture.reasons()
                 assert capture.count(Fate.UNKNOWN) == 0
 
-        figures, _ = timed_floods(lambda: inject(template, count=n, vary=VARY), n, check, floods)
-        inject.close()
-        dut.close()
-    loaded.close()
+        figures, _ = timed_floods(lambda: dut.inject(template, count=n, vary=VARY), n, check, floods)
     return figures
 
 
@@ -73,16 +55,11 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--packets", type=int, default=1_000_000)
     args = ap.parse_args()
-    sender, receiver, tracker = Sender(), Receiver(), FateTracker()
     out: dict[str, object] = {}
-    try:
+    with Session() as session:  # the engine, receiver, fate tracker and pass-through: made once, on first use
         for kind in ("nftables", "stack"):
-            out[f"{kind}_fates_off"] = live(kind, args.packets, None, sender, receiver)
-            out[f"{kind}_fates_on"] = live(kind, args.packets, tracker, sender, receiver)
-    finally:
-        sender.close()
-        receiver.close()
-        tracker.close()
+            out[f"{kind}_fates_off"] = live(session, kind, args.packets, False)
+            out[f"{kind}_fates_on"] = live(session, kind, args.packets, True)
     for kind in ("nftables", "stack"):
         on, off = out[f"{kind}_fates_on"], out[f"{kind}_fates_off"]
         assert isinstance(on, dict) and isinstance(off, dict)

@@ -47,7 +47,11 @@ def system_includes() -> list[str]:
 def include_dirs() -> list[str]:
     """vmlinux.h of the running kernel (CO-RE), then the system's headers; never the kernel's internal
     headers (Debian's 6.1 tree here does not match the running kernel)."""
-    return [f"-I{vmlinux_dir()}", *system_includes()]
+    found = vmlinux_dir()
+    if not (found / "vmlinux.h").exists():  # the cache was emptied since (pktassert-cleanup --cache): made again
+        vmlinux_dir.cache_clear()
+        found = vmlinux_dir()
+    return [f"-I{found}", *system_includes()]
 
 
 @functools.cache

@@ -1,14 +1,15 @@
-"""The pytest plugin: options, the ``xdp`` marker, fixtures, and failure messages."""
+"""The pytest plugin: options, markers, fixtures and failure messages. The fixtures are a thin face
+over pktassert.Session (pktassert/session.py, pktassert/case.py), which composes the engine: one
+Session per pytest process, one Case of it per test."""
 
 from __future__ import annotations
 
 import json
 import os
-import resource
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import pytest
 
@@ -16,24 +17,20 @@ from pktassert import assertion, host, host_hooks, preflight, reports
 from pktassert.bpf import build_cache
 from pktassert.bpf.fate_tracker import FateTracker
 from pktassert.bpf.hooks import HOOKS
-from pktassert.bpf.libbpf_program import LibbpfSource
-from pktassert.bpf.program import HERE, looks_like_path
+from pktassert.bpf.program import looks_like_path
 from pktassert.bpf.receiver import Receiver
 from pktassert.bpf.sender import Sender
 from pktassert.bpf.tag_mover import TagMover
+from pktassert.case import PASS_THROUGH, TIERS, Case
 from pktassert.dut import XdpUnderTest
 from pktassert.errors import ProgramError
-from pktassert.inject import MTU, Injector
+from pktassert.inject import Injector
 from pktassert.netns import Topology, leftovers
 from pktassert.nft_ruleset import RuleSet
 from pktassert.printk import TracePipe
-from pktassert.program_cache import ProgramCache, raise_fd_limit
-from pktassert.record import const
+from pktassert.program_cache import ProgramCache
+from pktassert.session import OnFirstUse, Session
 from pktassert.subjects import SUBJECTS, Subject, subject_of
-
-T = TypeVar("T")
-PASS_THROUGH = LibbpfSource(HERE / "pass_through.bpf.c", "pass_through")
-TIERS = ("live", "unit")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -156,12 +153,26 @@ def pktassert_ready(pytestconfig: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def pktassert_programs(pktassert_ready: None) -> Iterator[ProgramCache]:
-    limits = raise_fd_limit()
-    cache = ProgramCache()
-    yield cache
-    cache.close()
-    resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+def pktassert_session(pktassert_ready: None) -> Iterator[Session]:
+    """The engine for this pytest process (pktassert/session.py): what every test shares, made on first
+    use; each test's pieces come from a Case of it (the pktassert_case fixture)."""
+    with Session() as session:
+        yield session
+
+
+@pytest.fixture
+def pktassert_case(pktassert_session: Session, request: pytest.FixtureRequest) -> Iterator[Case]:
+    """This test's pieces (namespaces, filters, rule set, injector), made as the fixtures ask, freed after it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    case = pktassert_session.case(f"{worker} {request.node.name}")
+    yield case
+    case.close()
+
+
+@pytest.fixture(scope="session")
+def pktassert_programs(pktassert_session: Session) -> ProgramCache:
+    """The session's loaded filters."""
+    return pktassert_session.programs
 
 
 def _subject(request: pytest.FixtureRequest, hook: str) -> Subject | None:
@@ -226,65 +237,52 @@ def _chosen(request: pytest.FixtureRequest, program: Subject | None, hook: str) 
 
 
 @pytest.fixture
-def topology(pktassert_ready: None, request: pytest.FixtureRequest) -> Iterator[Topology]:
+def topology(pktassert_case: Case) -> Topology:
     """A DUT and a peer namespace joined by a veth pair, for this test only."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    with host_hooks.topology(f"{worker} {request.node.name}", MTU + const("TRAILER_LEN")) as topo:
-        yield topo
-
-
-class OnFirstUse(Generic[T]):
-    """A session's one instance of an expensive helper (a compiled program of ours), made the first
-    time a test needs it; closed with the session."""
-
-    def __init__(self, make: Callable[[], T]) -> None:
-        self._make = make
-        self._made: list[T] = []
-
-    def __call__(self) -> T:
-        if not self._made:
-            self._made.append(self._make())
-        return self._made[0]
-
-    def close(self) -> None:
-        for made in self._made:
-            made.close()  # type: ignore[attr-defined]  # Receiver and Sender both have close()
+    return pktassert_case.topology()
 
 
 @pytest.fixture(scope="session")
-def pktassert_receiver(pktassert_ready: None) -> Iterator[OnFirstUse[Receiver]]:
+def pktassert_receiver(pktassert_session: Session) -> OnFirstUse[Receiver]:
     """pktassert's receiver (bpf/receiver.c), compiled on first use in the session."""
-    receiver = OnFirstUse(Receiver)
-    yield receiver
-    receiver.close()
+    return pktassert_session.receiver
+
+
+@pytest.fixture(scope="session")
+def pktassert_tag_mover(pktassert_session: Session) -> OnFirstUse[TagMover]:
+    """The XDP stage a tc ingress filter alone gets in the live tier (bpf/tag_mover.c), on first use."""
+    return pktassert_session.tag_mover
+
+
+@pytest.fixture(scope="session")
+def pktassert_sender(pktassert_session: Session) -> OnFirstUse[Sender]:
+    """The traffic engine, compiled on first use in the session."""
+    return pktassert_session.sender
+
+
+@pytest.fixture(scope="session")
+def pktassert_trace_pipe(pktassert_session: Session) -> OnFirstUse[TracePipe]:
+    """This process's tracefs instance for the bpf_printk lines of filters that print, on first use."""
+    return pktassert_session.trace_pipe
+
+
+@pytest.fixture(scope="session")
+def pktassert_fate_tracker(pktassert_session: Session) -> OnFirstUse[FateTracker]:
+    """pktassert's fate tracker (bpf/fates.bpf.c) on the kernel's tracepoints, on first use."""
+    return pktassert_session.fate_tracker
 
 
 @pytest.fixture
-def xdp(tier: str, xdp_program: Subject | None, pktassert_programs: ProgramCache,
+def xdp(tier: str, xdp_program: Subject | None, pktassert_case: Case,
         request: pytest.FixtureRequest) -> Iterator[XdpUnderTest]:
     """The filter under test with fresh state: in the live tier attached behind the inspector on
     the DUT's veth; in the unit tier loaded only, for the kernel's test runs."""
-    yield from _under_test(_chosen(request, xdp_program, "xdp"), tier, pktassert_programs, request)
-
-
-@pytest.fixture(scope="session")
-def pktassert_tag_mover(pktassert_ready: None) -> Iterator[OnFirstUse[TagMover]]:
-    """The XDP stage a tc ingress filter alone gets in the live tier (bpf/tag_mover.c), on first use."""
-    mover = OnFirstUse(TagMover)
-    yield mover
-    mover.close()
-
-
-@pytest.fixture(scope="session")
-def pktassert_sender(pktassert_ready: None) -> Iterator[OnFirstUse[Sender]]:
-    """The traffic engine, compiled on first use in the session."""
-    sender = OnFirstUse(Sender)
-    yield sender
-    sender.close()
+    program = _chosen(request, xdp_program, "xdp")
+    yield from _noted(program, pktassert_case.filter(program, tier), request)
 
 
 @pytest.fixture
-def tc(tier: str, tc_program: Subject | None, xdp_program: Subject | None, pktassert_programs: ProgramCache,
+def tc(tier: str, tc_program: Subject | None, xdp_program: Subject | None, pktassert_case: Case,
        request: pytest.FixtureRequest) -> Iterator[XdpUnderTest]:
     """The tc classifier under test with fresh state: in the live tier attached behind the inspector
     to the DUT's veth through clsact (direct action; ``direction=`` of the marker, ingress by default);
@@ -301,54 +299,20 @@ def tc(tier: str, tc_program: Subject | None, xdp_program: Subject | None, pktas
         raise ProgramError(f"@pytest.mark.tc(direction={marked!r}), but the tc_program fixture gives "
                            f"direction={tc_program.direction!r}. Fix: one of them.")
     direction = marked or tc_program.direction or "ingress"
-    front, mover = None, None
-    if direction == "ingress":
-        if xdp_program is not None:
-            front = request.getfixturevalue("xdp")  # the test's XDP filter runs first, on the same veth
-        elif tier == "live":  # the traffic engine delivers through an XDP program on the DUT
-            mover = request.getfixturevalue("pktassert_tag_mover")()
-    yield from _under_test(tc_program, tier, pktassert_programs, request, direction, front, mover)
+    # The test's XDP filter, if it has one, is the xdp fixture's: the same object a test asking for both gets.
+    front = (lambda: request.getfixturevalue("xdp")) if xdp_program is not None else None
+    yield from _noted(tc_program, pktassert_case.tc(tc_program, tier, direction, front), request)
 
 
-def _under_test(program: Subject, tier: str, programs: ProgramCache, request: pytest.FixtureRequest,
-                direction: str = "ingress", front: XdpUnderTest | None = None,
-                mover: TagMover | None = None) -> Iterator[XdpUnderTest]:
-    loaded, collector = programs.get(program)
-    dut = None
-    try:
-        topo = request.getfixturevalue("topology") if tier == "live" else None
-        receiver = request.getfixturevalue("pktassert_receiver")() if tier == "live" and front is None else None
-        dut = XdpUnderTest(loaded, collector, topo, receiver, direction, front, mover)
-        if loaded.prints:
-            dut.capture_prints(request.getfixturevalue("pktassert_trace_pipe")())
-        yield dut
-    finally:
-        if dut is not None:
-            dut.close()
-        programs.release(program)  # closed, its program may be closed too to make room
-    assert dut is not None
+def _noted(program: Subject, dut: XdpUnderTest, request: pytest.FixtureRequest) -> Iterator[XdpUnderTest]:
+    """``dut`` for the test; after it, its verdict counts in the report (JUnit, --pktassert-summary)."""
+    yield dut
     counts = {v.name: n for v, n in dut.counts().items() if n}
     where = program.name
     if program.is_file:
         where = os.path.relpath(where, request.config.rootpath)
     request.node.user_properties.append(("pktassert", json.dumps({"filter": f"{program.func} ({where})",
-                                                                  "hook": loaded.hook.name, "counts": counts})))
-
-
-@pytest.fixture(scope="session")
-def pktassert_trace_pipe(pktassert_ready: None) -> Iterator[OnFirstUse[TracePipe]]:
-    """This process's tracefs instance for the bpf_printk lines of filters that print, on first use."""
-    pipe = OnFirstUse(TracePipe)
-    yield pipe
-    pipe.close()
-
-
-@pytest.fixture(scope="session")
-def pktassert_fate_tracker(pktassert_ready: None) -> Iterator[OnFirstUse[FateTracker]]:
-    """pktassert's fate tracker (bpf/fates.bpf.c) on the kernel's tracepoints, on first use."""
-    tracker = OnFirstUse(FateTracker)
-    yield tracker
-    tracker.close()
+                                                                  "hook": dut.hook.name, "counts": counts})))
 
 
 def _wants(request: pytest.FixtureRequest, name: str) -> bool:
@@ -367,40 +331,36 @@ def nftables(tier: str, request: pytest.FixtureRequest) -> RuleSet:
     source = mark.args[0]
     # bytes are rule-set text as they are (RuleSet checks them); str() would make "b'...'" of them
     where = source if isinstance(source, bytes) else _resolve(str(source), request.node, "nftables", "the rule set text")
-    return RuleSet(request.getfixturevalue("topology").dut.ns, where)
+    case: Case = request.getfixturevalue("pktassert_case")  # after the checks: a bad marker is said first
+    return case.rule_set(where)
 
 
 @pytest.fixture
-def pktassert_pass_through(tier: str, pktassert_programs: ProgramCache,
-                           request: pytest.FixtureRequest) -> Iterator[XdpUnderTest]:
+def pktassert_pass_through(tier: str, pktassert_case: Case, request: pytest.FixtureRequest) -> Iterator[XdpUnderTest]:
     """pktassert's pass-through XDP filter (bpf/pass_through.bpf.c): the DUT of a test without a filter of its own."""
-    yield from _under_test(PASS_THROUGH, tier, pktassert_programs, request)
+    yield from _noted(PASS_THROUGH, pktassert_case.filter(PASS_THROUGH, tier), request)
 
 
 @pytest.fixture
-def dut(tier: str, request: pytest.FixtureRequest, pktassert_fate_tracker: OnFirstUse[FateTracker],
+def dut(tier: str, request: pytest.FixtureRequest, pktassert_case: Case,
         xdp_program: Subject | None, tc_program: Subject | None) -> XdpUnderTest:
     """The device under test as a whole: its XDP or tc filter (the test's markers; without one,
     pktassert's pass-through), its rule set (@pytest.mark.nftables) and its stack; in the live tier
     each injected packet's fate (pktassert.Fate) is tracked and ``dut.listen()`` opens real sockets."""
-    tracker = pktassert_fate_tracker() if tier == "live" else None  # first: a host without it loads nothing
-    # The filter the xdp and tc fixtures would test, however it was chosen (marker, override, parametrized).
-    if tc_program is not None or "tc" in request.fixturenames:
-        under = request.getfixturevalue("tc")
-    elif xdp_program is not None or "xdp" in request.fixturenames:
-        under = request.getfixturevalue("xdp")
-    else:
-        under = request.getfixturevalue("pktassert_pass_through")
-    if _wants(request, "nftables"):
-        under.nft = request.getfixturevalue("nftables")
-    if tracker is not None:
-        under.track_fates(tracker)
-    return under  # closed by the fixture that made it
+    def under() -> XdpUnderTest:
+        # The filter the xdp and tc fixtures would test, however it was chosen (marker, override, parametrized).
+        if tc_program is not None or "tc" in request.fixturenames:
+            return request.getfixturevalue("tc")
+        if xdp_program is not None or "xdp" in request.fixturenames:
+            return request.getfixturevalue("xdp")
+        return request.getfixturevalue("pktassert_pass_through")
+
+    rules = (lambda: request.getfixturevalue("nftables")) if _wants(request, "nftables") else None
+    return pktassert_case.whole(tier, under, rules)
 
 
 @pytest.fixture
-def inject(request: pytest.FixtureRequest, pktassert_sender: OnFirstUse[Sender],
-           tc_program: Subject | None) -> Iterator[Injector]:
+def inject(request: pytest.FixtureRequest, pktassert_case: Case, tc_program: Subject | None) -> Injector:
     """Run scapy packets through the filter (live: sent from the peer over the veth; unit: by
     BPF_PROG_TEST_RUN); returns a Capture of their verdicts. The filter is the test's tc filter
     when it has @pytest.mark.tc (or asks for the tc fixture), else its XDP filter; with the dut
@@ -409,9 +369,7 @@ def inject(request: pytest.FixtureRequest, pktassert_sender: OnFirstUse[Sender],
         under = request.getfixturevalue("dut")
     else:
         under = request.getfixturevalue("tc" if tc_program is not None or "tc" in request.fixturenames else "xdp")
-    injector = Injector(under, pktassert_sender)
-    yield injector
-    injector.close()
+    return pktassert_case.injector(under)
 
 
 def pytest_assertrepr_compare(op: str, left: Any, right: Any) -> list[str] | None:
