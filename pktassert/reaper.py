@@ -203,7 +203,7 @@ def _remove_instance(where: bytes, inside: bytes) -> None:
                 return
         holders = _holders(inside)
         if not holders:
-            return  # busy for a reason no process shows: pktassert-cleanup or the next run will see to it
+            continue  # the holder may have exited between rmdir and the scan: try again (8 tries in all)
         for pidfd in holders:
             select.select([pidfd], [], [])
             os.close(pidfd)
