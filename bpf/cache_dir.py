@@ -335,12 +335,12 @@ def own(folder: Path) -> None:
     _owned.append(fd)
 
 
-def in_use(folder: Path, young: float = 60.0) -> bool:
-    """Whether a live process owns ``folder`` (one just made, not yet owned, counts too)."""
+def held(lock: Path) -> bool:
+    """Whether another open file holds ``lock`` flocked now (a missing lock: no)."""
     try:
-        fd = os.open(folder / OWNER, os.O_RDONLY | _NOFOLLOW)
+        fd = os.open(lock, os.O_RDONLY | _NOFOLLOW)
     except FileNotFoundError:
-        return time.time() - os.lstat(folder).st_mtime < young
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False
@@ -348,3 +348,10 @@ def in_use(folder: Path, young: float = 60.0) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def in_use(folder: Path, young: float = 60.0) -> bool:
+    """Whether a live process owns ``folder`` (one just made, not yet owned, counts too)."""
+    if not (folder / OWNER).exists():
+        return time.time() - os.lstat(folder).st_mtime < young
+    return held(folder / OWNER)

@@ -9,7 +9,6 @@ that were used in the last hour, private caches whose writers live.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import tempfile
@@ -63,17 +62,7 @@ def _entries(root: Path) -> list[Path]:
 
 def _busy(entry: Path) -> bool:
     """Whether a writer holds the entry's lock now."""
-    lock = entry / "lock"
-    if not entry.is_dir() or entry.is_symlink() or not lock.exists():
-        return False
-    fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
+    return entry.is_dir() and not entry.is_symlink() and cache_dir.held(entry / "lock")
 
 
 def evict(root: Path | None = None, bound: int | None = None, keep_recent: float = build_cache.KEEP_RECENT,

@@ -4,29 +4,13 @@ a header line, and a build cache of the run's own where the default place is not
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 
 import pytest
-from pyroute2.netlink.exceptions import NetlinkError
 
 from pktassert import host, preflight, printk
 from pktassert.bpf import build_cache, cache_dir, cache_upkeep
-from pktassert.netns import Topology  # type: ignore[import-not-found]  # installed from netns/
-
-
-def topology(label: str, mtu: int) -> Topology:
-    """A test's namespaces and veth; the kernel's refusal to make them is its configuration's lack."""
-    try:
-        return Topology(label=label, mtu=mtu)
-    except (NetlinkError, OSError) as e:
-        code = e.code if isinstance(e, NetlinkError) else e.errno
-        if code not in (errno.EOPNOTSUPP, errno.EINVAL):  # veth or network namespaces unknown to the kernel
-            raise
-        raise host.HostLacks("network namespaces and veth", f"the kernel refused pktassert's topology (two network "
-                             f"namespaces and a veth pair): {e}. Fix: a kernel with CONFIG_NET_NS and CONFIG_VETH "
-                             f"(modprobe veth on the host, where it is a module).") from None
 
 
 def as_skip(item: pytest.Item, report: pytest.TestReport, lacks: host.HostLacks) -> None:
