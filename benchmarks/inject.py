@@ -18,19 +18,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from pktassert.bpf.program import Program
-from pktassert.bpf.sender import Sender
-from pktassert.netns import Topology
 from report import show  # benchmarks/report.py (scripts run from this folder)
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
-from pktassert.collect import Collector
-from pktassert.dut import XdpUnderTest
-from pktassert.flood import build
-from pktassert.inject import MTU, Injector
-from pktassert.record import const
+from pktassert.device.dut import XdpUnderTest
+from pktassert.device.inject import MTU, Injector
+from pktassert.frames.flood import build
+from pktassert.instruments.record import const
+from pktassert.instruments.sender import Sender
+from pktassert.netns import Topology
+from pktassert.observers.collect import Collector
+from pktassert.programs.bcc_program import Program
 
 SYN_GUARD = Program(Path(__file__).resolve().parent.parent / "examples" / "syn_guard.c", "syn_guard")
 VARY = {"src": "198.51.100.0/24", "sport": (1024, 65535), "seq": (0, 2**32 - 1)}

@@ -21,16 +21,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from pktassert.bpf import build_cache, libbpf_build
-from pktassert.netns import Topology
 from report import show  # benchmarks/report.py (scripts run from this folder)
 from scapy.layers.inet import IP, TCP
 
 from pktassert import BccSource, LibbpfSource, ObjectFile
-from pktassert.collect import Collector
-from pktassert.dut import XdpUnderTest
-from pktassert.inject import MTU, Injector
-from pktassert.record import const
+from pktassert.build import build_cache, libbpf_build
+from pktassert.device.dut import XdpUnderTest
+from pktassert.device.inject import MTU, Injector
+from pktassert.instruments.record import const
+from pktassert.netns import Topology
+from pktassert.observers.collect import Collector
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 KINDS = {"bcc": lambda: BccSource(EXAMPLES / "port_blocklist.c", "port_blocklist"),

@@ -16,17 +16,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pktassert.bpf.receiver import Receiver
-from pktassert.bpf.sender import Sender
-from pktassert.netns import Topology
 from report import show, timed_floods  # benchmarks/report.py (scripts run from this folder)
 from scapy.layers.inet import IP, UDP
 
 from pktassert import LibbpfSource, Verdict
-from pktassert.collect import Collector
-from pktassert.dut import XdpUnderTest
-from pktassert.inject import MTU, Injector
-from pktassert.record import const
+from pktassert.device.dut import XdpUnderTest
+from pktassert.device.inject import MTU, Injector
+from pktassert.instruments.receiver import Receiver
+from pktassert.instruments.record import const
+from pktassert.instruments.sender import Sender
+from pktassert.netns import Topology
+from pktassert.observers.collect import Collector
 
 FILTER = LibbpfSource(Path(__file__).resolve().parent.parent / "examples" / "keyword_block.bpf.c", "keyword_block")
 REQUEST = b"RRQ /etc/passwd\x00octet\x00"

@@ -14,23 +14,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pktassert.bpf.receiver import Receiver
-from pktassert.bpf.sender import Sender
-from pktassert.bpf.tag_mover import TagMover
-from pktassert.netns import Topology
 from report import show, timed_floods  # benchmarks/report.py (scripts run from this folder)
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from unit import raw_loop
 
 from pktassert import BccSource, LibbpfSource, TcVerdict, Verdict
-from pktassert.collect import Collector
-from pktassert.dut import XdpUnderTest
-from pktassert.flood import build
-from pktassert.inject import MTU, Injector
-from pktassert.record import const
-from pktassert.unit_path import UnitPath
-from pktassert.wire import Wire
+from pktassert.device.dut import XdpUnderTest
+from pktassert.device.inject import MTU, Injector
+from pktassert.frames.flood import build
+from pktassert.frames.wire import Wire
+from pktassert.instruments.receiver import Receiver
+from pktassert.instruments.record import const
+from pktassert.instruments.sender import Sender
+from pktassert.instruments.tag_mover import TagMover
+from pktassert.netns import Topology
+from pktassert.observers.collect import Collector
+from pktassert.transports.unit import UnitPath
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 XDP = LibbpfSource(EXAMPLES / "port_blocklist.bpf.c", "port_blocklist")

@@ -22,19 +22,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pktassert.bpf.program import Program
-from pktassert.bpf.test_run import _Opts
 from report import show  # benchmarks/report.py (scripts run from this folder)
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from pktassert import Verdict
-from pktassert.collect import Collector
-from pktassert.dut import XdpUnderTest
-from pktassert.flood import build
-from pktassert.inject import Injector
-from pktassert.unit_path import UnitPath
-from pktassert.wire import Wire
+from pktassert.device.dut import XdpUnderTest
+from pktassert.device.inject import Injector
+from pktassert.frames.flood import build
+from pktassert.frames.wire import Wire
+from pktassert.kernel.test_run import _Opts
+from pktassert.observers.collect import Collector
+from pktassert.programs.bcc_program import Program
+from pktassert.transports.unit import UnitPath
 
 SYN_GUARD = Program(Path(__file__).resolve().parent.parent / "examples" / "syn_guard.c", "syn_guard")
 VARY = {"src": "198.51.100.0/24", "sport": (1024, 65535), "seq": (0, 2**32 - 1)}

@@ -1,6 +1,7 @@
-"""Programs and the inspector (installed as ``pktassert.bpf``): bcc sources composed with inspector.c,
-libbpf sources and ELF objects linked with inspector_libbpf.c; both loaded behind the same record contract."""
+"""The BPF C programs (installed as ``pktassert.bpf``): the inspectors composed with users' filters, the
+traffic engine, receiver, tag mover and fate tracker, and the headers that define the records they emit.
+No Python here but where the files are: the code that builds and loads them is pktassert's."""
 
-from .program import LoadedProgram, Program
+from pathlib import Path
 
-__all__ = ["LoadedProgram", "Program"]
+DIR = Path(__file__).resolve().parent  # the C sources and headers

@@ -1,6 +1,6 @@
 /* The fate tracker's contract (bpf/fates.bpf.c): one record per injected packet that reached the
  * DUT's stack, in slot tag % PKTASSERT_SLOTS of the mmap-able array pktassert_fates.
- * pktassert/fate.py reads this file; nothing else on the Python side knows these numbers. */
+ * pktassert/observers/fate.py reads this file; nothing else on the Python side knows these numbers. */
 #ifndef PKTASSERT_FATE_H
 #define PKTASSERT_FATE_H
 

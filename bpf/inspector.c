@@ -1,5 +1,5 @@
 /* pktassert inspector for bcc sources, compiled BEFORE the filter's own source (see
- * bpf/program.py), so that no macro of the filter's can change it. The work is in inspector.h
+ * pktassert/programs/bcc_program.py), so that no macro of the filter's can change it. The work is in inspector.h
  * (XDP) and inspector_tc.h (tc, when program.py defines PKTASSERT_HOOK_TC).
  * PKTASSERT_FILTER names the filter's entry function; program.py defines it for this part only. */
 

@@ -1,6 +1,6 @@
-/* pktassert XDP inspector for libbpf sources and objects (bpf/libbpf_program.py). Compiled on its
+/* pktassert XDP inspector for libbpf sources and objects (pktassert/programs/libbpf_program.py). Compiled on its
  * own with clang and joined to the filter's object by libbpf's static linker; the filter's entry,
- * moved into .text (bpf/elf_entry.py), is called as a global function: its code runs unchanged.
+ * moved into .text (pktassert/kernel/elf_entry.py), is called as a global function: its code runs unchanged.
  * The work is in inspector.h (XDP) or inspector_tc.h (-DPKTASSERT_HOOK_TC).
  * Build: -DPKTASSERT_FILTER=<entry> -DPKTASSERT_CTX=<its argument type>. */
 #include <linux/bpf.h>

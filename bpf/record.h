@@ -1,5 +1,5 @@
 /* The inspector's contract: one record per frame, per-verdict counters, the tag trailer.
- * pktassert/record.py reads this file (the #defines) and the compiled layout of
+ * pktassert/instruments/record.py reads this file (the #defines) and the compiled layout of
  * struct pktassert_record; nothing else on the Python side knows these numbers.
  * Every name here starts with pktassert_/PKTASSERT_: reserved, a filter may not use them. */
 #ifndef PKTASSERT_RECORD_H

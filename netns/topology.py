@@ -45,6 +45,13 @@ class Endpoint:
     ip: str
     ip6: str
 
+    @property
+    def netns(self) -> Namespace:
+        """The live tier's namespace (the unit tier's endpoints have none, and nothing of it asks)."""
+        if self.ns is None:
+            raise RuntimeError(f"the unit tier's endpoint {self.ifname or '(peer)'} has no namespace")
+        return self.ns
+
 
 # The same addresses without namespaces, for the unit tier (BPF_PROG_TEST_RUN). The kernel's test
 # runs deliver frames as if received on the loopback (ifindex 1) of the caller's namespace.

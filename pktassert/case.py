@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from pktassert import host
-from pktassert.bpf.libbpf_program import LibbpfSource
-from pktassert.bpf.program import HERE
-from pktassert.bpf.tag_mover import TagMover
-from pktassert.dut import XdpUnderTest
-from pktassert.inject import MTU, Injector
+from pktassert.bpf import DIR as HERE
+from pktassert.device.dut import XdpUnderTest
+from pktassert.device.inject import MTU, Injector
+from pktassert.instruments.record import const
+from pktassert.instruments.tag_mover import TagMover
+from pktassert.machine import host
 from pktassert.netns import Topology
-from pktassert.nft_ruleset import RuleSet
-from pktassert.record import const
-from pktassert.subjects import Subject
+from pktassert.programs.libbpf_program import LibbpfSource
+from pktassert.programs.nft_ruleset import RuleSet
+from pktassert.programs.subjects import Subject
 
 if TYPE_CHECKING:
     from pktassert.session import Session
@@ -90,7 +90,7 @@ class Case:
 
     def rule_set(self, source: str | bytes | Path) -> RuleSet:
         """An nftables rule set loaded into the DUT namespace (live tier); it goes with the namespace."""
-        return RuleSet(self.topology().dut.ns, source)
+        return RuleSet(self.topology().dut.netns, source)
 
     def whole(self, tier: str, under: Callable[[], XdpUnderTest], rules: Callable[[], RuleSet] | None = None,
               fates: bool = True) -> XdpUnderTest:

@@ -9,8 +9,9 @@ import shutil
 
 import pytest
 
-from pktassert import host, preflight, printk
-from pktassert.bpf import build_cache, cache_dir, cache_upkeep
+from pktassert.build import build_cache, cache_dir, cache_upkeep
+from pktassert.machine import host, preflight
+from pktassert.observers import printk
 
 
 def as_skip(item: pytest.Item, report: pytest.TestReport, lacks: host.HostLacks) -> None:

@@ -13,24 +13,27 @@ from typing import Any
 
 import pytest
 
-from pktassert import assertion, host, host_hooks, preflight, reports
-from pktassert.bpf import build_cache
-from pktassert.bpf.fate_tracker import FateTracker
-from pktassert.bpf.hooks import HOOKS
-from pktassert.bpf.program import looks_like_path
-from pktassert.bpf.receiver import Receiver
-from pktassert.bpf.sender import Sender
-from pktassert.bpf.tag_mover import TagMover
+from pktassert import host_hooks
+from pktassert.build import build_cache
 from pktassert.case import PASS_THROUGH, TIERS, Case
-from pktassert.dut import XdpUnderTest
+from pktassert.device.dut import XdpUnderTest
+from pktassert.device.inject import Injector
+from pktassert.device.program_cache import ProgramCache
 from pktassert.errors import ProgramError
-from pktassert.inject import Injector
+from pktassert.hooks.table import HOOKS
+from pktassert.instruments.fate_tracker import FateTracker
+from pktassert.instruments.receiver import Receiver
+from pktassert.instruments.sender import Sender
+from pktassert.instruments.tag_mover import TagMover
+from pktassert.machine import host, preflight
 from pktassert.netns import Topology, leftovers
-from pktassert.nft_ruleset import RuleSet
-from pktassert.printk import TracePipe
-from pktassert.program_cache import ProgramCache
+from pktassert.observers.printk import TracePipe
+from pktassert.programs.bcc_program import looks_like_path
+from pktassert.programs.nft_ruleset import RuleSet
+from pktassert.programs.subjects import SUBJECTS, Subject, subject_of
+from pktassert.reports import test_report as reports
+from pktassert.results import assertion
 from pktassert.session import OnFirstUse, Session
-from pktassert.subjects import SUBJECTS, Subject, subject_of
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -75,7 +78,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("pktassert_summary"):
         config.pluginmanager.register(reports.VerdictSummary(), "pktassert-summary")
     config.pluginmanager.register(host_hooks.HostHooks(config), "pktassert-host")
-    from pktassert import faults, reaper  # SIGTERM tears down as Ctrl-C does; the fault matrix's failpoints (tests)
+    from pktassert.machine import (
+        faults,  # SIGTERM tears down as Ctrl-C does; the fault matrix's failpoints (tests)
+        reaper,
+    )
 
     reaper.orderly_sigterm(config)
     faults.install()

@@ -17,22 +17,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
 
-from pktassert import preflight
-from pktassert.bpf.fate_tracker import FateTracker
-from pktassert.bpf.hooks import HOOKS
-from pktassert.bpf.program import looks_like_path
-from pktassert.bpf.receiver import Receiver
-from pktassert.bpf.sender import Sender
-from pktassert.bpf.tag_mover import TagMover
 from pktassert.case import PASS_THROUGH, TIERS, Case
-from pktassert.dut import XdpUnderTest
+from pktassert.device.dut import XdpUnderTest
+from pktassert.device.inject import Injector
+from pktassert.device.program_cache import ProgramCache, raise_fd_limit
 from pktassert.errors import PktassertError
-from pktassert.host import HostLacks
-from pktassert.inject import Injector
+from pktassert.hooks.table import HOOKS
+from pktassert.instruments.fate_tracker import FateTracker
+from pktassert.instruments.receiver import Receiver
+from pktassert.instruments.sender import Sender
+from pktassert.instruments.tag_mover import TagMover
+from pktassert.machine import preflight
+from pktassert.machine.host import HostLacks
 from pktassert.netns import Namespace, Topology
-from pktassert.printk import TracePipe
-from pktassert.program_cache import ProgramCache, raise_fd_limit
-from pktassert.subjects import SUBJECTS, Subject
+from pktassert.observers.printk import TracePipe
+from pktassert.programs.bcc_program import looks_like_path
+from pktassert.programs.subjects import SUBJECTS, Subject
 
 T = TypeVar("T")
 KINDS = "pktassert.LibbpfSource(path, func), ObjectFile(path, func) or BccSource(path, func)"
@@ -238,7 +238,7 @@ class Dut:
     @property
     def ns(self) -> Namespace:
         """The DUT's network namespace (live tier): ``dut.ns.popen([...])``, ``with dut.ns.entered(): ...``."""
-        return self.topology.dut.ns
+        return self.topology.dut.netns
 
     def clear(self) -> None:
         """Fresh state for the next case, as pytest gives each test: the filters' maps and globals as

@@ -1,5 +1,5 @@
 """The fault matrix's machinery (tests/test_kills.py): run the target suite (tests/kill_targets/), killed
-at a phase by pktassert's failpoints (pktassert/faults.py), wait for every process it started (its
+at a phase by pktassert's failpoints (pktassert/machine/faults.py), wait for every process it started (its
 reapers included), then find what it left, by kind; then run it again.
 
 What a run leaves is told from what runs beside it (`make test` runs this under xdist) by what is
@@ -78,7 +78,8 @@ def end_stragglers(token: str) -> list[str]:
 
 def tracefs_instances() -> set[str]:
     """pktassert's instances on this kernel, through a tracefs mount of this process's own."""
-    from pktassert import printk, tracefs
+    from pktassert.kernel import tracefs
+    from pktassert.observers import printk
 
     return {p.name for p in (tracefs.root() / "instances").glob(printk.PREFIX + "*")}
 

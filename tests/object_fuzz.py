@@ -220,7 +220,7 @@ def main() -> int:
     cpu = os.environ.get("OBJECT_FUZZ_CPU_SECONDS")
     if cpu:
         try:
-            from pktassert.bpf import object_check
+            from pktassert.build import object_check
         except ImportError:  # a pktassert without one (the fuzzer shown failing on an older main)
             pass
         else:

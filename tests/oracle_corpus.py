@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import random
 
-from pktassert.netns.topology import DUT_IP, DUT_IP6, DUT_MAC, PEER_IP, PEER_IP6, PEER_MAC
 from scapy.layers.inet import GRE, ICMP, IP, TCP, UDP, IPOption_Router_Alert
 from scapy.layers.inet6 import (
     ICMPv6DestUnreach,
@@ -48,6 +47,8 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
+
+from pktassert.netns.topology import DUT_IP, DUT_IP6, DUT_MAC, PEER_IP, PEER_IP6, PEER_MAC
 
 SEED = 19          # issue 19
 SIZE = 1200        # frames; at least 1,000 by the issue

@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 
 from oracle_unit import XDP, Alone, OracleError
+
 from pktassert.netns import Namespace
 from pktassert.netns.topology import DUT_MAC, PEER_MAC
 

@@ -215,7 +215,7 @@ class LibbpfAlone(Alone):
 
 
 # What a bcc source may use without including it: what pktassert's composition of a bcc filter includes
-# before it (bpf/program.py), which is part of what "a bcc source" means there.
+# before it (pktassert/programs/bcc_program.py), which is part of what "a bcc source" means there.
 BCC_PRELUDE = ("#include <uapi/linux/bpf.h>\n#include <linux/if_ether.h>\n#include <linux/in.h>\n"
                "#include <linux/ip.h>\n#include <linux/ipv6.h>\n#include <linux/pkt_cls.h>\n")
 

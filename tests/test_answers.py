@@ -195,7 +195,10 @@ def test_the_stacks_own_icmpv6_error_is_an_answer(dut, inject, peer_sniffer):
 def test_an_answer_that_cannot_be_attributed_is_unknown_never_none(dut, inject, peer_sniffer):
     # nftables finds the TCP header behind seven destination options and rejects the SYN; the fate
     # tracker reads six extension headers deep: it sees a reset go out but cannot tell whose it is.
-    from pktassert.fate import ANSWER_UNKNOWN, answer_of  # what Outcome.answer says (pktassert/capture_fates.py)
+    from pktassert.observers.fate import (  # what Outcome.answer says (pktassert/results/capture_fates.py)
+        ANSWER_UNKNOWN,
+        answer_of,
+    )
 
     deep = functools.reduce(lambda p, _: p / IPv6ExtHdrDestOpt(), range(7), IPv6(src=SRC6, dst=dut.topology.dut.ip6))
     shallow = IPv6(src=SRC6, dst=dut.topology.dut.ip6) / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt()

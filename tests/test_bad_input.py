@@ -4,7 +4,6 @@ import struct
 
 import numpy as np
 import pytest
-from pktassert.netns import UNIT_DUT, UNIT_PEER
 from scapy.layers.dot11 import Dot11
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
@@ -12,9 +11,11 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 from scapy.utils import RawPcapWriter, wrpcap, wrpcapng
 
-from pktassert import InjectError, pcap
-from pktassert.flood import Flood, build
-from pktassert.frames import check_size, complete
+from pktassert import InjectError
+from pktassert.frames import pcap
+from pktassert.frames.convert import check_size, complete
+from pktassert.frames.flood import Flood, build
+from pktassert.netns import UNIT_DUT, UNIT_PEER
 
 ETH = Ether(src="02:00:5e:00:53:02", dst="02:00:5e:00:53:01")
 V4 = ETH / IP(src="192.0.2.2", dst="192.0.2.1") / TCP(dport=80)
@@ -186,11 +187,11 @@ def test_frame_sizes_refused(ip_len, tags, match):
 
 def test_inner_ip_headers_get_the_peers_source_too():
     # Left unset, scapy would take an inner header's source from the host's own routes.
-    from pktassert.netns import UNIT_DUT, UNIT_PEER
     from scapy.layers.inet import IP, UDP
     from scapy.layers.inet6 import IPv6
 
-    from pktassert.frames import complete
+    from pktassert.frames.convert import complete
+    from pktassert.netns import UNIT_DUT, UNIT_PEER
 
     pkt = complete(IP(dst="192.0.2.1") / IP(dst="198.51.100.1") / UDP(), UNIT_PEER, UNIT_DUT)
     assert [h.src for h in pkt.iterpayloads() if type(h) is IP] == [UNIT_PEER.ip, UNIT_PEER.ip]

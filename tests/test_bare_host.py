@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from pktassert.netns.snapshot import differences, snapshot
 
-from pktassert import printk
+from pktassert.netns.snapshot import differences, snapshot
+from pktassert.observers import printk
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root: mount namespaces, namespaces, BPF"),

@@ -25,7 +25,7 @@ def run(pytester: pytest.Pytester, body: str, *args: str) -> pytest.RunResult:
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path_factory, monkeypatch):
     """A fresh record of compiled sources for each test: every check runs as on a new machine."""
-    from pktassert.bpf import build_cache
+    from pktassert.build import build_cache
 
     monkeypatch.setenv(build_cache.ENV, str(tmp_path_factory.mktemp("cache")))
 
@@ -91,7 +91,8 @@ def test_runtime_length_memcpy_fails_only_its_tests(pytester, pktassert_ready, x
 
 
 def test_a_source_known_to_compile_is_checked_once(pktassert_ready, tmp_path):
-    from pktassert.bpf import compile_check, program
+    from pktassert.build import compile_check
+    from pktassert.programs import bcc_program as program
 
     text = Program(PASS_ALL, func="pass_all").compose()
     flags = program.compile_flags(())
@@ -299,7 +300,7 @@ from pktassert import ProgramError
 def test_it():
     def state():
         return sorted(os.listdir("/proc/self/fd")), sorted(os.listdir(tempfile.gettempdir()))
-    from pktassert import reaper
+    from pktassert.machine import reaper
     reaper.register("/nonexistent")  # the process's reaper (its pidfd and socket, once per process) is no leftover
     reaper.release("/nonexistent")
     before = state()

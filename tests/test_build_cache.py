@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from pktassert.bpf import build_cache, libbpf_build
-from pktassert.bpf.elf_entry import ElfObject, entry_into_text
 
 from pktassert import LibbpfSource
+from pktassert.build import build_cache, libbpf_build
+from pktassert.kernel.elf_entry import ElfObject, entry_into_text
 
 pytestmark = pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed: apt-get install clang")
 

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pktassert.bpf import build_cache
+
+from pktassert.build import build_cache
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: chown to another user, private mount namespaces"),

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from pktassert.bpf import build_cache, cache_dir, cache_upkeep
+
+from pktassert.build import build_cache, cache_dir, cache_upkeep
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_OBJECT = ROOT / "examples" / "build" / "port_blocklist.bpf.o"
@@ -38,8 +39,8 @@ def places(tmp_path: Path) -> tuple[Path, Path]:
 KILLED_BUILD = """
     import os, signal
     from pathlib import Path
-    from pktassert import reaper
-    from pktassert.bpf import build_cache
+    from pktassert.machine import reaper
+    from pktassert.build import build_cache
     def make(out):
         (out.parent / "scratch.o").write_bytes(b"half" * 1000)
         out.write_bytes(b"half a product")
@@ -81,7 +82,7 @@ def test_a_link_killed_midway_leaves_nothing_in_tmp(places):
     done = child(f"""
         import os, signal
         from pathlib import Path
-        from pktassert.bpf import libbpf_build
+        from pktassert.build import libbpf_build
         def killed(out, inputs, label):
             os.kill(os.getpid(), signal.SIGKILL)
         libbpf_build._static_link = killed
@@ -97,7 +98,7 @@ def test_a_live_writers_temporaries_are_never_swept(places):
     cache, tmpdir = places
     writer = child("""
         import sys
-        from pktassert.bpf import build_cache
+        from pktassert.build import build_cache
         def make(out):
             out.write_bytes(b"x")
             print("writing", flush=True)

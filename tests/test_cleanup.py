@@ -42,10 +42,10 @@ def _kill_group(proc: subprocess.Popen) -> None:
 HOLDS_AN_INSTANCE = """
 import importlib.util, sys
 from pktassert.netns import Topology
-from pktassert.printk import TracePipe
+from pktassert.observers.printk import TracePipe
 topo = Topology(label="reaper test")  # namespaces held by fds: the reaper must not hold them too
 pipe = TracePipe()
-reaper = importlib.import_module("pktassert.reaper").pid() if importlib.util.find_spec("pktassert.reaper") else 0
+reaper = importlib.import_module("pktassert.machine.reaper").pid() if importlib.util.find_spec("pktassert.machine.reaper") else 0
 print(pipe.dir.name, reaper or 0, flush=True)
 sys.stdin.read()
 """
@@ -68,7 +68,7 @@ def test_a_killed_processes_instance_goes_with_it_not_at_the_next_run(pktassert_
 
 REGISTERS = """
 import os, sys
-from pktassert import reaper
+from pktassert.machine import reaper
 tree, file, released, unregistered = sys.argv[1:]
 for path in (tree, file, released):
     reaper.register(path)
@@ -165,7 +165,8 @@ def _cleanup(*args: str) -> subprocess.CompletedProcess:
 
 
 ORPHAN = """
-from pktassert import printk, tracefs
+from pktassert.observers import printk
+from pktassert.kernel import tracefs
 import secrets
 d = tracefs.root() / "instances" / (printk.PREFIX + secrets.token_hex(6))
 d.mkdir()
@@ -174,7 +175,7 @@ print(d.name)
 
 
 def test_cleanup_lists_instances_and_frees_only_those_no_process_reads(pktassert_ready):
-    from pktassert import printk
+    from pktassert.observers import printk
 
     live = printk.TracePipe()
     try:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+
 from pktassert.netns import leftovers
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root: PID and network namespaces"),
@@ -24,7 +25,7 @@ IN_NEW_PIDNS = ["unshare", "--pid", "--fork", "--mount-proc"]
 TWIN = """
 import os, sys
 from pktassert.netns import Topology, owner
-from pktassert.printk import TracePipe
+from pktassert.observers.printk import TracePipe
 topo = Topology(label=sys.argv[1])
 inside = topo.dut.ns.popen(["sleep", "600"])
 pipe = TracePipe()
@@ -101,7 +102,7 @@ def test_a_sweep_from_the_outer_pid_namespace_leaves_a_live_run_in_an_inner_one_
 # pid 1 of a PID namespace that starts a twin (pid 1 of one inside it), then sweeps as a run would.
 SWEEPER = """
 import json, os, subprocess, sys
-from pktassert import printk
+from pktassert.observers import printk
 from pktassert.netns import leftovers, owner
 twin = subprocess.Popen(sys.argv[2:], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 twin_pid, _, instance, *twin_mark = twin.stdout.readline().split()

@@ -8,7 +8,7 @@ import pytest
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 
 from pktassert import Fate
-from pktassert.conntrack_stats import conntrack_stats
+from pktassert.kernel.conntrack_stats import conntrack_stats
 
 # Debian's nftables package (CI installs it): the example a workstation is told to start from.
 WORKSTATION = Path("/usr/share/doc/nftables/examples/workstation.nft")

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from pktassert.netns.snapshot import differences, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent

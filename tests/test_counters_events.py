@@ -133,7 +133,7 @@ class Event(ctypes.Structure):
 
 
 # A perf event array keeps only what a reader was open for: the xdp fixture must open the readers at
-# setup (pktassert.events.open_readers() in XdpUnderTest.__init__, pktassert/dut.py). Until it does,
+# setup (pktassert.programs.events.open_readers() in XdpUnderTest.__init__, pktassert/device/dut.py). Until it does,
 # these cases fail, as marked; strict, so the mark must go once it does.
 KINDS = pytest.mark.parametrize("kind", ["perf_events", "ring_events"])
 events_marks = [pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed: apt-get install clang"),

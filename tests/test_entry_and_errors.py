@@ -7,11 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pktassert.bpf import libbpf_build
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
 from pktassert import InjectError, LibbpfSource, ProgramError, TcVerdict, Verdict
+from pktassert.build import libbpf_build
 
 HERE = Path(__file__).parent / "libbpf"
 UNDERSCORE = HERE / "entry_underscore.bpf.c"

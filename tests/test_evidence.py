@@ -103,7 +103,7 @@ def test_a_sweep_failure_says_where_the_verdict_changed(xdp, inject):
     from scapy.layers.inet import IP, UDP
 
     from pktassert import Verdict
-    from pktassert.assertion import explain
+    from pktassert.results.assertion import explain
 
     r = inject(IP(dst=xdp.ip) / UDP(dport=53), count=300, vary={"size": (400, 699)})
     lines = explain("==", r.count(Verdict.PASS), 300)

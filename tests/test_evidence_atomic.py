@@ -12,7 +12,7 @@ import sys
 import pytest
 from suite_files import tshark_fields
 
-from pktassert import evidence
+from pktassert.reports import evidence
 
 SUITE = '''
 import pytest
@@ -30,7 +30,7 @@ def test_two_hundred(xdp, inject):
 # flush what it holds (as a writer does every 4 KiB), say so, and wait there to be killed.
 CHECKPOINT = '''
 import os
-from pktassert import evidence
+from pktassert.reports import evidence
 
 _packet, _written = evidence._Writer.packet, []
 
@@ -39,7 +39,7 @@ def packet(self, *args, **kwargs):
     _written.append(1)
     if len(_written) == 50 and "CHECKPOINT_FD" in os.environ:
         self.f.flush()
-        from pktassert import reaper
+        from pktassert.machine import reaper
         os.write(int(os.environ["CHECKPOINT_FD"]), f"50 written {reaper.pid()}\\n".encode())
         os.read(int(os.environ["HOLD_FD"]), 1)  # never answered: killed here
 

@@ -182,7 +182,7 @@ def test_answers_are_seen_at_the_peer(dut, inject):
 
 @pytest.mark.nftables(DROP_SSH)
 def test_a_failed_fate_count_says_what_happened_instead(dut, inject):
-    from pktassert.assertion import explain
+    from pktassert.results.assertion import explain
 
     dut.listen(tcp=22)
     r = inject(IP(src="203.0.113.9", dst=dut.ip) / TCP(dport=22, flags="S"), count=5)

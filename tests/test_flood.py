@@ -19,7 +19,7 @@ from scapy.layers.l2 import GRE, Ether
 from scapy.layers.vxlan import VXLAN
 
 from pktassert import InjectError
-from pktassert.flood import Flood, build
+from pktassert.frames.flood import Flood, build
 
 ETH = Ether(src="02:00:5e:00:53:02", dst="02:00:5e:00:53:01")
 SRC, DST = "192.0.2.2", "192.0.2.1"
@@ -220,7 +220,7 @@ def test_seeded_values_are_random_in_range_and_reproducible():
 
 
 def test_sizes_vary_with_lengths_and_checksums_right():
-    from pktassert.flood import Flood
+    from pktassert.frames.flood import Flood
 
     for pkt in (ETH / IP(src=SRC, dst=DST) / UDP(dport=53) / b"template payload",
                 ETH / IPv6(src=SRC6, dst=DST6) / TCP(dport=80),
@@ -363,7 +363,7 @@ def test_ipv6_address_range_as_a_pair():
 def test_chunks_cover_every_frame_once_and_grow_to_the_most(n, most):
     """The engine's chunks: contiguous, each at most ``most``, a flood larger than one chunk starting small
     (the kernel starts while the next is built) and growing by at most 3x (each build done in time)."""
-    from pktassert.inject import _chunks
+    from pktassert.device.inject import _chunks
 
     bounds = _chunks(n, most)
     sizes = np.diff(bounds)

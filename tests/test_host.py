@@ -12,8 +12,10 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 
-from pktassert import host, printk, tracefs
-from pktassert.host import HostLacks, KernelFeature
+from pktassert.kernel import tracefs
+from pktassert.machine import host
+from pktassert.machine.host import HostLacks, KernelFeature
+from pktassert.observers import printk
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root: mounting tracefs, the kernel's BTF, namespaces")
@@ -40,7 +42,7 @@ def test_tracefs_of_our_own_is_in_no_mount_table(pktassert_ready):
 @needs_root
 def test_a_killed_run_leaves_no_mount_and_no_instance(pktassert_ready):
     before = _mounts()
-    child = subprocess.Popen([sys.executable, "-c", "import sys, time; from pktassert.printk import TracePipe; "
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; from pktassert.observers.printk import TracePipe; "
                               "from pktassert import reaper; p = TracePipe(); print(p.dir.name, reaper.pid(), "
                               "flush=True); time.sleep(60)"],
                              stdout=subprocess.PIPE, text=True)
@@ -83,7 +85,7 @@ def test_a_feature_of_several_names_says_which_are_missing():
 @needs_root
 def test_the_fate_tracker_is_refused_before_loading_on_a_kernel_without_its_kfunc(monkeypatch):
     # Mocked: this kernel (6.18) has the kfunc; 6.1 (Debian 12's own) does not. The probe looks it up by name.
-    from pktassert.bpf.fate_tracker import FateTracker
+    from pktassert.instruments.fate_tracker import FateTracker
 
     monkeypatch.setitem(host.KERNEL_FEATURES, "cast-to-kern-ctx",
                         KernelFeature("the kfunc bpf_cast_to_kern_ctx", "6.2", "func", ("bpf_cast_to_kern_ctx_not_here",),
@@ -153,7 +155,7 @@ class _Loaded:
 
 
 def test_a_low_fd_limit_closes_only_programs_no_test_is_using(monkeypatch):
-    from pktassert import program_cache
+    from pktassert.device import program_cache
 
     closed: list[str] = []
     monkeypatch.setattr(program_cache, "Collector", lambda loaded: None)

@@ -16,7 +16,7 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
 from pktassert import Verdict
-from pktassert.record import const
+from pktassert.instruments.record import const
 
 PASS_ALL = "int pass_all(struct xdp_md *ctx) { return XDP_PASS; }"
 DROP_ALL = "int drop_all(struct xdp_md *ctx) { return XDP_DROP; }"

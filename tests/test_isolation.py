@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from pktassert.netns import leftovers
 from pktassert.netns.snapshot import differences, snapshot
 

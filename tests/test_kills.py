@@ -17,7 +17,7 @@ import time
 import pytest
 from kill_matrix import KINDS, Case, before, end_stragglers, kinds_of, listing, record
 
-from pktassert import faults
+from pktassert.machine import faults
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, BPF, tracefs"),
               pytest.mark.skipif(shutil.which("clang") is None, reason="needs clang: the target suite builds a libbpf "

@@ -7,11 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pktassert.bpf import libbpf_build
 
-from pktassert import LibbpfSource, ObjectFile, ProgramError, host
-from pktassert.host import HostLacks
-from pktassert.subjects import subject_of
+from pktassert import LibbpfSource, ObjectFile, ProgramError
+from pktassert.build import libbpf_build
+from pktassert.machine import host
+from pktassert.machine.host import HostLacks
+from pktassert.programs.subjects import subject_of
 
 needs_clang = pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed: apt-get install clang")
 pytestmark = [needs_clang, pytest.mark.usefixtures("pktassert_ready")]

@@ -8,10 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pktassert.bpf import libbpf_build
 from scapy.layers.inet import IP, TCP, UDP
 
 from pktassert import LibbpfSource, ObjectFile, Verdict
+from pktassert.build import libbpf_build
 
 HERE = Path(__file__).parent / "libbpf"
 SOURCE = HERE / "features.bpf.c"

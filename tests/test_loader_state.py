@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pktassert.bpf import btf_types, libbpf, libbpf_build
-from pktassert.bpf.test_run import TestRunner
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
 from pktassert import LibbpfSource, ObjectFile, Verdict
+from pktassert.build import libbpf_build
+from pktassert.kernel import btf_types, libbpf
+from pktassert.kernel.test_run import TestRunner
 
 HERE = Path(__file__).parent / "libbpf"
 TAIL = HERE / "loader_state_tail.bpf.c"         # dispatch(): jmp = { .values = { [0] = &tail_drop } }

@@ -11,11 +11,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pktassert.bpf import btf_types
 from scapy.layers.inet import IP, UDP
 
 from pktassert import Verdict
-from pktassert.state_map import MapValueError, _from, to_ctype
+from pktassert.kernel import btf_types
+from pktassert.programs.state_map import MapValueError, _from, to_ctype
 
 clang = pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed: apt-get install clang")
 LAYOUT = pytest.mark.xdp("libbpf/map_layout_rules.bpf.c", func="map_layout")
@@ -131,7 +131,8 @@ def test_devmap_with_int_key_and_value_takes_plain_ints(xdp):
 def test_map_types_are_the_declared_ones_even_where_libbpf_drops_them(tmp_path):
     """libbpf zeroes a devmap's BTF key and value ids at load (the kernel takes no BTF for it);
     .maps still declares them."""
-    from pktassert.bpf import libbpf, libbpf_build
+    from pktassert.build import libbpf_build
+    from pktassert.kernel import libbpf
 
     out = tmp_path / "m.o"
     subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", *libbpf_build.include_dirs(),

@@ -9,10 +9,11 @@ import struct
 import time
 
 import pytest
-from pktassert.bpf import map_reset
-from pktassert.bpf.map_reset import MapType as T
-from pktassert.bpf.map_reset import NotResettable, reset, resettable
-from pktassert.bpf.test_run import TestRunner, _libbpf, _Opts
+
+from pktassert.kernel import map_reset
+from pktassert.kernel.map_reset import MapType as T
+from pktassert.kernel.map_reset import NotResettable, reset, resettable
+from pktassert.kernel.test_run import TestRunner, _libbpf, _Opts
 from pktassert.netns import Namespace
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: bpf(2) map creation (CAP_BPF) and "

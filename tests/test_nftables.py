@@ -4,12 +4,12 @@ nft's own errors, the rule that decided each packet, and the root namespace neve
 import sys
 
 import pytest
-from pktassert.netns import Topology
 from scapy.layers.inet import IP, UDP
 
 from pktassert import Fate, PktassertError, ProgramError
-from pktassert.host import HostLacks
-from pktassert.nft_ruleset import RuleSet
+from pktassert.machine.host import HostLacks
+from pktassert.netns import Topology
+from pktassert.programs.nft_ruleset import RuleSet
 
 LIMITED = """
 table ip svc {

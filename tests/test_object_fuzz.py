@@ -48,7 +48,7 @@ pytestmark = pytest.mark.usefixtures("pktassert_ready")
 @pytest.fixture(scope="module")
 def originals() -> dict[str, bytes]:
     """The real objects mutated: a third party's as it ships, and clang's builds of ours (as a Makefile would)."""
-    from pktassert.bpf import libbpf_build
+    from pktassert.build import libbpf_build
 
     needs_clang()
     return {name: (path.read_bytes() if path.suffix == ".o" else libbpf_build.compile_source(path, ())[0].read_bytes())
@@ -219,11 +219,11 @@ def test_each_cause_is_one_clear_error(cause, originals, tmp_path, driver_cache)
     assert r["seconds"] < 2, r
 
 
-# The child that every new object's steps run in first (bpf/object_check.py), on what the checks in
+# The child that every new object's steps run in first (pktassert/build/object_check.py), on what the checks in
 # Python cannot foresee: a crash inside libbpf, a loop, runaway memory. Each must fail that load alone.
 
 def test_a_crash_inside_libbpf_fails_that_load_alone(originals, tmp_path, monkeypatch):
-    from pktassert.bpf import object_check
+    from pktassert.build import object_check
 
     monkeypatch.setattr(object_check, "check_btf", lambda btf: (1 << 32, 1 << 32))  # libbpf reads it unchecked
     path = tmp_path / "var_of_no_type.o"
@@ -234,7 +234,7 @@ def test_a_crash_inside_libbpf_fails_that_load_alone(originals, tmp_path, monkey
 
 
 def test_a_loop_or_runaway_memory_fails_that_load_alone(monkeypatch):
-    from pktassert.bpf import object_check
+    from pktassert.build import object_check
 
     cpu = object_check.CPU_SECONDS
     monkeypatch.setattr(object_check, "CPU_SECONDS", 1)
@@ -254,7 +254,7 @@ def test_a_loop_or_runaway_memory_fails_that_load_alone(monkeypatch):
 
 
 def test_an_object_is_tried_once_per_process(originals, tmp_path, monkeypatch):
-    from pktassert.bpf import object_check
+    from pktassert.build import object_check
 
     children = []
     real = object_check._in_child
@@ -270,7 +270,7 @@ def test_an_object_is_tried_once_per_process(originals, tmp_path, monkeypatch):
 def test_compressed_debug_info_still_loads(tmp_path):
     """Section flags are checked (libbpf's linker refuses unknown ones, saying nothing), but clang -gz's
     SHF_COMPRESSED DWARF is a flag libbpf links."""
-    from pktassert.bpf import libbpf_build
+    from pktassert.build import libbpf_build
 
     obj = tmp_path / "gz.bpf.o"
     subprocess.run([needs_clang(), *libbpf_build.BASE_FLAGS, "-gz", *libbpf_build.include_dirs(), "-c",

@@ -43,11 +43,11 @@ import test_third_party_tc as tpt
 from oracle_corpus import corpus
 from oracle_live import GONE, PASS, TX
 from oracle_unit import Alone
-from pktassert.bpf import libbpf_build
-from pktassert.netns.topology import PEER_MAC
 from scapy.layers.l2 import Ether
 
 from pktassert import BccSource, LibbpfSource, ObjectFile
+from pktassert.build import libbpf_build
+from pktassert.netns.topology import PEER_MAC
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / "examples"

@@ -6,8 +6,8 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from pktassert import Mask, expect
-from pktassert.assertion import explain
-from pktassert.packet_diff import diff
+from pktassert.results.assertion import explain
+from pktassert.results.packet_diff import diff
 
 ETH = Ether(src="02:00:5e:00:53:02", dst="02:00:5e:00:53:01")
 

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from pktassert.bpf import build_cache
 from suite_files import copy_examples
+
+from pktassert.build import build_cache
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # One failure on purpose, so "the same results" covers failures too.

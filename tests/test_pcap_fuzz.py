@@ -4,7 +4,7 @@ clear InjectError that names the file, in bounded time.
 The fuzzer: seeded mutants of real captures (tshark's editcap writes them from examples/captures/
 portscan.pcap: pcap in µs and ns, pcapng with comments, a second section, gzip; big-endian by our own
 byte swap), truncated, bytes flipped in file headers, records and blocks, lengths and options made
-wrong, blocks dropped, doubled or retyped. Each is read by pktassert.pcap.read in a child process (this
+wrong, blocks dropped, doubled or retyped. Each is read by pktassert.frames.pcap.read in a child process (this
 file run as a script), so a hang is seen and counted, not waited out. More mutants:
 PKTASSERT_PCAP_FUZZ_MUTANTS=5000 pytest tests/test_pcap_fuzz.py -s
 """
@@ -58,7 +58,7 @@ def originals(tmp_path_factory) -> dict[str, bytes]:
 
 def _evidence(pcap: bytes, where: Path) -> bytes:
     """The frames as pktassert's evidence writer writes them: named interfaces, a comment and a verdict option each."""
-    from pktassert import evidence
+    from pktassert.reports import evidence
 
     w = evidence._Writer(str(where / "evidence.pcapng"))
     for n, (at, size) in enumerate(_pcap_records(pcap)):
@@ -178,8 +178,8 @@ def mutate(rng: random.Random, name: str, original: bytes) -> tuple[str, bytes]:
 # The reader (a child process: python tests/test_pcap_fuzz.py < manifest): one JSON line per mutant.
 
 def _one(path: str) -> dict:
-    from pktassert import pcap
     from pktassert.errors import PktassertError
+    from pktassert.frames import pcap
 
     try:
         frames, times = pcap.read(path)

@@ -32,8 +32,8 @@ def test_each_line_goes_to_the_packet_that_printed_it(xdp, inject, tier):
 @pytest.mark.parametrize("tier", ["live", "unit"], indirect=True)
 @pytest.mark.xdp(LIBBPF, func="chatty")
 def test_libbpf_filter_lines_and_the_failure_message(xdp, inject, tier, tmp_path):
-    from pktassert import evidence
-    from pktassert.assertion import explain
+    from pktassert.reports import evidence
+    from pktassert.results.assertion import explain
 
     r = inject(IP(dst=xdp.ip) / UDP(dport=53), count=3, vary={"size": (99, 101)})
     assert [p.prints for p in r] == [["saw 99 bytes"], ["saw 100 bytes"], ["saw 101 bytes", "too long: dropped"]]

@@ -10,12 +10,13 @@ import time
 
 import numpy as np
 import pytest
-from pktassert.bpf.receiver import Receiver, frame_hashes
-from pktassert.bpf.sender import Sender
-from pktassert.netns import Topology
-from pktassert.netns.snapshot import snapshot
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.l2 import Ether
+
+from pktassert.instruments.receiver import Receiver, frame_hashes
+from pktassert.instruments.sender import Sender
+from pktassert.netns import Topology
+from pktassert.netns.snapshot import snapshot
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, veth pairs and XDP attach"),

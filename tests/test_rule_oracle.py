@@ -43,8 +43,8 @@ from scapy.layers.inet6 import (
 from scapy.packet import Packet
 
 from pktassert import Fate
-from pktassert.conntrack_stats import conntrack_stats
-from pktassert.nft_ruleset import OURS
+from pktassert.kernel.conntrack_stats import conntrack_stats
+from pktassert.programs.nft_ruleset import OURS
 
 HERE = Path(__file__).parent
 EDGE = HERE.parent / "examples/edge_firewall.nft"

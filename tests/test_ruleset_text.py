@@ -54,7 +54,7 @@ def ns():
 
 def _refused(ns, source) -> str:
     from pktassert import PktassertError
-    from pktassert.nft_ruleset import RuleSet
+    from pktassert.programs.nft_ruleset import RuleSet
 
     with pytest.raises(PktassertError) as e:
         RuleSet(ns, source)
@@ -117,7 +117,7 @@ def test_text_nft_cannot_take_is_refused_saying_where(ns, text, said):
 
 
 def test_bytes_that_are_not_utf8_are_nfts_to_judge_and_read_back(ns, tmp_path):
-    from pktassert.nft_ruleset import RuleSet
+    from pktassert.programs.nft_ruleset import RuleSet
 
     rejected = b"table inet t {\n  chain c {\n    tcp dport 22 \xffaccept\n  }\n}\n"
     (tmp_path / "bad.nft").write_bytes(rejected)
@@ -148,7 +148,7 @@ import sys
 from pathlib import Path
 from pktassert import PktassertError
 from pktassert.netns import Namespace
-from pktassert.nft_ruleset import RuleSet
+from pktassert.programs.nft_ruleset import RuleSet
 
 with Namespace("child") as ns:
     try:
@@ -171,7 +171,7 @@ def test_a_rule_set_path_that_is_not_a_file_is_refused_not_fatal(tmp_path, kind)
 
 def test_a_command_nft_cannot_take_is_refused_too(ns):
     from pktassert import PktassertError
-    from pktassert.nft_ruleset import RuleSet
+    from pktassert.programs.nft_ruleset import RuleSet
 
     rules = RuleSet(ns, "table inet t {\n  chain c {\n  }\n}\n")
     with pytest.raises(PktassertError, match=r"lone surrogate.*Fix:"):
@@ -249,10 +249,9 @@ def mutate(rng: random.Random, text: str) -> tuple[str, str]:
 
 
 def _one(text: str) -> dict:
-    from pktassert.netns import Namespace
-
     from pktassert.errors import PktassertError
-    from pktassert.nft_ruleset import RuleSet
+    from pktassert.netns import Namespace
+    from pktassert.programs.nft_ruleset import RuleSet
 
     with Namespace("fuzz") as ns:  # a throwaway namespace per mutant: never the root's rule set
         try:

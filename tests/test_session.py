@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from pktassert.netns.snapshot import differences, snapshot
 from scapy.layers.inet import IP, TCP, UDP
 
 import pktassert
 from pktassert import BccSource, Fate, LibbpfSource, PktassertError, TcVerdict, Verdict
-from pktassert.printk import instances
+from pktassert.netns.snapshot import differences, snapshot
+from pktassert.observers.printk import instances
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DEMO = EXAMPLES / "session_demo.py"

@@ -8,7 +8,7 @@ from scapy.layers.inet import IP, TCP, UDP
 
 from pktassert import PktassertError, ProgramError, TcVerdict, Verdict
 from pktassert.errors import InjectError
-from pktassert.record import const
+from pktassert.instruments.record import const
 
 BCC = """
 int port_guard(struct __sk_buff *skb) {
@@ -180,7 +180,7 @@ def test_wrong_direction(pktassert_ready, pytester):
                                r"an XDP program. Fix: put it under @pytest.mark.tc"),
 ])
 def test_a_program_of_the_other_hook_is_named(src, func, hook, message):
-    from pktassert.subjects import subject_of
+    from pktassert.programs.subjects import subject_of
 
     with pytest.raises(ProgramError, match=message):
         subject_of(src, func, hook=hook).load()
@@ -188,7 +188,7 @@ def test_a_program_of_the_other_hook_is_named(src, func, hook, message):
 
 @needs_clang
 def test_a_libbpf_classifier_given_as_xdp(tmp_path):
-    from pktassert.subjects import subject_of
+    from pktassert.programs.subjects import subject_of
 
     src = tmp_path / "guard.bpf.c"
     src.write_text(LIBBPF)

@@ -37,7 +37,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from vendored_build import build_all, needs_clang
 
 from pktassert import LibbpfSource, ObjectFile
-from pktassert.verdict import TcVerdict
+from pktassert.hooks.verdict import TcVerdict
 
 THIRD_PARTY = Path(__file__).resolve().parent / "third_party"
 BPF_EXAMPLES_DIR = THIRD_PARTY / "bpf-examples"

@@ -4,6 +4,7 @@ import socket
 import subprocess
 
 import pytest
+
 from pktassert.netns import Topology
 from pktassert.netns.snapshot import snapshot
 

@@ -4,7 +4,8 @@ no raw error, every packet its rule; and when the kernel drops trace events, a m
 import pytest
 from scapy.layers.inet import IP, UDP
 
-from pktassert import Fate, PktassertError, nft_trace
+from pktassert import Fate, PktassertError
+from pktassert.observers import nft_trace
 
 SIX_RULES = """
 table inet fw {

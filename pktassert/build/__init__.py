@@ -1,0 +1,1 @@
+"""Sources checked and compiled, objects checked, the build cache."""

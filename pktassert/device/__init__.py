@@ -1,0 +1,1 @@
+"""The device under test: stages on a topology, inject(), listeners."""

@@ -1,0 +1,1 @@
+"""Where a filter hooks, as tables: each hook's sections, actions and verdict numbers."""

@@ -1,0 +1,108 @@
+"""The fate tracker (bpf/fates.bpf.c) loaded by libbpf and attached to the kernel's tracepoints:
+its fate slots mmapped, its counters, and the filter it puts on test sockets."""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import socket
+
+import numpy as np
+
+from pktassert.bpf import DIR as HERE
+from pktassert.build import libbpf_build
+from pktassert.errors import ProgramError
+from pktassert.instruments.record import const, dtype_of
+from pktassert.kernel import btf_types, libbpf
+from pktassert.machine import host
+
+SO_ATTACH_BPF = 50
+SO_NETNS_COOKIE = 71
+TRACEPOINTS = ("pktassert_on_receive", "pktassert_on_drop", "pktassert_on_consume", "pktassert_on_reset",
+               "pktassert_on_icmp", "pktassert_on_queue")
+
+
+def netns_cookie(sock: socket.socket) -> int:
+    """The cookie of the namespace ``sock`` was opened in."""
+    return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+
+
+class FateTracker:
+    """One per DUT: tracks the packets that enter its veth's stack; nothing attached to the DUT itself."""
+
+    def __init__(self) -> None:
+        host.check("kernel BTF", "clang", "drop-reasons", "tracepoints", "cast-to-kern-ctx")
+        obj_path, _ = libbpf_build.compile_source(HERE / "fates.bpf.c", ("-I", str(HERE)))
+        lib = libbpf.lib()
+        with libbpf.messages() as said:
+            self.obj = lib.bpf_object__open_file(str(obj_path).encode(), None)
+            if not self.obj:
+                raise ProgramError(f"pktassert's fate tracker (bpf/fates.bpf.c) does not open: {' '.join(said)}")
+            rc = lib.bpf_object__load(self.obj)
+        if rc:
+            lib.bpf_object__close(self.obj)
+            raise ProgramError(f"pktassert's fate tracker (bpf/fates.bpf.c) does not load here: {' '.join(said)}")
+        self._links: list[int] = []
+        self._mm: mmap.mmap | None = None
+        self._generation = 0
+        self._netns = self._ifindex = 0
+        try:
+            for name in TRACEPOINTS:
+                prog = lib.bpf_object__find_program_by_name(self.obj, name.encode())
+                with libbpf.messages() as said:
+                    link = lib.bpf_program__attach(prog)
+                if not link:
+                    raise ProgramError(f"pktassert's fate tracker cannot attach {name}: {' '.join(said)}")
+                self._links.append(link)
+            self.socket_fd = self._prog_fd("pktassert_on_socket")
+            self._config_fd = self._map_fd("pktassert_fate_config")
+            btf = btf_types.Btf(lib.bpf_object__btf(self.obj))
+            self.dtype = dtype_of(btf.ctype(btf.find("pktassert_fate", btf_types.STRUCT)))
+            self._mm = mmap.mmap(self._map_fd("pktassert_fates"), const("SLOTS") * self.dtype.itemsize, mmap.MAP_SHARED,
+                                 mmap.PROT_READ | mmap.PROT_WRITE)
+            self.slots = np.frombuffer(self._mm, self.dtype)
+        except BaseException:
+            self.close()
+            raise
+
+    def _map_fd(self, name: str) -> int:
+        return int(libbpf.lib().bpf_map__fd(libbpf.lib().bpf_object__find_map_by_name(self.obj, name.encode())))
+
+    def _prog_fd(self, name: str) -> int:
+        return int(libbpf.lib().bpf_program__fd(libbpf.lib().bpf_object__find_program_by_name(self.obj, name.encode())))
+
+    def watch(self, netns: int, ifindex: int) -> None:
+        """Track packets arriving on ``ifindex`` in the namespace with cookie ``netns``, from now on
+        only: records and sk_buffs of what was watched before are forgotten."""
+        self._generation += 1
+        self.slots.fill(0)
+        self._configure(netns, ifindex, raw=False)
+
+    def track_raw(self) -> None:
+        """Also follow data buffers: a raw socket is handed a clone of the packet (the same buffer)."""
+        self._configure(self._netns, self._ifindex, raw=True)
+
+    def _configure(self, netns: int, ifindex: int, raw: bool) -> None:
+        self._netns, self._ifindex = netns, ifindex
+        key, value = ctypes.c_uint32(0), (ctypes.c_uint64 * 3)(netns, ifindex | self._generation << 32, int(raw))
+        if libbpf.lib().bpf_map_update_elem(self._config_fd, ctypes.byref(key), value, 0):
+            raise OSError(ctypes.get_errno(), "pktassert_fate_config")
+
+    def unwatch(self) -> None:
+        self.watch(0, 0)
+
+    def attach_socket(self, sock: socket.socket) -> None:
+        """Put the delivery filter on a test socket (it keeps every packet)."""
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, self.socket_fd)
+
+    def close(self) -> None:
+        lib = libbpf.lib()
+        if self._mm is not None:
+            del self.slots
+            self._mm.close()
+            self._mm = None
+        while self._links:
+            lib.bpf_link__destroy(self._links.pop())
+        if self.obj:
+            lib.bpf_object__close(self.obj)
+            self.obj = None

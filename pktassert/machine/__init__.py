@@ -1,0 +1,1 @@
+"""What the host has and lacks, and the process's own upkeep (reaper, failpoints)."""

@@ -1,0 +1,1 @@
+"""What the kernel tells about each packet: records, fates, rule traces, prints, outputs."""

@@ -1,0 +1,1 @@
+"""What a test leaves behind: pcapng evidence and report sections."""

@@ -1,0 +1,1 @@
+"""What a test asserts on: Capture, its fates, expected packets, failure messages."""
