@@ -23,16 +23,11 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
-from pktassert.device.dut import XdpUnderTest
-from pktassert.device.inject import MTU, Injector
+from pktassert import BccSource, Session, XdpUnderTest
 from pktassert.frames.flood import build
-from pktassert.instruments.record import const
-from pktassert.instruments.sender import Sender
 from pktassert.netns import Topology
-from pktassert.observers.collect import Collector
-from pktassert.programs.bcc_program import Program
 
-SYN_GUARD = Program(Path(__file__).resolve().parent.parent / "examples" / "syn_guard.c", "syn_guard")
+SYN_GUARD = BccSource(Path(__file__).resolve().parent.parent / "examples" / "syn_guard.c", "syn_guard")
 VARY = {"src": "198.51.100.0/24", "sport": (1024, 65535), "seq": (0, 2**32 - 1)}
 
 
@@ -105,12 +100,11 @@ def main() -> None:
     ap.add_argument("--scapy-packets", type=int, default=5_000)
     args = ap.parse_args()
 
-    loaded = SYN_GUARD.load()
-    sender = Sender()
     results: dict[str, dict[str, object]] = {}
-    with Topology(mtu=MTU + const("TRAILER_LEN")) as topo, tempfile.TemporaryDirectory() as tmp:
-        xdp = XdpUnderTest(loaded, Collector(loaded), topo)
-        inject = Injector(xdp, lambda: sender)
+    # The filter alone (fates=False), as the xdp fixture has it: the senders are what is compared.
+    with Session() as session, session.dut(xdp=SYN_GUARD, fates=False) as dut, tempfile.TemporaryDirectory() as tmp:
+        xdp, topo, inject = dut.xdp, dut.topology, dut.inject
+        assert xdp is not None
         template = IP(dst=xdp.ip) / TCP(dport=80, flags="S")
         rows = build(Ether(src=xdp.peer.mac, dst=xdp.mac) / template, max(args.peer_packets, args.scapy_packets), VARY)
         frames = [r.tobytes() for r in rows]
@@ -134,9 +128,6 @@ def main() -> None:
             results.setdefault(name, {}).update(pps=round(sent / seconds), sent=sent, accounted=seen,
                                                 seconds=round(seconds, 3))
         results["tcpreplay"]["own_rated_pps"] = tcpreplay(topo, pcap)[2]
-        inject.close()
-    sender.close()
-    loaded.close()
 
     ours_pps = results["pktassert"]["pps"]
     ratios = {f"vs_{k}": round(ours_pps / v["pps"], 1) for k, v in results.items() if k != "pktassert"}

@@ -11,7 +11,6 @@ compare the kinds with each other, not with other machines. Goals (issue 10): co
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import statistics
@@ -24,13 +23,8 @@ from pathlib import Path
 from report import show  # benchmarks/report.py (scripts run from this folder)
 from scapy.layers.inet import IP, TCP
 
-from pktassert import BccSource, LibbpfSource, ObjectFile
+from pktassert import BccSource, LibbpfSource, ObjectFile, Session, Verdict
 from pktassert.build import build_cache, libbpf_build
-from pktassert.device.dut import XdpUnderTest
-from pktassert.device.inject import MTU, Injector
-from pktassert.instruments.record import const
-from pktassert.netns import Topology
-from pktassert.observers.collect import Collector
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 KINDS = {"bcc": lambda: BccSource(EXAMPLES / "port_blocklist.c", "port_blocklist"),
@@ -51,23 +45,17 @@ def load_close(kind: str) -> None:
     KINDS[kind]().load().close()
 
 
-def per_test(kind: str, n: int) -> tuple[float, float]:
-    prog = KINDS[kind]().load()
-    collector = Collector(prog)
-    mtu = MTU + const("TRAILER_LEN")
+def per_test(session: Session, kind: str, n: int) -> tuple[float, float]:
+    """One test's cost once its filter is loaded: live, a dut's namespaces + attach + inject + teardown;
+    unit, the map reset + inject; each a Session dut of the filter alone (fates=False), as the xdp fixture is."""
+    program = KINDS[kind]()
+    session.dut(xdp=program, fates=False).close()  # before timing: the filter loaded (the session keeps it), its receiver made
 
     def one_test(tier: str) -> None:
-        with Topology(mtu=mtu) if tier == "live" else contextlib.nullcontext() as topo:
-            xdp = XdpUnderTest(prog, collector, topo)
-            inject = Injector(xdp)
-            assert inject(IP(dst=xdp.ip) / TCP(dport=23, flags="S")).verdict == 1
-            inject.close()
-            xdp.close()
+        with session.dut(xdp=program, fates=False, tier=tier) as dut:
+            assert dut.inject(IP(dst=dut.ip) / TCP(dport=23, flags="S")).verdict == Verdict.DROP
 
-    live, unit = timed(lambda: one_test("live"), n), timed(lambda: one_test("unit"), n)
-    collector.close()
-    prog.close()
-    return live, unit
+    return timed(lambda: one_test("live"), n), timed(lambda: one_test("unit"), n)
 
 
 EDIT_TEST = """\
@@ -130,9 +118,9 @@ def main() -> None:
         vmlinux_s = time.perf_counter() - t
 
         def cold() -> None:
-            for sub in ("objects", "linked"):
-                for p in (cache / sub).glob("*.o"):
-                    p.unlink()
+            for sub in ("objects", "linked"):  # the build cache keeps a folder per key: <kind>/<key>/out.o
+                for entry in (build_cache.root() / sub).iterdir():
+                    shutil.rmtree(entry)
             load_close("libbpf")
 
         out: dict[str, object] = {
@@ -142,9 +130,10 @@ def main() -> None:
             "libbpf_cached_load_s": round(timed(lambda: load_close("libbpf"), 10), 4),
             "object_cached_load_s": round(timed(lambda: load_close("object"), 10), 4),
         }
-        for kind in KINDS:
-            live, unit = per_test(kind, args.tests)
-            out[f"{kind}_per_test_live_s"], out[f"{kind}_per_test_unit_s"] = round(live, 4), round(unit, 5)
+        with Session() as session:
+            for kind in KINDS:
+                live, unit = per_test(session, kind, args.tests)
+                out[f"{kind}_per_test_live_s"], out[f"{kind}_per_test_unit_s"] = round(live, 4), round(unit, 5)
         work = Path(tmp) / "edit"
         work.mkdir()
         out["bcc_edit_rerun_one_test_wall_s"] = round(edit_rerun("bcc", work, 3), 2)

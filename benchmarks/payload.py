@@ -19,14 +19,7 @@ from typing import Any
 from report import show, timed_floods  # benchmarks/report.py (scripts run from this folder)
 from scapy.layers.inet import IP, UDP
 
-from pktassert import LibbpfSource, Verdict
-from pktassert.device.dut import XdpUnderTest
-from pktassert.device.inject import MTU, Injector
-from pktassert.instruments.receiver import Receiver
-from pktassert.instruments.record import const
-from pktassert.instruments.sender import Sender
-from pktassert.netns import Topology
-from pktassert.observers.collect import Collector
+from pktassert import LibbpfSource, Session, Verdict
 
 FILTER = LibbpfSource(Path(__file__).resolve().parent.parent / "examples" / "keyword_block.bpf.c", "keyword_block")
 REQUEST = b"RRQ /etc/passwd\x00octet\x00"
@@ -45,12 +38,9 @@ FLOODS = {
 }
 
 
-def live(n: int, sender: Sender, receiver: Receiver, floods: int = 3) -> dict[str, object]:
-    loaded = FILTER.load()
+def live(session: Session, n: int, floods: int = 3) -> dict[str, object]:
     out: dict[str, object] = {}
-    with Topology(mtu=MTU + const("TRAILER_LEN")) as topo:
-        dut = XdpUnderTest(loaded, Collector(loaded), topo, receiver)
-        inject = Injector(dut, lambda: sender)
+    with session.dut(xdp=FILTER, fates=False) as dut:  # the filter alone, as the xdp fixture has it
         for name, (payload, vary) in FLOODS.items():
             template = IP(dst=dut.ip) / UDP(dport=69) / payload
             search: list[float] = []
@@ -61,12 +51,9 @@ def live(n: int, sender: Sender, receiver: Receiver, floods: int = 3) -> dict[st
                 search.append(time.perf_counter() - t)
                 assert banned.count(Verdict.DROP) == len(banned) == capture.count(Verdict.DROP)
 
-            figures, capture = timed_floods(lambda t=template, v=vary: inject(t, count=n, vary=v), n, check, floods)
+            figures, capture = timed_floods(lambda t=template, v=vary: dut.inject(t, count=n, vary=v), n, check, floods)
             out[name] = {**figures, "dropped": capture.count(Verdict.DROP),
                          "where_payload_s": round(statistics.median(search), 3)}
-        inject.close()
-        dut.close()
-    loaded.close()
     return out
 
 
@@ -75,12 +62,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--packets", type=int, default=1_000_000)
     args = ap.parse_args()
-    sender, receiver = Sender(), Receiver()
-    try:
-        out = live(args.packets, sender, receiver)
-    finally:
-        sender.close()
-        receiver.close()
+    with Session() as session:  # the engine and receiver: made once, on first use
+        out = live(session, args.packets)
     for name, base in (("signature_list", "fixed_signature"), ("signature_byte_sweep", "fixed_signature"),
                        ("mixed_list", "fixed_benign")):
         entry, ref = out[name], out[base]

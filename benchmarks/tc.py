@@ -19,17 +19,9 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from unit import raw_loop
 
-from pktassert import BccSource, LibbpfSource, TcVerdict, Verdict
-from pktassert.device.dut import XdpUnderTest
-from pktassert.device.inject import MTU, Injector
+from pktassert import BccSource, LibbpfSource, Session, TcVerdict, Verdict
 from pktassert.frames.flood import build
 from pktassert.frames.wire import Wire
-from pktassert.instruments.receiver import Receiver
-from pktassert.instruments.record import const
-from pktassert.instruments.sender import Sender
-from pktassert.instruments.tag_mover import TagMover
-from pktassert.netns import Topology
-from pktassert.observers.collect import Collector
 from pktassert.transports.unit import UnitPath
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -38,40 +30,37 @@ TC = BccSource(EXAMPLES / "mark_guard.c", "mark_guard", hook="tc")
 VARY = {"src": "198.51.100.0/24", "sport": (1024, 65535)}
 
 
-def live(kind: str, n: int, sender: Sender, receiver: Receiver, mover: TagMover, floods: int = 3) -> dict[str, object]:
-    loaded = (TC if kind == "tc" else XDP).load()
-    with Topology(mtu=MTU + const("TRAILER_LEN")) as topo:
-        dut = XdpUnderTest(loaded, Collector(loaded), topo, receiver, mover=mover if kind == "tc" else None)
-        inject = Injector(dut, lambda: sender)
+def subject(kind: str) -> dict[str, BccSource | LibbpfSource]:
+    """Session.dut()'s arguments for ``kind``: a tc ingress filter alone (the session puts its tag mover
+    in front, for the traffic engine), or the XDP filter."""
+    return {"tc": TC} if kind == "tc" else {"xdp": XDP}
+
+
+def live(session: Session, kind: str, n: int, floods: int = 3) -> dict[str, object]:
+    with session.dut(**subject(kind), fates=False) as dut:  # the filter alone, as the tc and xdp fixtures have it
         template = IP(dst=dut.ip) / TCP(dport=22 if kind == "tc" else 23, flags="S")
         want = TcVerdict.SHOT if kind == "tc" else Verdict.DROP
 
         def check(capture: Any) -> None:
             assert capture.count(want) == n, capture
 
-        figures, _ = timed_floods(lambda: inject(template, count=n, vary=VARY), n, check, floods)
-        inject.close()
-        dut.close()
-    loaded.close()
+        figures, _ = timed_floods(lambda: dut.inject(template, count=n, vary=VARY), n, check, floods)
     return figures
 
 
-def unit(kind: str, n: int, rounds: int = 5) -> dict[str, object]:
-    loaded = (TC if kind == "tc" else XDP).load()
-    dut = XdpUnderTest(loaded, Collector(loaded))
-    inject = Injector(dut)
-    template = IP(dst=dut.ip) / TCP(dport=22 if kind == "tc" else 23, flags="S")
-    rows = build(Ether(src=dut.peer.mac, dst=dut.mac) / template, n, VARY)
-    wire = Wire.build(rows, UnitPath.magic, 1)
-    ours, raw = [], []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        capture = inject(template, count=n, vary=VARY)
-        ours.append(time.perf_counter() - t)
-        assert capture.accounted == n
-        raw.append(raw_loop(loaded.fd, wire))
-    inject.close()
-    loaded.close()
+def unit(session: Session, kind: str, n: int, rounds: int = 5) -> dict[str, object]:
+    with session.dut(**subject(kind), tier="unit") as dut:
+        loaded, inject = dut.filter.loaded, dut.inject
+        template = IP(dst=dut.ip) / TCP(dport=22 if kind == "tc" else 23, flags="S")
+        rows = build(Ether(src=dut.peer.mac, dst=dut.mac) / template, n, VARY)
+        wire = Wire.build(rows, UnitPath.magic, 1)
+        ours, raw = [], []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            capture = inject(template, count=n, vary=VARY)
+            ours.append(time.perf_counter() - t)
+            assert capture.accounted == n
+            raw.append(raw_loop(loaded.fd, wire))  # the bare baseline: the same loaded program, no pktassert
     return {"distinct_pps": round(n / min(ours)), "raw_pps": round(n / min(raw)),
             "distinct_over_raw": round(min(raw) / min(ours), 3)}
 
@@ -82,16 +71,11 @@ def main() -> None:
     ap.add_argument("--packets", type=int, default=1_000_000)
     ap.add_argument("--unit-packets", type=int, default=200_000)
     args = ap.parse_args()
-    sender, receiver, mover = Sender(), Receiver(), TagMover()
     out: dict[str, object] = {}
-    try:
+    with Session() as session:  # the engine, receiver and tag mover: made once, on first use
         for kind in ("tc", "xdp"):
-            out[f"{kind}_live"] = live(kind, args.packets, sender, receiver, mover)
-            out[f"{kind}_unit"] = unit(kind, args.unit_packets)
-    finally:
-        sender.close()
-        receiver.close()
-        mover.close()
+            out[f"{kind}_live"] = live(session, kind, args.packets)
+            out[f"{kind}_unit"] = unit(session, kind, args.unit_packets)
     tc_live, xdp_live = out["tc_live"], out["xdp_live"]
     assert isinstance(tc_live, dict) and isinstance(xdp_live, dict)
     out["tc_live_over_xdp_live"] = round(int(tc_live["pps"]) / int(xdp_live["pps"]), 2)

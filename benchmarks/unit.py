@@ -26,17 +26,13 @@ from report import show  # benchmarks/report.py (scripts run from this folder)
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-from pktassert import Verdict
-from pktassert.device.dut import XdpUnderTest
-from pktassert.device.inject import Injector
+from pktassert import BccSource, Session, Verdict
 from pktassert.frames.flood import build
 from pktassert.frames.wire import Wire
 from pktassert.kernel.test_run import _Opts
-from pktassert.observers.collect import Collector
-from pktassert.programs.bcc_program import Program
 from pktassert.transports.unit import UnitPath
 
-SYN_GUARD = Program(Path(__file__).resolve().parent.parent / "examples" / "syn_guard.c", "syn_guard")
+SYN_GUARD = BccSource(Path(__file__).resolve().parent.parent / "examples" / "syn_guard.c", "syn_guard")
 VARY = {"src": "198.51.100.0/24", "sport": (1024, 65535), "seq": (0, 2**32 - 1)}
 
 
@@ -66,25 +62,23 @@ def main() -> None:
     args = ap.parse_args()
     n = args.packets
 
-    loaded = SYN_GUARD.load()
-    xdp = XdpUnderTest(loaded, Collector(loaded))  # no topology: the unit tier
-    inject = Injector(xdp)
-    template = IP(dst=xdp.ip) / TCP(dport=80, flags="S")
+    with Session(tier="unit") as session, session.dut(xdp=SYN_GUARD) as dut:  # no topology: the unit tier
+        xdp, inject = dut.xdp, dut.inject
+        assert xdp is not None
+        template = IP(dst=xdp.ip) / TCP(dport=80, flags="S")
 
-    rows = build(Ether(inject_frames := bytes(Ether(src=xdp.peer.mac, dst=xdp.mac) / template)), n, VARY)
-    distinct = len(np.unique(rows, axis=0))
-    wire = Wire.build(rows, UnitPath.magic, 0)
+        rows = build(Ether(inject_frames := bytes(Ether(src=xdp.peer.mac, dst=xdp.mac) / template)), n, VARY)
+        distinct = len(np.unique(rows, axis=0))
+        wire = Wire.build(rows, UnitPath.magic, 0)
 
-    ours, raw, drops = [], [], 0
-    for _ in range(args.rounds):
-        t = time.perf_counter()
-        capture = inject(template, count=n, vary=VARY)
-        drops = capture.count(Verdict.DROP)
-        ours.append(time.perf_counter() - t)
-        assert len(capture) == n and capture.accounted == n
-        raw.append(raw_loop(loaded.fd, wire))
-    inject.close()
-    loaded.close()
+        ours, raw, drops = [], [], 0
+        for _ in range(args.rounds):
+            t = time.perf_counter()
+            capture = inject(template, count=n, vary=VARY)
+            drops = capture.count(Verdict.DROP)
+            ours.append(time.perf_counter() - t)
+            assert len(capture) == n and capture.accounted == n
+            raw.append(raw_loop(xdp.loaded.fd, wire))  # the bare baseline: the same loaded program, no pktassert
 
     distinct_pps, raw_pps = n / min(ours), n / min(raw)
     out = {"packets": n, "distinct_packets": distinct, "rounds": args.rounds, "frame_bytes": len(inject_frames),

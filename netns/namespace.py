@@ -84,7 +84,7 @@ class Namespace:
 
     def gro_off(self, ifname: str) -> None:
         """Switch GRO off on ``ifname`` here (pyroute2's ethtool, bound to the entering thread's namespace)."""
-        from pyroute2.ethtool import Ethtool
+        from pyroute2.ethtool import Ethtool  # noqa: PLC0415 - pyroute2's ethtool opens a socket at import: only when asked
 
         with self.entered():
             ethtool = Ethtool()

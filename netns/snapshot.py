@@ -31,7 +31,7 @@ def _sysctls() -> dict[str, str]:
 
 def _ruleset() -> str:
     try:
-        import nftables  # Debian's python3-nftables (libnftables)
+        import nftables  # noqa: PLC0415 - python3-nftables is Debian's and optional: only rule sets need it (Debian's python3-nftables (libnftables))
     except ImportError:
         return "python3-nftables not installed"
     nft = nftables.Nftables()

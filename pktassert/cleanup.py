@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           "filters ($PKTASSERT_CACHE_DIR or ~/.cache/pktassert/build)")
     args = ap.parse_args(argv)
     if args.cache:
-        from pktassert.build import build_cache
+        from pktassert.build import build_cache  # noqa: PLC0415 - the CLI imports what the chosen cleanup needs
 
         where = build_cache.directory()
         if args.dry_run:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _build_temporaries(dry_run: bool) -> int:
     """Remove what killed builds left in the build cache and private caches (a live writer's stay)."""
-    from pktassert.build import cache_upkeep  # not at the top: a cleanup of namespaces alone needs no BPF tooling
+    from pktassert.build import cache_upkeep  # noqa: PLC0415 - a cleanup of namespaces alone needs no BPF tooling (not at the top: a cleanup of namespaces alone needs no BPF tooling)
 
     if dry_run:
         return 0
@@ -67,9 +67,9 @@ def _tracefs_instances(dry_run: bool) -> int:
     """List the tracefs instances of pktassert's (for bpf_printk lines) and free those no process
     reads, which only a killed run leaves (a live run's cannot be removed: EBUSY). Returns how many
     there were."""
-    from pktassert.kernel import tracefs
-    from pktassert.machine.host import HostLacks
-    from pktassert.observers import printk
+    from pktassert.errors import HostLacks  # noqa: PLC0415 - the CLI imports what the chosen cleanup needs
+    from pktassert.kernel import tracefs  # noqa: PLC0415 - the CLI imports what the chosen cleanup needs
+    from pktassert.observers import printk  # noqa: PLC0415 - the CLI imports what the chosen cleanup needs
 
     try:
         found = printk.instances()

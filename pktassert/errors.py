@@ -13,5 +13,13 @@ class InjectError(PktassertError):
     """What was passed to inject() cannot be sent as a frame."""
 
 
+class HostLacks(PktassertError):
+    """The host lacks something pktassert needs (not the filter's fault): the test is skipped."""
+
+    def __init__(self, need: str, message: str) -> None:
+        super().__init__(message)
+        self.need = need
+
+
 class AccountingError(PktassertError):
     """Injected frames that the inspector did not account for."""

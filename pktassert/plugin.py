@@ -25,7 +25,7 @@ from pktassert.instruments.fate_tracker import FateTracker
 from pktassert.instruments.receiver import Receiver
 from pktassert.instruments.sender import Sender
 from pktassert.instruments.tag_mover import TagMover
-from pktassert.machine import host, preflight
+from pktassert.machine import faults, host, preflight, reaper
 from pktassert.netns import Topology, leftovers
 from pktassert.observers.printk import TracePipe
 from pktassert.programs.bcc_program import looks_like_path
@@ -78,12 +78,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("pktassert_summary"):
         config.pluginmanager.register(reports.VerdictSummary(), "pktassert-summary")
     config.pluginmanager.register(host_hooks.HostHooks(config), "pktassert-host")
-    from pktassert.machine import (
-        faults,  # SIGTERM tears down as Ctrl-C does; the fault matrix's failpoints (tests)
-        reaper,
-    )
-
-    reaper.orderly_sigterm(config)
+    reaper.orderly_sigterm(config)  # SIGTERM tears down as Ctrl-C does; the fault matrix's failpoints (tests)
     faults.install()
 
 

@@ -21,14 +21,13 @@ from pktassert.case import PASS_THROUGH, TIERS, Case
 from pktassert.device.dut import XdpUnderTest
 from pktassert.device.inject import Injector
 from pktassert.device.program_cache import ProgramCache, raise_fd_limit
-from pktassert.errors import PktassertError
+from pktassert.errors import HostLacks, PktassertError
 from pktassert.hooks.table import HOOKS
 from pktassert.instruments.fate_tracker import FateTracker
 from pktassert.instruments.receiver import Receiver
 from pktassert.instruments.sender import Sender
 from pktassert.instruments.tag_mover import TagMover
 from pktassert.machine import preflight
-from pktassert.machine.host import HostLacks
 from pktassert.netns import Namespace, Topology
 from pktassert.observers.printk import TracePipe
 from pktassert.programs.bcc_program import looks_like_path

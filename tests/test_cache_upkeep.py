@@ -117,7 +117,7 @@ def test_a_live_writers_temporaries_are_never_swept(places):
 
 def test_a_private_cache_goes_when_its_process_dies(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    owner = subprocess.Popen([sys.executable, "-c", "from pktassert.bpf import build_cache; import sys; "
+    owner = subprocess.Popen([sys.executable, "-c", "from pktassert.build import build_cache; import sys; "
                               "print(build_cache.private_folder(), flush=True); sys.stdin.readline()"],
                              env={**os.environ, "TMPDIR": str(tmp_path)}, stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)

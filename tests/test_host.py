@@ -12,9 +12,10 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 
+from pktassert.errors import HostLacks
 from pktassert.kernel import tracefs
 from pktassert.machine import host
-from pktassert.machine.host import HostLacks, KernelFeature
+from pktassert.machine.host import KernelFeature
 from pktassert.observers import printk
 
 ROOT = os.geteuid() == 0
@@ -43,7 +44,7 @@ def test_tracefs_of_our_own_is_in_no_mount_table(pktassert_ready):
 def test_a_killed_run_leaves_no_mount_and_no_instance(pktassert_ready):
     before = _mounts()
     child = subprocess.Popen([sys.executable, "-c", "import sys, time; from pktassert.observers.printk import TracePipe; "
-                              "from pktassert import reaper; p = TracePipe(); print(p.dir.name, reaper.pid(), "
+                              "from pktassert.machine import reaper; p = TracePipe(); print(p.dir.name, reaper.pid(), "
                               "flush=True); time.sleep(60)"],
                              stdout=subprocess.PIPE, text=True)
     try:

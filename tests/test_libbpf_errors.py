@@ -10,8 +10,8 @@ import pytest
 
 from pktassert import LibbpfSource, ObjectFile, ProgramError
 from pktassert.build import libbpf_build
+from pktassert.errors import HostLacks
 from pktassert.machine import host
-from pktassert.machine.host import HostLacks
 from pktassert.programs.subjects import subject_of
 
 needs_clang = pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed: apt-get install clang")

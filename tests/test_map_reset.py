@@ -1,7 +1,9 @@
 """map_reset: each map type made with bpf_map_create, filled with real entries, reset, proven empty."""
 
 import ctypes
+import ctypes.util
 import errno
+import functools
 import mmap
 import os
 import socket
@@ -13,8 +15,14 @@ import pytest
 from pktassert.kernel import map_reset
 from pktassert.kernel.map_reset import MapType as T
 from pktassert.kernel.map_reset import NotResettable, reset, resettable
-from pktassert.kernel.test_run import TestRunner, _libbpf, _Opts
+from pktassert.kernel.test_run import TestRunner, _Opts
 from pktassert.netns import Namespace
+
+
+@functools.cache
+def _libbpf() -> ctypes.CDLL:
+    """A libbpf handle of the test's own: its functions' argtypes are set here, apart from pktassert's."""
+    return ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: bpf(2) map creation (CAP_BPF) and "
                                                           "network namespaces (CAP_SYS_ADMIN)")

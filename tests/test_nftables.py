@@ -7,7 +7,7 @@ import pytest
 from scapy.layers.inet import IP, UDP
 
 from pktassert import Fate, PktassertError, ProgramError
-from pktassert.machine.host import HostLacks
+from pktassert.errors import HostLacks
 from pktassert.netns import Topology
 from pktassert.programs.nft_ruleset import RuleSet
 

@@ -1,5 +1,3 @@
-# mypy: disable-error-code="import-not-found"
-# (mypy cannot follow the editable install's package-dir mapping of pktassert.netns / pktassert.bpf)
 """The receiver and the honeypot: what the DUT transmits (XDP_TX), redirects or sends from its stack
 arrives at the far end as on a real link, tagged with the DUT side's metadata, and is recorded."""
 

@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from pktassert.build import cache_dir
 from pktassert.build.cache_dir import CacheRefused
-from pktassert.machine import reaper
+from pktassert.machine import host, reaper
 
 ENV = "PKTASSERT_CACHE_DIR"
 MAX_ENV = "PKTASSERT_CACHE_MAX_MB"
@@ -171,8 +171,6 @@ def clang_version(clang: str) -> str:
 @functools.cache
 def kernel_btf_id() -> str:
     """What vmlinux.h is made from: the running kernel's BTF."""
-    from pktassert.machine import host
-
     host.check("kernel BTF")
     return digest(Path(host.BTF).read_bytes())
 

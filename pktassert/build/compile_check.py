@@ -49,7 +49,7 @@ class Outcome:
 def records() -> tuple[Path, Path]:
     """The build cache's root and the folder of records in it: one root, one cleanup
     (``pktassert-cleanup --cache``)."""
-    from pktassert.build import (
+    from pktassert.build import (  # noqa: PLC0415 - run as a script, the checker imports only the standard library and bcc
         build_cache,  # here: the child process that compiles imports nothing of pktassert
         cache_dir,
     )
@@ -60,7 +60,7 @@ def records() -> tuple[Path, Path]:
 
 def check(text: str, cflags: Sequence[str]) -> Outcome:
     """Compile ``text`` in a child process, unless a record says it compiles on this machine."""
-    from pktassert.build import cache_dir
+    from pktassert.build import cache_dir  # noqa: PLC0415 - as above: the checker process imports nothing of pktassert
 
     name = f"{_key(text, cflags)}.json"
     root, folder = records()
@@ -124,7 +124,7 @@ def _key(text: str, cflags: Sequence[str]) -> str:
 
 @functools.cache
 def _toolchain() -> tuple[str, ...]:
-    import bcc
+    import bcc  # noqa: PLC0415 - bcc is Debian's and optional: imported where used, so the plugin loads (and skips) without it
 
     release = platform.release()
     headers = [os.path.realpath(f"/lib/modules/{release}/{d}") for d in ("build", "source")]
@@ -188,7 +188,7 @@ def regions(lines: list[str]) -> list[tuple[str, int, list[str]]]:
 # The checker (the child process).
 
 def _stack_depth(bpf: object, func: str, prog_type: int) -> int | None:
-    from bcc import lib
+    from bcc import lib  # noqa: PLC0415 - bcc is Debian's and optional: imported where used, so the plugin loads (and skips) without it
 
     name = func.encode()
     m = bpf.module  # type: ignore[attr-defined]
@@ -206,7 +206,7 @@ def _stack_depth(bpf: object, func: str, prog_type: int) -> int | None:
 
 def main() -> int:
     request = json.load(sys.stdin)
-    from bcc import BPF
+    from bcc import BPF  # noqa: PLC0415 - bcc is Debian's and optional: imported where used, so the plugin loads (and skips) without it
 
     try:
         bpf = BPF(text=request["text"].encode(), cflags=request["cflags"], debug=request.get("debug", 0))

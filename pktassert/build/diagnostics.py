@@ -155,7 +155,7 @@ def stack_message(name: str, func: str, inspector: int | None, alone_ok: bool, a
 def verifier_log(bpf: object, func: str, prog_type: int) -> tuple[str, int]:
     """Load ``func`` again with the verifier's log on: bcc's own load logs nothing for E2BIG and only
     prints its hint ("Program too large (N insns), at most 4096 insns"), which misleads."""
-    from bcc import lib
+    from bcc import lib  # noqa: PLC0415 - bcc is Debian's and optional: imported where used, so the plugin loads (and skips) without it
 
     m, name = bpf.module, func.encode()  # type: ignore[attr-defined]
     args = (m, prog_type, name, lib.bpf_function_start(m, name), lib.bpf_function_size(m, name),

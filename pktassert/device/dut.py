@@ -18,9 +18,8 @@ from pktassert.frames.wire import Wire
 from pktassert.hooks.verdict import Verdict
 from pktassert.instruments.fate_tracker import FateTracker, netns_cookie
 from pktassert.instruments.receiver import Receiver
-from pktassert.instruments.record import const
 from pktassert.instruments.tag_mover import TagMover
-from pktassert.kernel.test_run import TestRunner
+from pktassert.kernel.test_run import TestRunner, TestRunRefused
 from pktassert.netns import UNIT_DUT, UNIT_PEER, Endpoint, Namespace, Topology
 from pktassert.observers.collect import Collector, Tally
 from pktassert.observers.nft_trace import Tracer
@@ -30,7 +29,8 @@ from pktassert.programs.globals_view import Globals
 from pktassert.programs.loaded import Loaded
 from pktassert.programs.nft_ruleset import RuleSet
 from pktassert.programs.state_map import StateMap
-from pktassert.transports.unit import UnitPath
+from pktassert.transports import veth
+from pktassert.transports.unit import UnitPath, refusal
 
 
 class XdpUnderTest:
@@ -274,19 +274,16 @@ class XdpUnderTest:
 
     def link_mtu(self) -> int:
         """The DUT link's MTU now (a test may change it)."""
-        dut = self.topology.dut
-        assert dut.ns is not None
-        return int(dut.ns.ipr.get_links(dut.ifindex)[0].get_attr("IFLA_MTU"))
+        return veth.link_mtu(self.topology.dut)
 
     def frame_limit(self) -> int:
         """The longest frame as crafted that the DUT's veth lets through now: MTU plus Ethernet
         header plus one VLAN tag (the kernel's is_skb_forwardable), less pktassert's trailer."""
-        return self.link_mtu() + 14 + 4 - const("TRAILER_LEN")
+        return veth.frame_limit(self.topology.dut)
 
     def too_long(self, wire: Wire) -> tuple[np.ndarray, int]:
         """Which frames of ``wire`` the DUT's veth would drop for their length now, and the limit."""
-        limit = self.frame_limit()
-        return wire.lengths - const("TRAILER_LEN") > limit, limit
+        return veth.too_long(self.topology.dut, wire)
 
     def run(self, packet: Any) -> Run:
         """Run the program once on ``packet`` in the kernel (BPF_PROG_TEST_RUN), in either tier,
@@ -308,7 +305,13 @@ class XdpUnderTest:
         frames = to_frames(packet, self.peer, self.dut)
         if len(frames) != 1:
             raise InjectError(f"cost() times one packet; got {len(frames)}.")
-        out = self.loaded.bare_runner.run(self._unit.as_seen(frames[0]), repeat=repeat)
+        frame = self._unit.as_seen(frames[0])
+        runner = self.loaded.bare_runner
+        try:
+            out = runner.run(frame, repeat=repeat)
+        except TestRunRefused as e:
+            raise InjectError(refusal("the packet", frame, runner.hook, e.err, None, runner.max_len(), tag=0,
+                                      live=False)) from None
         return Cost(out.duration_ns, repeat)
 
     def __repr__(self) -> str:

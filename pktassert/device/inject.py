@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -19,18 +20,19 @@ from pktassert.errors import InjectError
 from pktassert.frames import pcap
 from pktassert.frames.convert import check_size, complete, to_frames
 from pktassert.frames.flood import Flood
-from pktassert.frames.wire import Wire
+from pktassert.frames.wire import Wire, sampled
 from pktassert.instruments.sender import Sender
 from pktassert.machine import host
 from pktassert.observers import live_outputs, nft_trace
 from pktassert.observers.fate_reader import FateReader
 from pktassert.observers.live_outputs import LiveOutputs
 from pktassert.observers.outputs import Outputs
-from pktassert.results.capture import Capture
-from pktassert.transports.egress import EgressPath, check_egress
+from pktassert.results.capture import Capture, Columns, Facts
+from pktassert.transports import skb_ctx
+from pktassert.transports.egress import EgressPath
 from pktassert.transports.engine import EnginePath
 from pktassert.transports.live import LivePath
-from pktassert.transports.path import Part, Path, sampled
+from pktassert.transports.path import Part, Path
 from pktassert.transports.unit import UnitPath
 
 MTU = 1500
@@ -44,7 +46,7 @@ def _touch(a: np.ndarray) -> None:
 
 def _origin() -> str:
     """Where the test called inject(): the first frame outside pktassert, as file:line."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # pktassert/, this file's folder's parent
     f = sys._getframe(1)
     while f is not None and os.path.abspath(f.f_code.co_filename).startswith(here):
         f = f.f_back  # type: ignore[assignment]
@@ -85,7 +87,9 @@ class Injector:
         # With an XDP stage in front (the test's XDP filter, or pktassert's pass-through that tc
         # ingress needs for the traffic engine), frames go to the first stage; the others follow.
         self.first = xdp.front if xdp.front is not None else xdp
-        self.path: Path = UnitPath(self.first.loaded, self.first.direction) if xdp.tier == "unit" else LivePath(self.first)
+        first = self.first
+        self.path: Path = (UnitPath(first.loaded, first.direction) if xdp.tier == "unit"
+                           else LivePath(first.peer, first.dut, first.collector))
         # Floods in the live tier go through the traffic engine; a few packets through a socket.
         self._engine: Path | None = None
         self._sender = sender
@@ -113,7 +117,7 @@ class Injector:
         the DUT namespace; ``mark=`` and ``priority=`` set what the filter sees in the sk_buff). The
         peer's view: ``tc.received_by_peer()``."""
         if self.tier == "live":
-            check_egress(self.xdp)
+            _check_egress(self.xdp)
         return self._inject(packets, count, vary, keep, None, None, seed, skb, egress=True)
 
     def _inject(self, packets: Any, count: int | None, vary: Mapping[str, Any] | None, keep: int,
@@ -162,8 +166,7 @@ class Injector:
             frames = to_frames(packets, src, dst)
             check_size(frames, MTU)
         schedule = None if rate is None else np.arange(len(frames), dtype=np.float64) / rate
-        capture = self._send(frames, keep, schedule)
-        capture.origin = _origin()
+        capture = self._send(frames, keep, _origin(), schedule)
         self.captures.append(capture)
         return capture
 
@@ -189,7 +192,6 @@ class Injector:
                                   f"before tc ingress. Fix: test it in the unit tier "
                                   f"(@pytest.mark.parametrize(\"tier\", [\"unit\"], indirect=True)).")
             return None
-        from pktassert.transports import skb_ctx
 
         return skb_ctx.context(skb)
 
@@ -213,8 +215,7 @@ class Injector:
             schedule = times / speed
         else:
             raise InjectError(f"speed={speed!r}: \"max\", or a positive factor of the recorded timing (1.0 = as recorded).")
-        capture = self._send(frames, keep, schedule)
-        capture.origin = _origin()
+        capture = self._send(frames, keep, _origin(), schedule)
         self.captures.append(capture)
         return capture
 
@@ -224,7 +225,7 @@ class Injector:
 
     def _egress_path(self) -> EgressPath:
         if self._egress_out is None:
-            self._egress_out = EgressPath(self.xdp)
+            self._egress_out = EgressPath(self.xdp.dut, self.xdp.loaded, self.xdp.collector)
         return self._egress_out
 
     def _path_for(self, n: int) -> Path:
@@ -236,10 +237,11 @@ class Injector:
         if self.path.tier == "unit" or n < ENGINE_FROM or self._sender is None or not delivers:
             return self.path
         if self._engine is None:
-            self._engine = EnginePath(self.first, self._sender())
+            self._engine = EnginePath(self.first.peer, self.first.dut, self.first.loaded, self.first.collector,
+                                      self._sender())
         return self._engine
 
-    def _send(self, frames: list[bytes] | Flood, keep: int, schedule: np.ndarray | None = None) -> Capture:
+    def _send(self, frames: list[bytes] | Flood, keep: int, origin: str, schedule: np.ndarray | None = None) -> Capture:
         n = len(frames)
         # Paced traffic goes through the socket: the engine sends a call's frames back to back.
         path = self.path if schedule is not None else self._path_for(n)
@@ -300,31 +302,30 @@ class Injector:
             outputs = Outputs.join([p.outputs for p in parts if p.outputs is not None], frame)
         elif path.tier == "live" and step == 1 and first.receiver is not None and first.hook.name == "xdp":
             outputs = live_outputs.collect(first.receiver, records, first_tag, frame, first.landings())
-        capture = Capture(records, frame, index=np.arange(0, n, step), sent=n, accounted=accounted, outputs=outputs,
-                          tier=path.tier, step=step, exact=exact if step > 1 else None,
-                          stray=sum(p.stray for p in parts), actions=actions)
-        if isinstance(frames, Flood):
-            capture.flood = frames
+        printed: dict[int, list[str]] = {}
         for dut in (first, *(f.dut for f in followers)):
             if dut.printk is not None:
                 pipe, nonce = dut.printk
-                capture.printed.update(pipe.take(nonce))
-        if fates is not None:
-            capture.fate_codes, capture.fate_records, capture._fate_exact = fates.codes, fates.records, fates
-        if followers:
-            capture.stages = {"xdp": capture, self.xdp.hook.name: followers[0].capture(capture)}
+                printed.update(pipe.take(nonce))
+        columns = Columns(records, np.arange(0, n, step), *((fates.codes, fates.records) if fates is not None else ()))
+        facts = Facts(frame, sent=n, accounted=accounted, tier=path.tier, step=step, exact=exact if step > 1 else None,
+                      stray=sum(p.stray for p in parts), actions=actions, hook=first.hook.name, outputs=outputs,
+                      fate_exact=fates, origin=origin, flood=frames if isinstance(frames, Flood) else None,
+                      printed=printed)
+        later = {f.dut.hook.name: f.capture(columns, facts) for f in followers}
         if tracer is not None and tracer.on:
+            # Which rule decided: only for the packets every filter stage let on into the stack.
             every = frames.rows_bytes(0, n) if isinstance(frames, Flood) else frames
-            reached = _reached_the_stack(list(capture.stages.values()) if followers else [capture], n, step)
-            decided = tracer.decide(every, reached)
+            decided = tracer.decide(every, _reached_the_stack([Capture(columns, facts), *later.values()], n, step))
             if decided is None:
-                capture.rules_unknown = (f"the kernel dropped nftables trace events during this inject() of {n:,} "
-                                         f"packets (its trace socket's buffer overflowed), so no packet's rule can be "
-                                         f"trusted. Fix: inject fewer packets at once, or trace fewer rules.")
+                facts = dataclasses.replace(facts, rules_unknown=(
+                    f"the kernel dropped nftables trace events during this inject() of {n:,} packets (its trace "
+                    f"socket's buffer overflowed), so no packet's rule can be trusted. Fix: inject fewer packets at "
+                    f"once, or trace fewer rules."))
             else:
-                capture.fate_rules = np.array(decided + [None], object)[:-1][::step]
-            capture.conntrack = tracer.conntrack_rose()
-        return capture
+                columns = dataclasses.replace(columns, fate_rules=np.array(decided + [None], object)[:-1][::step])
+            facts = dataclasses.replace(facts, conntrack=tracer.conntrack_rose())
+        return Capture(columns, facts, later)
 
     @staticmethod
     def _run(path: Path, wire: Wire, start: int, stop: int, n: int, step: int, records: np.ndarray,
@@ -379,3 +380,10 @@ def _reached_the_stack(stages: list[Capture], n: int, step: int) -> np.ndarray |
             continue
         reached[cap.index[~np.isin(cap.actions.from_column(cap.records["verdict"]), go_on)]] = False
     return reached
+
+
+def _check_egress(dut: XdpUnderTest) -> None:
+    if dut.hook.name != "tc" or dut.direction != "egress":
+        where = f"at {dut.hook.name} {dut.direction}" if dut.hook.name == "tc" else "at XDP (ingress only)"
+        raise InjectError(f"inject.from_dut() sends from the DUT out through a tc egress filter; this filter is {where}. "
+                          f"Fix: @pytest.mark.tc(..., direction=\"egress\"), or inject() for traffic to the DUT.")

@@ -14,12 +14,12 @@ import numpy as np
 
 from pktassert.device.dut import XdpUnderTest
 from pktassert.errors import AccountingError
-from pktassert.frames.wire import Wire
+from pktassert.frames.wire import Wire, sampled
 from pktassert.hooks.verdict import Verdict
 from pktassert.instruments.record import const
 from pktassert.observers.collect import Tally
-from pktassert.results.capture import Capture
-from pktassert.transports.path import Part, sampled
+from pktassert.results.capture import Capture, Columns, Facts
+from pktassert.transports.path import Part
 
 QUIET_S = 1.0
 
@@ -81,12 +81,14 @@ class Follower:
         self.records[into] = out[rows]
         self.reached[into] = reached[rows]
 
-    def capture(self, first: Capture) -> Capture:
-        """This stage's Capture: the packets that reached it, by their send positions."""
+    def capture(self, first: Columns, facts: Facts) -> Capture:
+        """This stage's Capture: the packets that reached it, by their send positions (``first``: the first
+        stage's columns, ``facts``: the call's)."""
         keep = self.reached
-        return Capture(self.records[keep], first._frame, first.index[keep], sent=first.sent, accounted=self.accounted,
-                       tier=first.tier, step=first.step, exact=self.exact if first.step > 1 else None,
-                       actions=self.dut.loaded.actions)
+        return Capture(Columns(self.records[keep], first.index[keep]),
+                       Facts(facts.frame, sent=facts.sent, accounted=self.accounted, tier=facts.tier, step=facts.step,
+                             exact=self.exact if facts.step > 1 else None, actions=self.dut.loaded.actions,
+                             hook=self.dut.hook.name, origin=facts.origin))
 
 
 def take_tags(loaded: list[Any], n: int) -> int:

@@ -63,3 +63,8 @@ def _starts(sizes: np.ndarray) -> np.ndarray:
     starts = np.zeros(len(sizes), np.int64)
     np.cumsum(sizes[:-1], out=starts[1:])
     return starts
+
+def sampled(start: int, stop: int, step: int) -> tuple[slice, slice]:
+    """A chunk's part of a sample of every ``step``-th packet: (where in the kept array, which of the
+    chunk's own rows) for the chunk of send positions ``start``..``stop``."""
+    return slice(-(-start // step), -(-stop // step)), slice(-start % step, None, step)

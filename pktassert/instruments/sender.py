@@ -18,7 +18,8 @@ import numpy as np
 
 from pktassert.bpf import DIR as HERE
 from pktassert.errors import ProgramError
-from pktassert.kernel.test_run import _libbpf, _Opts
+from pktassert.kernel import libbpf
+from pktassert.kernel.test_run import _Opts
 from pktassert.machine import host
 from pktassert.netns import Namespace
 
@@ -43,7 +44,7 @@ class Sender:
     """The compiled engine program and its mmapped frame arena; one per session (compiling takes a second)."""
 
     def __init__(self) -> None:
-        from bcc import BPF
+        from bcc import BPF  # noqa: PLC0415 - bcc is Debian's and optional: imported where used, so the plugin loads (and skips) without it
 
         host.check("xdp-live-frames")
         try:
@@ -101,7 +102,7 @@ class Sender:
                      ctx_in=ctypes.addressof(md), ctx_size_in=ctypes.sizeof(md), repeat=n, flags=_LIVE_FRAMES,
                      batch_size=batch)
         with ns.entered():  # the ingress device is looked up in the caller's netns
-            rc = _libbpf().bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
+            rc = libbpf.lib().bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
         if rc:
             raise OSError(-rc, f"BPF_PROG_TEST_RUN (live frames): {ctypes.get_errno()}")
         return int(self.state[1]), int(self.state[2])

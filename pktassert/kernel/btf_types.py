@@ -11,13 +11,27 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import functools
+import os
 import sys
 from typing import Any
 
+from pktassert.errors import HostLacks
 from pktassert.kernel import libbpf
 from pktassert.kernel.elf_entry import malformed
 
 # enum btf_kind (include/uapi/linux/btf.h)
+BTF = "/sys/kernel/btf/vmlinux"  # the running kernel's types
+
+
+def missing() -> str | None:
+    """Why the running kernel's BTF cannot be read, or None."""
+    if os.path.exists(BTF):
+        return None
+    return (f"the kernel's BTF ({BTF}) is missing: libbpf filters, CO-RE, the dut fixture and drop reason names take "
+            f"the kernel's types from it. Fix: a kernel built with CONFIG_DEBUG_INFO_BTF=y (Debian's, Ubuntu's and "
+            f"Fedora's are), and /sys mounted (a container: --privileged, or -v /sys:/sys:ro).")
+
+
 INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT = range(1, 12)
 FUNC, FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64 = range(12, 20)
 QUALIFIERS = {VOLATILE, CONST, RESTRICT, TYPE_TAG}
@@ -324,11 +338,11 @@ class Btf:
 @functools.cache
 def kernel() -> Btf:
     """The running kernel's BTF (/sys/kernel/btf/vmlinux), kept for the process: types refer into it."""
-    from pktassert.machine import host
-
-    host.check("kernel BTF")
+    why = missing()
+    if why:
+        raise HostLacks("kernel BTF", why)
     btf = libbpf.lib().btf__load_vmlinux_btf()
     if not btf:
-        raise host.HostLacks("kernel BTF", f"libbpf cannot read the kernel's BTF ({host.BTF}). Fix: a kernel built "
+        raise HostLacks("kernel BTF", f"libbpf cannot read the kernel's BTF ({BTF}). Fix: a kernel built "
                                            f"with CONFIG_DEBUG_INFO_BTF=y, and /sys readable.")
     return Btf(btf)

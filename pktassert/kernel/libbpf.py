@@ -62,6 +62,12 @@ _SIGNATURES: dict[str, tuple[list, object]] = {
     "bpf_map_update_elem": ([c_int, c_void_p, c_void_p, ctypes.c_uint64], c_int),
     "bpf_map_delete_elem": ([c_int, c_void_p], c_int),
     "bpf_map_get_next_key": ([c_int, c_void_p, c_void_p], c_int),
+    "bpf_map_lookup_and_delete_elem": ([c_int, c_void_p, c_void_p], c_int),
+    "bpf_map_lookup_and_delete_batch": ([c_int, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p], c_int),
+    "bpf_map_update_batch": ([c_int, c_void_p, c_void_p, c_void_p, c_void_p], c_int),
+    "bpf_obj_get_info_by_fd": ([c_int, c_void_p, c_void_p], c_int),
+    # the options by address (an int, or ctypes.byref): a batch's options live in a numpy array
+    "bpf_prog_test_run_opts": ([c_int, c_void_p], c_int),
     "ring_buffer__new": ([c_int, c_void_p, c_void_p, c_void_p], c_void_p),
     "ring_buffer__poll": ([c_void_p, c_int], c_int),
     "ring_buffer__consume": ([c_void_p], c_int),
@@ -82,7 +88,7 @@ PERF_LOST_FN = ctypes.CFUNCTYPE(None, c_void_p, c_int, ctypes.c_uint64)
 
 @functools.cache
 def lib() -> ctypes.CDLL:
-    """Our own handle on libbpf.so.1 with the signatures above (other handles keep theirs)."""
+    """Our one handle on libbpf.so.1 with the signatures above: every call pktassert makes is typed here."""
     handle = ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
     for name, (args, res) in _SIGNATURES.items():
         fn = getattr(handle, name)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from pktassert.errors import PktassertError
-from pktassert.kernel.test_run import _libbpf
+from pktassert.kernel import libbpf
 
 _ENOTSUPP = 524        # the kernel-internal "not supported" that some map ops let out through bpf(2)
 _F_MMAPABLE = 1 << 10  # BPF_F_MMAPABLE: an array whose values user space may mmap
@@ -87,26 +87,9 @@ class MapInfo:
         return self.value_size
 
 
-_P, _I = ctypes.c_void_p, ctypes.c_int
-_SIGNATURES: dict[str, list[type[ctypes._SimpleCData]]] = {
-    "bpf_obj_get_info_by_fd": [_I, _P, _P],
-    "bpf_map_get_next_key": [_I, _P, _P],
-    "bpf_map_delete_elem": [_I, _P],
-    "bpf_map_lookup_and_delete_elem": [_I, _P, _P],
-    "bpf_map_lookup_and_delete_batch": [_I, _P, _P, _P, _P, _P, _P],
-    "bpf_map_update_batch": [_I, _P, _P, _P, _P],
-    "bpf_map_lookup_elem": [_I, _P, _P],
-    "bpf_map_update_elem": [_I, _P, _P, ctypes.c_uint64],
-}
-
-
-@functools.cache
 def _fn(name: str) -> Callable[..., int]:
-    # A handle of our own: the shared CDLL's attributes keep whatever argtypes other modules gave them.
     # libbpf >= 1.0 returns -errno from these, so no get_errno() is needed.
-    f = _libbpf()[name]
-    f.argtypes, f.restype = _SIGNATURES[name], ctypes.c_int
-    return f
+    return getattr(libbpf.lib(), name)  # type: ignore[no-any-return]
 
 
 @functools.cache

@@ -11,11 +11,12 @@ import dataclasses
 import functools
 import itertools
 import os
-from collections.abc import Callable
 
 import numpy as np
 
 from pktassert.errors import InjectError
+from pktassert.hooks.table import HOOKS
+from pktassert.kernel import libbpf
 
 ETH_HLEN = 14
 
@@ -32,31 +33,21 @@ class _Opts(ctypes.Structure):
 _OPTS = np.dtype(_Opts)  # the same struct as a numpy record: a batch's options are built vectorized
 
 
-@functools.cache
-def _libbpf() -> ctypes.CDLL:
-    lib = ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
-    lib.bpf_prog_test_run_opts.argtypes = [ctypes.c_int, ctypes.POINTER(_Opts)]
-    lib.bpf_prog_test_run_opts.restype = ctypes.c_int
-    lib.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
-    lib.bpf_obj_get_info_by_fd.restype = ctypes.c_int
-    return lib
-
-
 def _prog_type(fd: int) -> int:
     """The program's BPF_PROG_TYPE_*: struct bpf_prog_info's first field (the kernel fills what we ask for)."""
     info, size = ctypes.c_uint32(0), ctypes.c_uint32(ctypes.sizeof(ctypes.c_uint32))
-    if _libbpf().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)) != 0:
+    if libbpf.lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"BPF_OBJ_GET_INFO_BY_FD: {os.strerror(err)}")
     return info.value
 
 
-@functools.cache
-def _test_run_by_address() -> Callable[[int, int], int]:
-    """bpf_prog_test_run_opts taking the options' address as a plain int: no ctypes object per call."""
-    fn = _libbpf()["bpf_prog_test_run_opts"]  # a second handle, so the typed one above is unchanged
-    fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_void_p], ctypes.c_int
-    return fn
+class TestRunRefused(Exception):
+    """The kernel refused a test run (BPF_PROG_TEST_RUN) with ``err``."""
+
+    def __init__(self, err: int) -> None:
+        super().__init__(os.strerror(err))
+        self.err = err
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,8 +91,6 @@ class TestRunner:
     def hook(self) -> str:
         """Where the program hooks, by its type as the kernel has it (BPF_OBJ_GET_INFO_BY_FD)."""
         if self._hook is None:
-            from pktassert.hooks.table import HOOKS
-
             kind = _prog_type(self.prog_fd)
             self._hook = next((h.name for h in HOOKS.values() if h.prog_type == kind), "xdp")
         return self._hook
@@ -113,21 +102,17 @@ class TestRunner:
         o.data_in, o.data_size_in = ctypes.addressof(buf), len(frame)
         o.data_out, o.data_size_out = ctypes.addressof(self._out), len(self._out)
         o.repeat = repeat
-        return 0 if _libbpf().bpf_prog_test_run_opts(self.prog_fd, ctypes.byref(o)) == 0 else ctypes.get_errno()
+        return 0 if libbpf.lib().bpf_prog_test_run_opts(self.prog_fd, ctypes.byref(o)) == 0 else ctypes.get_errno()
 
     def run(self, frame: bytes, repeat: int = 1, what: str = "the packet") -> TestRun:
-        """One frame, ``repeat`` times. A frame the kernel refuses is an InjectError that says why, as far
-        as it can be known, and the fix (the unit tier's, pktassert/transports/unit.py)."""
-        from pktassert.hooks.table import HOOKS
-
+        """One frame, ``repeat`` times. A frame the kernel refuses raises TestRunRefused with the kernel's errno
+        (what it means for the user's frame is the unit tier's to say: transports/unit.py refusal())."""
         if len(frame) < ETH_HLEN:
             raise InjectError(f"{what}, a {len(frame)}-byte frame, is shorter than an Ethernet header ({ETH_HLEN} "
                               f"bytes); the kernel runs {HOOKS[self.hook].title} programs only on whole frames.")
         err = self._call(frame, repeat)
         if err:
-            from pktassert.transports.unit import refusal  # (imports this module)
-
-            raise InjectError(refusal(what, bytes(frame), self.hook, err, None, self.max_len(), tag=0, live=False))
+            raise TestRunRefused(err)
         o = self._opts
         return TestRun(o.retval, self._out.raw[:o.data_size_out], o.duration)
 
@@ -158,7 +143,7 @@ class TestRunner:
             opts["ctx_in"], opts["ctx_size_in"] = ctypes.addressof(self._ctx), len(ctx)
         else:
             opts["ctx_in"], opts["ctx_size_in"] = 0, 0
-        run, fd, first = _test_run_by_address(), self.prog_fd, opts.ctypes.data
+        run, fd, first = libbpf.lib().bpf_prog_test_run_opts, self.prog_fd, opts.ctypes.data
         # map() keeps the loop in C: no Python frame per call.
         rc = np.fromiter(map(run, itertools.repeat(fd, n), range(first, first + n * _OPTS.itemsize, _OPTS.itemsize)),
                          np.int64, n)

@@ -15,7 +15,7 @@ import functools
 import os
 from pathlib import Path
 
-from pktassert.machine.host import HostLacks
+from pktassert.errors import HostLacks
 
 # include/uapi/linux/mount.h; the syscall numbers are the same on every architecture since 5.1.
 _SYS_FSOPEN, _SYS_FSCONFIG, _SYS_FSMOUNT = 430, 431, 432

@@ -13,17 +13,13 @@ import os
 import shutil
 from collections.abc import Callable
 
-from pktassert.errors import PktassertError
+from pktassert.errors import HostLacks
+from pktassert.kernel import btf_types
+from pktassert.kernel.btf_types import BTF
+from pktassert.netns.topology import ipv6_enabled
 
-BTF = "/sys/kernel/btf/vmlinux"
+__all__ = ["BTF", "HostLacks", "check", "problem"]
 
-
-class HostLacks(PktassertError):
-    """The host lacks something pktassert needs (not the filter's fault): the test is skipped."""
-
-    def __init__(self, need: str, message: str) -> None:
-        super().__init__(message)
-        self.need = need
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +33,6 @@ class KernelFeature:
     used_by: str
 
     def problem(self) -> str | None:
-        from pktassert.kernel import btf_types  # libbpf: loaded only when a probe runs
-
         kind = {"func": btf_types.FUNC, "struct": btf_types.STRUCT, "enum": btf_types.ENUM,
                 "typedef": btf_types.TYPEDEF}[self.btf_kind]
         missing = [n for n in self.btf_names if btf_types.kernel().find(n, kind) <= 0]
@@ -63,14 +57,6 @@ KERNEL_FEATURES = {
 }
 
 
-def _btf() -> str | None:
-    if os.path.exists(BTF):
-        return None
-    return (f"the kernel's BTF ({BTF}) is missing: libbpf filters, CO-RE, the dut fixture and drop reason names take "
-            f"the kernel's types from it. Fix: a kernel built with CONFIG_DEBUG_INFO_BTF=y (Debian's, Ubuntu's and "
-            f"Fedora's are), and /sys mounted (a container: --privileged, or -v /sys:/sys:ro).")
-
-
 def _tool(name: str, package: str, used_by: str) -> Callable[[], str | None]:
     def probe() -> str | None:
         if shutil.which(name):
@@ -88,8 +74,6 @@ def _header(name: str, package: str) -> Callable[[], str | None]:
 
 
 def _ipv6() -> str | None:
-    from pktassert.netns.topology import ipv6_enabled
-
     if ipv6_enabled():
         return None
     return ("IPv6 is disabled in this kernel (booted with ipv6.disable=1, or built without CONFIG_IPV6): the DUT's "
@@ -107,7 +91,7 @@ class Need:
 # The order of the README's table.
 NEEDS = {n.name: n for n in (
     Need("kernel BTF", "libbpf sources and objects, the dut fixture, rule sets, drop reason names",
-         "those tests skip", _btf),
+         "those tests skip", btf_types.missing),
     Need("clang", "libbpf sources, objects (joined to our inspector), the dut fixture", "those tests skip",
          _tool("clang", "clang libbpf-dev", "libbpf sources are compiled, and objects joined to pktassert's "
                                             "inspector, with it")),

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from pktassert.frames.wire import sampled
 from pktassert.instruments.fate_tracker import FateTracker
 from pktassert.instruments.record import const
 from pktassert.observers.fate import BY_CODE, CODES, STAGE, Fate, fates, reason_names
-from pktassert.transports.path import sampled
 
 QUIET_S = 0.1  # stop waiting for the stack once no packet's fate changed for this long
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pktassert.errors import HostLacks
 from pktassert.frames.convert import l3_offset
 from pktassert.kernel.conntrack_stats import conntrack_stats, rose
-from pktassert.machine.host import HostLacks
 from pktassert.netns import Namespace
 from pktassert.programs.nft_ruleset import OURS, RuleSet
 

@@ -174,7 +174,7 @@ class LoadedProgram(Loaded):
     """The composed program loaded in the kernel by bcc, its maps, and the record layout it emits."""
 
     def __init__(self, program: Program, composed: str | None = None) -> None:
-        from bcc import (
+        from bcc import (  # noqa: PLC0415 - bcc is Debian's and optional: imported where used, so the plugin loads (and skips) without it
             BPF,  # imported late: the plugin must load (and skip cleanly) without bcc
         )
 
@@ -233,7 +233,7 @@ class LoadedProgram(Loaded):
         return {name: int(self.bpf[name.encode()].map_fd) for name in self._table_names()}
 
     def _table_names(self) -> list[str]:
-        from bcc import libbcc
+        from bcc import libbcc  # noqa: PLC0415 - bcc is Debian's and optional: imported where used, so the plugin loads (and skips) without it
 
         lib = libbcc.lib
         lib.bpf_num_tables.argtypes, lib.bpf_num_tables.restype = [ctypes.c_void_p], ctypes.c_size_t

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pktassert.build import libbpf_build, object_check, prints
+from pktassert.build import diagnostics, libbpf_build, object_check, prints
 from pktassert.build.source_check import RESERVED, check_cflags, check_func
 from pktassert.errors import ProgramError
 from pktassert.hooks.table import HOOKS, UNSPEC, typed_by_section
@@ -24,6 +24,7 @@ from pktassert.kernel.fd_table import FdTable
 from pktassert.machine import host
 from pktassert.programs.bcc_program import check_hook
 from pktassert.programs.loaded import Loaded
+from pktassert.programs.state_map import MapValueError, to_ctype
 
 XDP_HAS_FRAGS = 1 << 5  # BPF_F_XDP_HAS_FRAGS
 DATA_SECTIONS = (".rodata", ".data", ".bss")  # and their custom sections, ".data.name" (libbpf: a map each)
@@ -332,8 +333,6 @@ class LibbpfLoaded(Loaded):
         return state
 
     def _load_failure(self, said: list[str], err: int) -> str:
-        from pktassert.build import diagnostics
-
         log = "".join(said)
         if "failed to find valid kernel BTF" in log:  # CO-RE relocations: the kernel's types, not the filter's fault
             host.check("kernel BTF")
@@ -414,8 +413,6 @@ def _a(word: str) -> str:
 
 
 def _fit(var: btf_types.Var, value: Any, label: str) -> Any:
-    from pktassert.programs.state_map import MapValueError, to_ctype
-
     try:
         return to_ctype(var.ctype, value, f"globals[{var.name!r}] of {label}")
     except MapValueError as e:

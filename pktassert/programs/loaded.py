@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pktassert.kernel import map_reset
+from pktassert.kernel import libbpf, map_reset
 from pktassert.kernel.test_run import TestRunner
 
 
@@ -37,8 +37,6 @@ class Loaded:
 
     def mark_prints(self, nonce: int) -> None:
         """Have the inspector mark each packet in the trace with ``nonce`` (0: stop), on every CPU."""
-        from pktassert.kernel import libbpf
-
         record = ctypes.sizeof(self.record_type)
         size = -(-(record + 16) // 8) * 8  # struct pktassert_scratch_value: the record, magic, printk_nonce, trailer
         cpus = libbpf.possible_cpus()

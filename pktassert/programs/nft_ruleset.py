@@ -16,8 +16,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from pktassert.errors import ProgramError
-from pktassert.machine.host import HostLacks
+from pktassert.errors import HostLacks, ProgramError
 from pktassert.netns import Namespace
 
 _HANDLE = re.compile(r"^\s*(.*?)\s+# handle (\d+)$")
@@ -32,7 +31,7 @@ MOST_LINES = 60  # lines of nft's error output kept (it stops at 10 errors, each
 
 def _nftables() -> Any:
     try:
-        import nftables  # Debian's python3-nftables (ctypes over libnftables1); not on PyPI
+        import nftables  # noqa: PLC0415 - python3-nftables is Debian's and optional: only rule sets need it (Debian's python3-nftables (ctypes over libnftables1); not on PyPI)
     except ImportError:
         raise HostLacks("python3-nftables", "@pytest.mark.nftables needs libnftables' Python module. Fix: apt-get "
                         "install python3-nftables (and a venv made with --system-site-packages).") from None

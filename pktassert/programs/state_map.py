@@ -15,6 +15,7 @@ from typing import Any
 
 from pktassert.errors import PktassertError
 from pktassert.kernel.btf_types import BitField
+from pktassert.kernel.libbpf import possible_cpus
 from pktassert.kernel.map_reset import MapType
 
 PROG_ARRAY = MapType.PROG_ARRAY  # values are programs, given by function name
@@ -204,8 +205,6 @@ class StateMap:
                 raise MapValueError(f"{self.name}: the kernel refused {key!r} -> {value!r}: {e}.{hint}") from None
 
     def _per_cpu(self, value: Any) -> list[Any]:
-        from pktassert.kernel.libbpf import possible_cpus
-
         cpus = possible_cpus()
         if not isinstance(value, (list, tuple)) or len(value) != cpus:
             raise MapValueError(f"{self.name} is a per-CPU map: give a list of {cpus} values, one per possible CPU "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, overload
@@ -128,56 +129,91 @@ class Outcome(OutcomeFate):
         return f"{self.capture.actions.name_of(self.ret)} for {self.capture.summary(self.pos)}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Columns:
+    """A Capture's per-packet columns, aligned: row i of each is the same packet. A subset masks them alike."""
+
+    records: np.ndarray                     # struct pktassert_record per packet (bpf/record.h)
+    index: np.ndarray                       # each packet's position in the send order
+    fate_codes: np.ndarray | None = None    # live tier with the dut fixture: observers/fate.py
+    fate_records: np.ndarray | None = None
+    fate_rules: np.ndarray | None = None    # with a rule set: (chain, rule, accepted) that decided, or None
+
+    def subset(self, mask: np.ndarray) -> Columns:
+        cut: dict[str, Any] = {f.name: None if (v := getattr(self, f.name)) is None else v[mask]
+                               for f in dataclasses.fields(self)}  # every column, whichever are added later
+        return Columns(**cut)
+
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    """What holds for a whole inject() call, whichever of its packets a Capture holds."""
+
+    frame: Callable[[int], bytes]  # a packet's frame as sent, by send position
+    sent: int
+    accounted: int                 # frames with a verdict of their own
+    tier: str = "live"
+    step: int = 1                  # > 1: records kept for every step-th packet only (a large flood)
+    exact: np.ndarray | None = None  # then the whole flood's verdict counts, from every packet's record
+    stray: int = 0                 # frames pktassert did not send that the filter judged meanwhile (not counted)
+    actions: type[Actions] = Verdict  # the hook's verdicts: Verdict (XDP), TcVerdict (tc)
+    hook: str = "xdp"              # the stage these records are of
+    outputs: Outputs | LiveOutputs | None = None
+    fate_exact: FateReader | None = None
+    rules_unknown: str | None = None  # why there are no fate_rules though there is a rule set
+    conntrack: dict[str, int] = dataclasses.field(default_factory=dict)  # what conntrack counted (drop, ...)
+    origin: str = ""               # where the test called inject() (file:line)
+    flood: Flood | None = None     # the flood the packets were built from (payloads searched in numpy)
+    printed: dict[int, list[str]] = dataclasses.field(default_factory=dict)  # a filter's print lines by packet tag
+
+
 class Capture(CaptureFates):
-    """Verdicts and parsed fields of injected packets, in send order.
+    """Verdicts and parsed fields of injected packets, in send order: aligned Columns and the call's Facts,
+    built once; a where() or a slice is another Capture over a subset of the columns and the same facts."""
 
-    ``records`` is a numpy array laid out as struct pa_record (bpf/record.h).
-    """
-
-    def __init__(self, records: np.ndarray, frame: Callable[[int], bytes], index: np.ndarray | None = None,
-                 sent: int | None = None, accounted: int | None = None, outputs: Outputs | LiveOutputs | None = None,
-                 tier: str = "live", step: int = 1, exact: np.ndarray | None = None, stray: int = 0,
-                 actions: type[Actions] = Verdict) -> None:
-        self.records = records
-        self._frame = frame
-        self.index = np.arange(len(records)) if index is None else index  # position in the send order
-        self.sent = len(records) if sent is None else sent
-        self.accounted = len(records) if accounted is None else accounted
-        self.tier = tier
-        self._outputs = outputs
-        self.step = step      # > 1: records kept for every step-th packet only (a large flood)
-        self._exact = exact   # then the whole flood's verdict counts, from every packet's record
-        self.stray = stray    # frames pktassert did not send that the filter judged meanwhile (not counted here)
-        self.actions = actions  # the hook's verdicts: Verdict (XDP), TcVerdict (tc)
-        # With an XDP filter and a tc filter on the DUT: each stage's Capture by hook name ("xdp", "tc");
-        # a later stage's holds only the packets that reached it.
-        self.stages: dict[str, Capture] = {}
-        self.fate_codes: np.ndarray | None = None    # live tier with the dut fixture: pktassert.observers.fate
-        self.fate_records: np.ndarray | None = None
-        self._fate_exact: FateReader | None = None
-        self.fate_rules: np.ndarray | None = None    # with a rule set: (chain, rule, accepted) that decided, or None
-        self.rules_unknown: str | None = None        # why there are no fate_rules though there is a rule set
-        self.conntrack: dict[str, int] = {}           # what conntrack counted during the inject() (drop, ...)
-        self.origin = ""  # where the test called inject() (file:line)
-        self.flood: Flood | None = None  # the flood the packets were built from (payloads searched in numpy)
-        self.selection = ""  # what where() chose, out of how many
-        self.printed: dict[int, list[str]] = {}  # a filter that prints: its lines by packet tag
+    def __init__(self, columns: Columns, facts: Facts, later: dict[str, Capture] | None = None,
+                 root: Capture | None = None) -> None:
+        self.columns, self.facts = columns, facts
+        # With more than one stage on the DUT (XDP, then tc): the later stages' Captures by hook name; each
+        # holds only the packets that reached it.
+        self._later = later or {}
         # Packet numbers (send order) a failed assertion named, kept on the capture inject() returned
         # (``root``; a where() or slice of it shares it), so that the evidence keeps them all.
         self.offenders: np.ndarray | None = None
-        self.root: Capture = self
+        self.root: Capture = self if root is None else root
+        self.selection = ""  # what where() chose, out of how many
+
+    # The per-packet columns, aligned with one another (row i: the same packet in each).
+    records = property(lambda self: self.columns.records)  # laid out as struct pktassert_record (bpf/record.h)
+    index = property(lambda self: self.columns.index)      # each packet's position in the send order
+    fate_codes = property(lambda self: self.columns.fate_codes)      # live tier, dut fixture: observers/fate.py
+    fate_records = property(lambda self: self.columns.fate_records)
+    fate_rules = property(lambda self: self.columns.fate_rules)      # with a rule set: (chain, rule, accepted), or None
+    # What holds for the whole inject() call, shared by each subset.
+    sent = property(lambda self: self.facts.sent)
+    accounted = property(lambda self: self.facts.accounted)
+    tier = property(lambda self: self.facts.tier)
+    step = property(lambda self: self.facts.step)
+    stray = property(lambda self: self.facts.stray)
+    actions = property(lambda self: self.facts.actions)
+    rules_unknown = property(lambda self: self.facts.rules_unknown)
+    conntrack = property(lambda self: self.facts.conntrack)
+    origin = property(lambda self: self.facts.origin)
+    flood = property(lambda self: self.facts.flood)
+    printed = property(lambda self: self.facts.printed)
+    _frame = property(lambda self: self.facts.frame)
+    _outputs = property(lambda self: self.facts.outputs)
+    # Exact counts are of the whole call: a subset (where(), a slice) counts its own rows.
+    _exact = property(lambda self: self.facts.exact if self.root is self else None)
+    _fate_exact = property(lambda self: self.facts.fate_exact if self.root is self else None)
+
+    @property
+    def stages(self) -> dict[str, Capture]:
+        """Each stage's Capture by hook name ("xdp", "tc") when the DUT has more than one; else empty."""
+        return {self.facts.hook: self.root, **self.root._later} if self.root._later else {}
 
     def _subset(self, mask: np.ndarray) -> Capture:
-        sub = Capture(self.records[mask], self._frame, self.index[mask], self.sent, self.accounted,
-                      self._outputs, self.tier, self.step, stray=self.stray, actions=self.actions)
-        if self.fate_codes is not None and self.fate_records is not None:
-            sub.fate_codes, sub.fate_records = self.fate_codes[mask], self.fate_records[mask]
-        if self.fate_rules is not None:
-            sub.fate_rules = self.fate_rules[mask]
-        sub.rules_unknown, sub.conntrack = self.rules_unknown, self.conntrack
-        sub.origin, sub.flood, sub.printed = self.origin, self.flood, self.printed
-        sub.stages, sub.root = self.stages, self.root
-        return sub
+        return Capture(self.columns.subset(mask), self.facts, root=self.root)
 
     def positions(self, numbers: np.ndarray) -> np.ndarray:
         """The positions here of the packets with these send numbers (those this capture holds)."""

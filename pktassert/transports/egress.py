@@ -16,10 +16,12 @@ import struct
 
 import numpy as np
 
-from pktassert.device.dut import XdpUnderTest
-from pktassert.errors import InjectError
 from pktassert.frames.wire import Wire
 from pktassert.instruments.record import const
+from pktassert.kernel import libbpf
+from pktassert.netns import Endpoint
+from pktassert.observers.collect import Collector
+from pktassert.programs.loaded import Loaded
 from pktassert.transports.accounting import Shortfall
 from pktassert.transports.path import Part
 
@@ -32,9 +34,9 @@ class EgressPath:
     magic = const("MAGIC_RING")  # the trailer Wire.build adds is cut off here; records come through the ring
     chunk = 16384
 
-    def __init__(self, dut: XdpUnderTest) -> None:
-        self.dut = dut
-        end = dut.topology.dut
+    def __init__(self, end: Endpoint, loaded: Loaded, collector: Collector) -> None:
+        """Frames from a socket at ``end`` out through the tc egress filter ``loaded``."""
+        self.loaded, self.collector = loaded, collector
         self.sock = end.netns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         self.sock.bind((end.ifname, 0))
         self.sock.setsockopt(socket.SOL_SOCKET, SO_PRIORITY, const("MAGIC_EGRESS"))
@@ -44,16 +46,14 @@ class EgressPath:
         """What the filter sees in skb->mark and skb->priority for the next frames."""
         if self.opts == (mark, priority):
             return
-        fd = self.dut.loaded.our_map_fd("pktassert_tc_opts")
-        from pktassert.kernel import libbpf
-
+        fd = self.loaded.our_map_fd("pktassert_tc_opts")
         key, value = ctypes.c_uint32(0), (ctypes.c_uint32 * 2)(mark, priority)
         if libbpf.lib().bpf_map_update_elem(fd, ctypes.byref(key), value, 0) != 0:
             raise OSError(ctypes.get_errno(), "pktassert_tc_opts")
         self.opts = (mark, priority)
 
     def send(self, wire: Wire, start: int, total: int, records: np.ndarray) -> Part:
-        collector = self.dut.collector
+        collector = self.collector
         before = collector.tally()
         refused = np.zeros(len(wire), bool)
         data, sendmsg, level = wire.data.data, self.sock.sendmsg, socket.SOL_SOCKET
@@ -75,9 +75,3 @@ class EgressPath:
     def close(self) -> None:
         self.sock.close()
 
-
-def check_egress(dut: XdpUnderTest) -> None:
-    if dut.hook.name != "tc" or dut.direction != "egress":
-        where = f"at {dut.hook.name} {dut.direction}" if dut.hook.name == "tc" else "at XDP (ingress only)"
-        raise InjectError(f"inject.from_dut() sends from the DUT out through a tc egress filter; this filter is {where}. "
-                          f"Fix: @pytest.mark.tc(..., direction=\"egress\"), or inject() for traffic to the DUT.")

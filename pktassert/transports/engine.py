@@ -6,11 +6,13 @@ from __future__ import annotations
 import numpy as np
 from pyroute2.ethtool.ioctl import IoctlEthtool
 
-from pktassert.device.dut import XdpUnderTest
 from pktassert.frames.wire import Wire
 from pktassert.instruments.record import const
 from pktassert.instruments.sender import FRAMES, Sender
 from pktassert.netns import Endpoint
+from pktassert.observers.collect import Collector
+from pktassert.programs.loaded import Loaded
+from pktassert.transports import veth
 from pktassert.transports.accounting import Shortfall
 from pktassert.transports.path import Part
 
@@ -34,15 +36,16 @@ class EnginePath:
     magic = const("MAGIC_ENGINE")  # records to the slots, read in bulk
     chunk = min(FRAMES, const("SLOTS"))
 
-    def __init__(self, xdp: XdpUnderTest, sender: Sender) -> None:
-        self.xdp, self.sender = xdp, sender
+    def __init__(self, peer: Endpoint, dut: Endpoint, loaded: Loaded, collector: Collector, sender: Sender) -> None:
+        """Frames sent by ``sender`` from ``peer`` to ``dut``, whose first XDP program is ``loaded``."""
+        self.peer, self.dut, self.loaded, self.collector, self.sender = peer, dut, loaded, collector, sender
 
     def send(self, wire: Wire, start: int, total: int, records: np.ndarray) -> Part:
-        peer, collector = self.xdp.peer, self.xdp.collector
+        peer, collector = self.peer, self.collector
         before, errors_before = collector.tally(), xmit_errors(peer)
         # A veth drops a frame longer than its MTU allows, and on the XDP path every frame queued
         # behind it in the same bulk too: such frames are held back, and reported by number.
-        long, limit = self.xdp.too_long(wire)
+        long, limit = veth.too_long(self.dut, wire)
         fits = ~long
         offsets, lengths = wire.offsets[fits], wire.lengths[fits]
         sent = refused = done = 0
@@ -51,7 +54,7 @@ class EnginePath:
             s, r = self.sender.send(placed, peer.netns, peer.ifindex)
             sent, refused, done = sent + s, refused + r, done + placed
         delta = collector.await_counts(before, sent, QUIET_S)
-        self.xdp.loaded.read_slots(int(wire.tags[0]), records)
+        self.loaded.read_slots(int(wire.tags[0]), records)
         own = records["tag"] == wire.tags                     # written for this very frame
         tail = own & (records["verdict"] == const("PENDING"))  # entered, never returned to us
         have = own & ~tail
@@ -60,7 +63,7 @@ class EnginePath:
             raise Shortfall(
                 total, np.flatnonzero(~have) + start,
                 never_left=int(fits.sum()) - sent, never_left_why=f"{refused} refused by the engine",
-                too_long=np.flatnonzero(~fits) + start, mtu=self.xdp.link_mtu(), limit=limit,
+                too_long=np.flatnonzero(~fits) + start, mtu=veth.link_mtu(self.dut), limit=limit,
                 too_long_note=" (the engine holds them back: on a veth's XDP path one also drops the frames "
                               "queued behind it)",
                 veth_dropped=max(0, sent - entered),

@@ -8,10 +8,11 @@ import time
 
 import numpy as np
 
-from pktassert.device.dut import XdpUnderTest
 from pktassert.frames.wire import Wire
 from pktassert.instruments.record import const
-from pktassert.observers.collect import Collected
+from pktassert.netns import Endpoint
+from pktassert.observers.collect import Collected, Collector
+from pktassert.transports import veth
 from pktassert.transports.accounting import Shortfall
 from pktassert.transports.path import Part
 
@@ -23,9 +24,9 @@ class LivePath:
     magic = const("MAGIC_RING")  # records through the ring buffer
     chunk = 16384  # frames per send-then-collect round: well inside the ring buffer's room (pktassert/programs/bcc_program.py)
 
-    def __init__(self, xdp: XdpUnderTest) -> None:
-        self.xdp = xdp
-        peer = xdp.peer
+    def __init__(self, peer: Endpoint, dut: Endpoint, collector: Collector) -> None:
+        """Frames from ``peer`` over the veth to ``dut``, their records through ``collector``."""
+        self.peer, self.dut, self.collector = peer, dut, collector
         # A raw socket opened inside the peer netns stays there; protocol 0 means it never receives.
         self.sock = peer.netns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         self.sock.bind((peer.ifname, 0))
@@ -33,7 +34,7 @@ class LivePath:
     def send(self, wire: Wire, start: int, total: int, records: np.ndarray,
              at: np.ndarray | None = None) -> Part:
         """``at``: when to send each frame, in seconds on time.monotonic() (paced sending)."""
-        collector = self.xdp.collector
+        collector = self.collector
         before, dropped_before = collector.tally(), self._veth_dropped()
         undelivered = self._send_all(wire, at)
         got = collector.collect(int(wire.tags[0]), records, before, undelivered)
@@ -43,7 +44,7 @@ class LivePath:
 
     def _veth_dropped(self) -> int:
         """Frames the peer's veth accepted from the socket and dropped (its tx_dropped counter)."""
-        peer = self.xdp.peer
+        peer = self.peer
         return int(peer.netns.ipr.get_links(peer.ifindex)[0].get_attr("IFLA_STATS64")["tx_dropped"])
 
     def _send_all(self, wire: Wire, when: np.ndarray | None = None) -> np.ndarray:
@@ -66,7 +67,7 @@ class LivePath:
                         raise
                     # The veth's queue to the DUT is full (or the DUT is down): let the inspector
                     # drain, then try again, a bounded number of times.
-                    self.xdp.collector.poll(1)
+                    self.collector.poll(1)
             else:
                 refused[i] = True
                 retries = 0  # the link is not draining: don't wait again for every frame
@@ -77,14 +78,14 @@ class LivePath:
         refused = int(got.undelivered.sum())
         delta = got.delta
         tail_calls = max(0, delta.entered - delta.completed)
-        too_long, limit = self.xdp.too_long(wire)
+        too_long, limit = veth.too_long(self.dut, wire)
         long = missing & ~got.undelivered & too_long
         return Shortfall(
             n, np.flatnonzero(missing) + start,
             never_left=refused, never_left_why="the veth's queue refused them (ENOBUFS)",
             veth_dropped=max(0, min(dropped, int(missing.sum()) - refused) - int(long.sum())),
             veth_why="counted in the peer veth's tx_dropped: queue full, DUT link down or frame too long",
-            too_long=np.flatnonzero(long) + start, mtu=self.xdp.link_mtu(), limit=limit,
+            too_long=np.flatnonzero(long) + start, mtu=veth.link_mtu(self.dut), limit=limit,
             tail_calls=tail_calls, lost=delta.lost, stray=delta.stray_total)
 
     def close(self) -> None:

@@ -21,11 +21,6 @@ class Part:
     outputs: Outputs | None = None  # unit tier: the frames as the filter left them
 
 
-def sampled(start: int, stop: int, step: int) -> tuple[slice, slice]:
-    """A chunk's part of a sample of every ``step``-th packet: (where in the kept array, which of the
-    chunk's own rows) for the chunk of send positions ``start``..``stop``."""
-    return slice(-(-start // step), -(-stop // step)), slice(-start % step, None, step)
-
 
 class Path(Protocol):
     tier: str   # "live" or "unit"

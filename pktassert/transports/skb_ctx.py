@@ -14,8 +14,10 @@ import struct
 import weakref
 from typing import Any
 
+from pktassert.build.source_check import RESERVED
 from pktassert.errors import InjectError
-from pktassert.kernel import btf_types
+from pktassert.kernel import btf_types, libbpf
+from pktassert.programs.state_map import MapValueError, to_ctype
 
 SETTABLE = ("mark", "priority", "ingress_ifindex", "ifindex", "cb", "tstamp", "wire_len", "gso_segs", "gso_size",
             "hwtstamp")
@@ -29,8 +31,6 @@ def skb_type() -> Any:
 
 def context(fields: dict[str, Any]) -> bytes:
     """The context bytes for ``fields`` (mark=, priority=, cb=[...], ...)."""
-    from pktassert.programs.state_map import MapValueError, to_ctype
-
     unknown = sorted(set(fields) - set(SETTABLE))
     if unknown:
         raise InjectError(f"{', '.join(f'{u}=' for u in unknown)}: a tc test run sets only these sk_buff fields: "
@@ -178,12 +178,9 @@ def scan(code: bytes, fields: tuple[str, ...] = VLAN_FIELDS) -> tuple[set[str], 
 def program_code(loaded: Any) -> list[bytes]:
     """The instructions of the filter as loaded (without pktassert's inspector): its entry alone, as
     cost() runs it, then, when that tail-calls, every other program of its source or object."""
-    from pktassert.build.source_check import RESERVED
-
     bare = "pktassert_bare"
     codes: dict[str, bytes] = {}
     if hasattr(loaded, "obj"):  # libbpf: the instructions as loaded (subprograms appended, CO-RE resolved)
-        from pktassert.kernel import libbpf
 
         lib = libbpf.lib()
         insns, count = lib["bpf_program__insns"], lib["bpf_program__insn_cnt"]
@@ -198,7 +195,7 @@ def program_code(loaded: Any) -> list[bytes]:
             if (name == bare or not name.startswith(RESERVED)) and lib.bpf_program__fd(p) >= 0:
                 codes[name] = ctypes.string_at(insns(p), count(p) * 8)
     elif hasattr(loaded, "bpf"):  # bcc: each function's instructions as compiled (the filter inlined into ours)
-        from bcc import libbcc
+        from bcc import libbcc  # noqa: PLC0415 - bcc is Debian's and optional: imported where used, so the plugin loads (and skips) without it
 
         lib, module = libbcc.lib, loaded.bpf.module
         for i in range(lib.bpf_num_functions(module)):

@@ -192,7 +192,6 @@ def _skb_fields(ctx: bytes | None) -> dict[str, int]:
     """The sk_buff fields a tc test run was given that the kernel checks (0 when not given)."""
     if not ctx:
         return {}
-    from pktassert.transports import skb_ctx
 
     skb = skb_ctx.skb_type().from_buffer_copy(ctx)
     return {name: int(getattr(skb, name)) for name in ("ifindex", "wire_len", "gso_segs")}
