@@ -1,10 +1,12 @@
 """pktassert: tests for packet filters, with real namespaces, real programs and real verdicts: in pytest
 (the plugin's fixtures), or without it (``pktassert.Session``)."""
 
+from pktassert.compare import compare
 from pktassert.device.dut import XdpUnderTest
 from pktassert.device.inject import Injector
 from pktassert.errors import AccountingError, InjectError, PktassertError, ProgramError
 from pktassert.hooks.verdict import TcVerdict, Verdict
+from pktassert.netns.topology import DUT_IP, DUT_IP6, PEER_IP, PEER_IP6
 from pktassert.observers.fate import Fate
 from pktassert.programs.bcc_program import Program
 from pktassert.programs.bcc_program import Program as BccSource
@@ -12,7 +14,8 @@ from pktassert.programs.libbpf_program import LibbpfSource, ObjectFile
 from pktassert.results.capture import Capture, Count, Outcome
 from pktassert.results.packet_diff import Mask, expect
 from pktassert.session import Dut, Session
+from pktassert.traffic.source import Traffic
 
-__all__ = ["AccountingError", "BccSource", "Capture", "Count", "Dut", "Fate", "InjectError", "Injector", "LibbpfSource",
-           "Mask", "ObjectFile", "Outcome", "PktassertError", "Program", "ProgramError", "Session", "TcVerdict", "Verdict",
-           "XdpUnderTest", "expect"]
+__all__ = ["DUT_IP", "DUT_IP6", "PEER_IP", "PEER_IP6", "AccountingError", "BccSource", "Capture", "Count", "Dut",
+           "Fate", "InjectError", "Injector", "LibbpfSource", "Mask", "ObjectFile", "Outcome", "PktassertError", "Program",
+           "ProgramError", "Session", "TcVerdict", "Traffic", "Verdict", "XdpUnderTest", "compare", "expect"]

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from pktassert import host_hooks
+from pktassert import host_hooks, plugin_hypothesis
 from pktassert.build import build_cache
 from pktassert.case import PASS_THROUGH, TIERS, Case
+from pktassert.compare import report as compare_evidence
 from pktassert.device.dut import XdpUnderTest
 from pktassert.device.inject import Injector
 from pktassert.device.program_cache import ProgramCache
@@ -98,6 +99,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         line = f"pktassert: {verb} a namespace left by a crashed run: {lo.describe()}"
         if reporter:
             reporter.write_line(line, yellow=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    plugin_hypothesis.allow_our_fixtures(items)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -388,7 +393,10 @@ def pytest_runtest_makereport(item: pytest.Item,
     if call.when == "setup" and call.excinfo is not None and call.excinfo.errisinstance(ProgramError):
         report.longrepr = f"pktassert: {call.excinfo.value}"
         report.when = "call"
+    if call.when == "setup":
+        compare_evidence.clear()
     if call.when == "call":
         reports.evidence_for(item, report)
+        compare_evidence.evidence_for(item, report)
     return report
 

@@ -14,7 +14,7 @@ import os
 import secrets
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -91,10 +91,29 @@ def _fate(cap: Capture, pos: int) -> str:
 def write(path: Path, captures: Sequence[Capture], test: str) -> int:
     """Write the captures of one test to ``path``; how many packets it holds. The file appears under
     its name only when whole; on any error (or interruption) the temporary is removed."""
+    return _whole(path, lambda part: _write(part, captures, test))
+
+
+def write_frames(path: Path, frames: Iterable[tuple[bytes, str]]) -> int:
+    """Frames with a comment each (e.g. a comparison's differing packets with both answers) to ``path``,
+    written as write() writes: whole under its name, or not at all."""
+    def fill(part: Path) -> int:
+        w, written, now = _Writer(str(part)), 0, time.time()
+        try:
+            for frame, comment in frames:
+                w.packet(frame, 0, now, comment, None)
+                written += 1
+        finally:
+            w.f.close()
+        return written
+    return _whole(path, fill)
+
+
+def _whole(path: Path, fill: Callable[[Path], int]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     part = _reserve(path)
     try:
-        written = _write(part, captures, test)
+        written = fill(part)
         os.replace(part, path)  # atomic within the folder: readers see the old file or the whole new one
     except BaseException:
         part.unlink(missing_ok=True)

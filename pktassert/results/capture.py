@@ -287,10 +287,11 @@ class Capture(CaptureFates):
               **fields: Any) -> Capture:
         """The packets that have every layer given and whose parsed fields match.
 
-        A field's value may be one value or a collection (range, set, list) of allowed values;
-        TCP flags may be written as scapy writes them ("S", "SA"). ``payload=b"..."``: the payload
-        (after the transport header) contains those bytes. A callable instead of a layer: a
-        predicate on the packet as scapy dissects it (one scapy object per packet: slower).
+        A field's value may be one value or a collection (range, set, list) of allowed values; ``src``
+        and ``dst`` also take a prefix ("203.0.113.0/24"). TCP flags may be written as scapy writes them
+        ("S", "SA"). ``payload=b"..."``: the payload (after the transport header) contains those bytes. A
+        callable instead of a layer: a predicate on the packet as scapy dissects it (one scapy object per
+        packet: slower).
         """
         r = self.records
         mask = np.ones(len(r), bool)
@@ -372,6 +373,13 @@ class Capture(CaptureFates):
             wants = [want] if isinstance(want, str) else list(want)
             hit = np.zeros(len(r), bool)
             for w in wants:
+                if isinstance(w, str) and "/" in w:  # a prefix, as vary= takes it: "203.0.113.0/24"
+                    net = ipaddress.ip_network(w, strict=False)
+                    size = net.max_prefixlen // 8
+                    mask = np.frombuffer(net.netmask.packed, np.uint8)
+                    first = np.frombuffer(net.network_address.packed, np.uint8)
+                    hit |= (r["l3"] == net.version) & ((r[name][:, :size] & mask) == first).all(axis=1)
+                    continue
                 version, packed = _address(w)
                 hit |= (r["l3"] == version) & (r[name] == np.frombuffer(packed, np.uint8)).all(axis=1)
             return hit
