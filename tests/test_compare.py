@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import Ether
 from suite_files import tshark_fields
 
 from pktassert import BccSource, LibbpfSource, ObjectFile, ProgramError
-from pktassert.compare import compare
+from pktassert.compare import compare, search
 from pktassert.errors import InjectError
 from pktassert.netns.topology import DUT_IP
 from pktassert.traffic.source import Traffic
@@ -186,7 +187,7 @@ def test_what_a_user_can_get_wrong_is_one_clear_error(tmp_path):
 FAILING = '''
 from pathlib import Path
 from scapy.layers.inet import IP, TCP
-from pktassert.compare import compare
+from pktassert.compare import compare, search
 from pktassert.traffic.source import Traffic
 
 def test_new_blocklist_changes_only_telnet():
@@ -208,3 +209,43 @@ def test_a_failed_comparison_shows_its_table_and_leaves_the_differing_packets_as
     assert len(files) == 1 and str(files[0]) in out, out
     (row,) = tshark_fields(files[0], "tcp.dstport", "frame.comment")
     assert row[0] == "2323" and "A (" in row[1] and ": PASS" in row[1] and "B (new.bpf.c): DROP" in row[1], row
+
+
+RANGE_GUARD = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+SEC("xdp")
+int range_guard(struct xdp_md *ctx)
+{
+	void *d = (void *)(long)ctx->data, *e = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = d;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct tcphdr *t = (void *)(ip + 1);
+	if ((void *)(t + 1) > e || eth->h_proto != bpf_htons(0x0800) || ip->protocol != 6)
+		return XDP_PASS;
+	__u16 p = bpf_ntohs(t->dest);
+	return p >= 1000 && p <= LAST ? XDP_DROP : XDP_PASS;  /* meant: 1000..1999 */
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_search_finds_a_planted_off_by_one_shrinks_it_to_one_packet_and_replays_it_live(tmp_path):
+    from hypothesis import strategies as st
+
+    source = tmp_path / "range_guard.bpf.c"
+    source.write_text(RANGE_GUARD)
+    meant = LibbpfSource(source, "range_guard", cflags=("-DLAST=1999",))
+    planted = LibbpfSource(source, "range_guard", cflags=("-DLAST=2000",))
+    packets = st.builds(lambda port, sport: IP(dst=DUT_IP) / TCP(sport=sport, dport=port),
+                        st.integers(1950, 2050), st.integers(1024, 65535))
+    diff = search(meant, planted, packets, max_examples=1000)
+    assert diff.tier == "live" and diff.sent == 1 and len(diff) == 1, diff  # the one packet, replayed live
+    (one,) = diff.classes
+    assert Ether(one.packet)[TCP].dport == 2000 and Ether(one.packet)[TCP].sport == 1024, diff  # shrunk: simplest
+    assert (one.a.verdict, one.b.verdict) == ("PASS", "DROP") and one.b.fate == "FILTER_DROPPED", diff
+
+    assert not search(meant, meant, packets, max_examples=100)  # none to find: an empty Diff

@@ -2,6 +2,7 @@
 
 from pktassert.compare.diff import Answer, Diff, DiffClass
 from pktassert.compare.run import compare
+from pktassert.compare.search import search
 from pktassert.compare.sides import Side
 
-__all__ = ["Answer", "Diff", "DiffClass", "Side", "compare"]
+__all__ = ["Answer", "Diff", "DiffClass", "Side", "compare", "search"]
