@@ -20,7 +20,8 @@ from pktassert.results.capture import Capture
 
 # Record columns that can define a class, in the order a person reads them; ports and ICMP only
 # where the class's packets carry them.
-DEFINING = ("ethertype", "vlan_outer", "proto", "src", "dst", "sport", "dport", "tcp_flags", "icmp_type", "icmp_code", "len")
+DEFINING = ("ethertype", "vlan_outer", "vlan_inner", "proto", "src", "dst", "sport", "dport", "tcp_flags", "icmp_type",
+            "icmp_code", "len")
 PORTS = {6, 17, 132}    # TCP, UDP, SCTP
 ICMPS = {1, 58}         # ICMP, ICMPv6
 
@@ -57,12 +58,13 @@ class DiffClass:
                 "a": self.a.to_json(), "b": self.b.to_json()}
 
 
-def answer(cap: Capture, pos: int) -> Answer:
-    """Side's answer for the packet at ``pos`` of its capture."""
+def answer(cap: Capture, pos: int, kind: str = "xdp") -> Answer:
+    """A side's answer for the packet at ``pos`` of its capture (``kind``: "xdp", "tc" or "nftables": a rule
+    set's packets pass pktassert's own XDP stage, whose verdict is not the rule set's answer)."""
     out = cap[pos]
     fate = out.fate.name if cap.fate_codes is not None else None
     rule = out.rule if cap.fate_rules is not None else None
-    return Answer(cap.actions.name_of(out.ret), fate, rule)
+    return Answer("" if kind == "nftables" else cap.actions.name_of(out.ret), fate, rule)
 
 
 def _addresses(column: np.ndarray, l3: int) -> str | None:
@@ -118,8 +120,8 @@ class Diff:
     ``len(diff)``: how many packets; iterating gives the classes; ``str(diff)`` is the table."""
 
     def __init__(self, a_label: str, b_label: str, tier: str, a: list[Capture], b: list[Capture],
-                 differs: list[np.ndarray], keyed_by: str) -> None:
-        self.a_label, self.b_label, self.tier, self.keyed_by = a_label, b_label, tier, keyed_by
+                 differs: list[np.ndarray], keyed_by: str, kinds: tuple[str, str] = ("xdp", "xdp")) -> None:
+        self.a_label, self.b_label, self.tier, self.keyed_by, self.kinds = a_label, b_label, tier, keyed_by, kinds
         self.a_captures, self.b_captures, self._differs = a, b, differs
         self.sent = sum(c.sent for c in a)
         self.classes = self._classes()
@@ -143,7 +145,7 @@ class Diff:
             for key in np.unique(keys):
                 at = where[keys == key]
                 for one in ([np.array([p]) for p in at.tolist()] if by_rule else [at]):
-                    pair = (answer(ca, int(one[0])), answer(cb, int(one[0])))
+                    pair = (answer(ca, int(one[0]), self.kinds[0]), answer(cb, int(one[0]), self.kinds[1]))
                     groups.setdefault(pair, []).append((first, ca, one))
         out = []
         shared = same_everywhere(np.concatenate([ca.records for ca in self.a_captures])) if groups else set()
@@ -184,7 +186,8 @@ class Diff:
             for first, ca, cb, where in self._positions():
                 for p in where.tolist():
                     yield ca.frame(p), (f"pktassert compare: packet #{first + int(ca.index[p])}: A ({self.a_label}): "
-                                        f"{answer(ca, p)}; B ({self.b_label}): {answer(cb, p)}")
+                                        f"{answer(ca, p, self.kinds[0])}; B ({self.b_label}): "
+                                        f"{answer(cb, p, self.kinds[1])}")
         return evidence.write_frames(Path(path), rows())
 
     def to_json(self) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def compare(a: Any, b: Any, traffic: Any, *, func: str | Sequence[str] | None = 
         caps_a = _run(s, side_a, sent, chosen)
         caps_b = _run(s, side_b, sent, chosen)
         keyed_by, differs = _differs(side_a, side_b, caps_a, caps_b, chosen)
-        diff = Diff(side_a.label, side_b.label, chosen, caps_a, caps_b, differs, keyed_by)
+        diff = Diff(side_a.label, side_b.label, chosen, caps_a, caps_b, differs, keyed_by, (side_a.kind, side_b.kind))
     MADE.append(diff)
     return diff
 

@@ -27,7 +27,7 @@ from pktassert.results.capture_fates import CaptureFates, OutcomeFate
 _PROTO = {TCP: 6, UDP: 17, ICMP: 1}
 # scapy field name -> record column, for fields the inspector parses.
 _COLUMNS = {"sport": "sport", "dport": "dport", "ttl": "ttl", "hlim": "ttl", "proto": "proto", "nh": "proto",
-            "type": "icmp_type", "code": "icmp_code", "flags": "tcp_flags", "vlan": "vlan_outer",
+            "type": "icmp_type", "code": "icmp_code", "flags": "tcp_flags", "vlan": "vlan_outer", "vlan_inner": "vlan_inner",
             "ethertype": "ethertype", "len": "len", "ifindex": "ifindex", "verdict": "verdict", "ret": "ret"}
 
 
