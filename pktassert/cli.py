@@ -20,21 +20,18 @@ import os
 import random
 import re
 import sys
-import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
-from scapy.utils import PcapNgWriter
 
 from pktassert import cleanup
 from pktassert.case import TIERS
-from pktassert.compare import Diff, compare
-from pktassert.compare.diff import answer
+from pktassert.compare import compare
 from pktassert.errors import HostLacks, PktassertError
 from pktassert.hooks.table import HOOKS
 from pktassert.netns.topology import DUT_IP, DUT_IP6, PEER_IP, PEER_IP6
@@ -57,8 +54,6 @@ EXPR_FIX = "Fix: a scapy expression such as 'IP(dst=DUT)/TCP(dport=23)' (names: 
 class UserError(PktassertError):
     """What the command line itself got wrong, found before anything is loaded."""
 
-
-# --- subjects, packets, traffic ------------------------------------------------------------------
 
 def _subject(text: str, func: str | None, flag: str = "--func") -> Path:
     """The path of a filter or rule set; refused here, with the command line's fix, when it cannot be one."""
@@ -86,16 +81,18 @@ def _dut_args(args: argparse.Namespace) -> dict[str, Any]:
     return {args.hook: subject_of(path, args.func, hook=args.hook)}
 
 
-def _scope() -> dict[str, Any]:
-    """What --packet expressions see: every scapy layer by name and the topology's addresses; no builtins."""
-    import scapy.layers.all  # noqa: F401, PLC0415 - every layer: loaded only by the command that evaluates packets
-    from scapy.config import conf  # noqa: PLC0415 - conf.layers is complete only after the import above
+def _scope(every: bool) -> dict[str, Any]:
+    """What --packet expressions see: scapy's layers (those loaded, or ``every`` one), the topology's
+    addresses, and no builtins."""
+    if every:
+        import scapy.layers.all  # noqa: F401, PLC0415 - every layer (seconds): only for a name the loaded ones lack
+    from scapy.config import conf  # noqa: PLC0415 - read after the import above, which grows conf.layers
 
-    layers = {cls.__name__: cls for cls in conf.layers if isinstance(cls, type) and issubclass(cls, Packet)}
-    return {**layers, **ADDRESSES, "__builtins__": {}}
+    return {**{c.__name__: c for c in conf.layers if isinstance(c, type) and issubclass(c, Packet)}, **ADDRESSES,
+            "__builtins__": {}}
 
 
-def _packets(expr: str, scope: dict[str, Any]) -> list[Packet]:
+def _packets(expr: str) -> list[Packet]:
     """The packets one --packet expression makes (scapy's implicit packets, dport=[22, 23], make several)."""
     try:
         tree = ast.parse(expr, mode="eval")
@@ -105,15 +102,19 @@ def _packets(expr: str, scope: dict[str, Any]) -> list[Packet]:
         name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
         if name.startswith("_"):
             raise UserError(f"--packet {expr!r}: {name} is no packet's. {EXPR_FIX}")
-    try:
-        value = eval(compile(tree, "--packet", "eval"), dict(scope))  # the user's own expression, without builtins
-    except NameError as e:
-        near = difflib.get_close_matches(str(e.name), [k for k in scope if not k.startswith("_")], n=1)
-        raise UserError(f"--packet {expr!r}: unknown name {e.name}{f' (did you mean {near[0]}?)' if near else ''}. "
-                        f"{EXPR_FIX}") from None
-    except Exception as e:  # noqa: BLE001 - scapy refuses a bad field or value with many exception types
-        why = f"no field {e}" if isinstance(e, AttributeError) else f"{type(e).__name__}: {e}"
-        raise UserError(f"--packet {expr!r}: scapy refused it ({why}). {EXPR_FIX}") from None
+    for every in (False, True):  # the layers pktassert loaded make most packets: all of scapy's only if they don't
+        scope = _scope(every)
+        try:
+            value = eval(compile(tree, "--packet", "eval"), scope)  # the user's own expression, without builtins
+            break
+        except NameError as e:
+            if every:
+                near = difflib.get_close_matches(str(e.name), [k for k in scope if not k.startswith("_")], n=1)
+                raise UserError(f"--packet {expr!r}: unknown name {e.name}{f' (did you mean {near[0]}?)' if near else ''}"
+                                f". {EXPR_FIX}") from None
+        except Exception as e:  # noqa: BLE001 - scapy refuses a bad field or value with many exception types
+            why = f"no field {e}" if isinstance(e, AttributeError) else f"{type(e).__name__}: {e}"
+            raise UserError(f"--packet {expr!r}: scapy refused it ({why}). {EXPR_FIX}") from None
     items = list(value) if isinstance(value, (list, tuple)) else [value]
     if not items or not all(isinstance(p, Packet) for p in items):
         raise UserError(f"--packet {expr!r}: makes {value!r} ({type(value).__name__}), not packets. {EXPR_FIX}")
@@ -150,8 +151,6 @@ class _Reported(Traffic):
             done += len(part)
             self._say(f"{side}: sent {done:,} of {len(self):,}")
 
-
-# --- output --------------------------------------------------------------------------------------
 
 def _table(rows: Sequence[Sequence[object]], numbers: Sequence[int] = ()) -> str:
     """Rows as aligned columns (those in ``numbers`` right-aligned); the first row is the heading."""
@@ -191,8 +190,6 @@ def _packet(cap: Capture, i: int, expr: str) -> dict[str, Any]:
     return out
 
 
-# --- commands ------------------------------------------------------------------------------------
-
 def _need_root() -> None:
     """Called once the command line is known to be sound: a user error is said first, root or not."""
     if os.geteuid() != 0:
@@ -200,8 +197,7 @@ def _need_root() -> None:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    scope = _scope()
-    exprs = [(expr, p) for expr in args.packet for p in _packets(expr, scope)]
+    exprs = [(expr, p) for expr in args.packet for p in _packets(expr)]
     dut_args = _dut_args(args)
     _need_root()
     with Session(tier=args.tier) as s, s.dut(**dut_args) as d:
@@ -265,9 +261,9 @@ def _diff(args: argparse.Namespace) -> int:
         else Traffic(parts)
     _need_root()
     # A rule set's side has no entry function: None there, which compare() takes (its hint says str).
-    diff = compare(args.a, args.b, traffic, func=cast(Sequence[str], funcs), hook=(hooks[0] or "xdp", hooks[1] or "xdp"),
+    diff = compare(args.a, args.b, traffic, func=funcs, hook=(hooks[0] or "xdp", hooks[1] or "xdp"),
                    tier=args.tier)
-    written = _write_differing(diff, Path(args.pcapng)) if args.pcapng else None
+    written = diff.write_pcapng(Path(args.pcapng)) if args.pcapng else None
     doc = {**diff.to_json(), "traffic": [{"label": p.label, "packets": len(p)} for p in parts],
            **({"seed": seed} if args.generate else {}),
            **({"pcapng": {"path": args.pcapng, "packets": written}} if written is not None else {})}
@@ -276,36 +272,6 @@ def _diff(args: argparse.Namespace) -> int:
     _emit(doc, lambda: "\n".join([f"traffic: {said}", str(diff), *wrote]), args.json)
     return DIFFERS if diff else OK
 
-
-def _write_differing(diff: Diff, out: Path) -> int:
-    """The packets A and B answered differently, in send order, each with a comment naming both answers and
-    its class. compare has no writer of its own: scapy's pcapng writer does it."""
-    classes = {(c.a, c.b): k for k, c in enumerate(diff.classes, 1)}
-    offset, first, n = time.time() - time.monotonic(), 0, 0  # records carry CLOCK_MONOTONIC nanoseconds
-    out.parent.mkdir(parents=True, exist_ok=True)
-    w = PcapNgWriter(str(out))
-    try:
-        w.write_header(Ether())  # a valid (empty) file when nothing differs
-        for sub, cb, sent in zip(diff.differing(), diff.b_captures, (c.sent for c in diff.a_captures)):
-            for i, in_b in enumerate(cb.positions(sub.index).tolist()):
-                a, b = answer(sub, i), answer(cb, in_b)
-                frame, ts = Ether(sub.frame(i)), int(sub.records["ts_ns"][i])
-                frame.comments = [f"pktassert diff: packet #{first + int(sub.index[i])}, class #{classes.get((a, b), '?')}: "
-                                  f"A ({diff.a_label}) {a}; B ({diff.b_label}) {b}".encode()]
-                frame.time = offset + ts / 1e9 if ts else time.time()
-                w.write(frame)
-                n += 1
-            first += sent
-    finally:
-        w.close()
-    return n
-
-
-def _cleanup(args: argparse.Namespace) -> int:
-    return cleanup.main(args.rest)
-
-
-# --- the command table ---------------------------------------------------------------------------
 
 def _speed(text: str) -> float | str:
     try:
@@ -371,8 +337,8 @@ COMMANDS = {
                                                                   "the pytest plugin's evidence"})]),
     "diff": Command(_diff, "send the same traffic through two filters (or a filter and a rule set) and show where "
                            "they differ; exit 1 if they do", TWO_SIDES),
-    "cleanup": Command(_cleanup, "free what a crashed run left: pktassert-cleanup (its options; --help lists them)",
-                       [], passthrough=True),
+    "cleanup": Command(lambda args: cleanup.main(args.rest),
+                       "free what a crashed run left: pktassert-cleanup (its options; --help lists them)", [], passthrough=True),
 }
 
 
@@ -404,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return OK
     except OSError as e:  # a file of the user's that cannot be read or written
-        return _fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e), USER)
+        return _fail(f"{e.filename}: {e.strerror or e}" if e.filename else str(e), USER)
     except KeyboardInterrupt:
         return _fail("interrupted", INTERRUPTED)
     except Exception as e:  # noqa: BLE001 - a bug of ours: one line, not a traceback, unless asked for

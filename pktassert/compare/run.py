@@ -31,7 +31,7 @@ def _pair(value: Any, what: str) -> tuple[Any, Any]:
     return value, value
 
 
-def compare(a: Any, b: Any, traffic: Any, *, func: str | Sequence[str] | None = None,
+def compare(a: Any, b: Any, traffic: Any, *, func: str | Sequence[str | None] | None = None,
             hook: str | Sequence[str] = "xdp", tier: str | None = None, cflags: Sequence[str] = (),
             session: Session | None = None) -> Diff:
     """Send ``traffic`` through ``a`` and through ``b`` and say where they answered differently.

@@ -16,7 +16,7 @@ from pktassert.observers.fate import STAGE
 from pktassert.session import Session
 
 
-def search(a: Any, b: Any, strategy: Any, *, func: str | Sequence[str] | None = None,
+def search(a: Any, b: Any, strategy: Any, *, func: str | Sequence[str | None] | None = None,
            hook: str | Sequence[str] = "xdp", cflags: Sequence[str] = (), max_examples: int = 1000,
            replay: str | None = "live") -> Diff:
     """The simplest packet ``strategy`` can make that A and B answer differently, as a Diff of that one
