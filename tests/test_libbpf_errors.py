@@ -167,3 +167,12 @@ def test_a_long_verifier_log_keeps_its_end(tmp_path):
                    'char LICENSE[] SEC("license") = "GPL";\n')
     refused(LibbpfSource(src, "heavy"),
             r"the verifier rejected heavy\(\) from .*heavy\.bpf\.c \(libbpf source\): BPF program is too large")
+
+
+def test_a_file_that_is_not_c_is_compiled_as_c_and_refused_with_clangs_words(tmp_path):
+    # A README that mentions SEC("xdp") looks like a libbpf source; clang would take "notes.md" for a linker
+    # input and make no object at all (once a raw FileNotFoundError from the build cache).
+    notes = tmp_path / "notes.md"
+    notes.write_text('Our filter lives in SEC("xdp") of filter.bpf.c.\n')
+    with pytest.raises(ProgramError, match=r"notes\.md:1:\d+: error"):
+        subject_of(notes, "filter").load()

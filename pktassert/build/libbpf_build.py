@@ -88,10 +88,15 @@ def compile_source(source: Path, cflags: tuple[str, ...]) -> tuple[Path, bool]:
                              build_cache.kernel_btf_id(), libbpf.version())
 
     def run(out: Path, deps: Path) -> None:
-        done = subprocess.run([cc, *flags, "-MD", "-MF", str(deps), "-c", str(source), "-o", str(out)],
+        # -x c: whatever its name, the source is compiled as C (clang takes a .md or .txt for a linker input,
+        # which -c leaves unused: no object, and no error).
+        done = subprocess.run([cc, *flags, "-MD", "-MF", str(deps), "-x", "c", "-c", str(source), "-o", str(out)],
                               capture_output=True, text=True)
         if done.returncode != 0:
             raise _written_or(done.stderr, ProgramError(compile_failure(source, done.stderr)))
+        if not out.exists():
+            raise ProgramError(f"clang made no object from {source} ({done.stderr.strip() or 'it said nothing'}). "
+                               f"Fix: a libbpf C source (SEC(\"xdp\") int f(struct xdp_md *ctx) ...).")
 
     return build_cache.compiled(source, key, run)
 
