@@ -18,8 +18,13 @@ from pktassert.session import Session
 from pktassert.traffic.source import Traffic
 
 MADE: list[Diff] = []  # every Diff of this process since the plugin last cleared it (a test's evidence)
-# Across kinds (an XDP filter and a rule set that claim one policy) a drop is a drop, whoever dropped it.
-_SAME_DROP = np.arange(len(Fate))
+# Fates that say the same of the subject under test. The stack answering a packet (an ICMP error, a reset)
+# and dropping it are alike: the kernel rate-limits its ICMP errors, so which of the two a flood's packet
+# meets depends on timing, not on the filter. Across kinds (an XDP filter and a rule set that claim one
+# policy) a drop is a drop, whoever dropped it.
+_SAME = np.arange(len(Fate))
+_SAME[CODES[Fate.ANSWERED]] = CODES[Fate.DROPPED]
+_SAME_DROP = _SAME.copy()
 _SAME_DROP[CODES[Fate.NETFILTER_DROPPED]] = CODES[Fate.FILTER_DROPPED]
 
 
@@ -81,9 +86,9 @@ def _differs(a: Side, b: Side, caps_a: list[Capture], caps_b: list[Capture], tie
             if ca.fate_codes is None or cb.fate_codes is None:
                 raise PktassertError("compare(): the live tier gave no fates for these packets, so they cannot be "
                                      "compared by what became of them. Fix: tier=\"unit\".")
-            fa, fb = ca.fate_codes.astype(np.int64), cb.fate_codes.astype(np.int64)
+            fa, fb = _SAME[ca.fate_codes.astype(np.int64)], _SAME[cb.fate_codes.astype(np.int64)]
             ka, kb = (va.astype(np.int64) * 64 + fa, vb.astype(np.int64) * 64 + fb) if same else \
-                (_SAME_DROP[fa], _SAME_DROP[fb])
+                (_SAME_DROP[fa], _SAME_DROP[fb])  # (_SAME_DROP of _SAME: the same, ANSWERED already folded)
         out.append(np.asarray(ka != kb))
     if tier == "unit":
         return ("verdict" if same else "what the verdict does (passed on, dropped, sent on)"), out
