@@ -32,3 +32,16 @@ def test_the_new_edge_firewall_closes_ssh_to_all_but_the_admin_network():
     assert change.fields == {"src": "203.0.113.0/26", "dport": "22"}, diff  # what defines the class, found
     assert change.a.rule == "tcp dport 22 accept" and change.b.fate == "NETFILTER_DROPPED", diff
     assert change.b.rule is not None and "!= 198.51.100.0/24 drop" in change.b.rule, diff
+
+
+def test_packets_at_the_new_firewalls_edges_find_the_ssh_change_by_themselves():
+    # Nobody wrote these packets: they are mined from the rule set, on each side of each edge it draws
+    # (each port, prefix and set element); compare() runs them through both releases.
+    from pktassert import strategies as st
+
+    edges = st.boundaries(HERE / "edge_firewall.nft")
+    diff = compare(HERE / "versions" / "edge_firewall.v1.nft", HERE / "edge_firewall.nft", edges)
+    assert diff.only(TCP, dport=22) and len(diff) == 2, diff  # the sources just outside 198.51.100.0/24
+    assert sorted(p[IP].src for p in diff.packets()) == ["198.51.101.0", "198.51.99.255"], diff
+    assert not any(p[IP].src.startswith("198.51.100.") for p in diff.packets()), diff  # the admin network kept SSH
+    assert {c.b.fate for c in diff.classes} == {"NETFILTER_DROPPED"}, diff

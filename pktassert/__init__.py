@@ -1,7 +1,9 @@
 """pktassert: tests for packet filters, with real namespaces, real programs and real verdicts: in pytest
 (the plugin's fixtures), or without it (``pktassert.Session``)."""
 
-from pktassert.compare import compare
+from typing import Any
+
+from pktassert.compare import compare, search
 from pktassert.device.dut import XdpUnderTest
 from pktassert.device.inject import Injector
 from pktassert.errors import AccountingError, InjectError, PktassertError, ProgramError
@@ -18,4 +20,15 @@ from pktassert.traffic.source import Traffic
 
 __all__ = ["DUT_IP", "DUT_IP6", "PEER_IP", "PEER_IP6", "AccountingError", "BccSource", "Capture", "Count", "Dut",
            "Fate", "InjectError", "Injector", "LibbpfSource", "Mask", "ObjectFile", "Outcome", "PktassertError", "Program",
-           "ProgramError", "Session", "TcVerdict", "Traffic", "Verdict", "XdpUnderTest", "compare", "expect"]
+           "ProgramError", "Session", "TcVerdict", "Traffic", "Verdict", "XdpUnderTest", "compare", "expect",
+           "search"]
+
+
+def __getattr__(name: str) -> Any:
+    """``pktassert.strategies`` (hypothesis strategies and boundaries): imported when asked for, since
+    hypothesis is a test dependency, not one of pktassert's."""
+    if name == "strategies":
+        from pktassert.traffic import strategies  # noqa: PLC0415 - hypothesis only for those who use it
+
+        return strategies
+    raise AttributeError(f"module 'pktassert' has no attribute {name!r}")
