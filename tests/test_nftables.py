@@ -1,6 +1,7 @@
 """nftables rule sets under test: loaded fresh into each test's DUT namespace through libnftables,
 nft's own errors, the rule that decided each packet, and the root namespace never touched."""
 
+import os
 import sys
 
 import pytest
@@ -8,7 +9,7 @@ from scapy.layers.inet import IP, UDP
 
 from pktassert import Fate, PktassertError, ProgramError
 from pktassert.errors import HostLacks
-from pktassert.netns import Topology
+from pktassert.netns import Namespace, Topology
 from pktassert.programs.nft_ruleset import RuleSet
 
 LIMITED = """
@@ -129,3 +130,19 @@ def test_runs_with_rule_sets_leave_the_root_namespace_as_it_was(pytester, pktass
     res = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", "-n", "2")
     res.assert_outcomes(passed=4)
     assert differences(before, snapshot()) == []
+
+
+def _sockets() -> int:
+    return sum(os.readlink(f"/proc/self/fd/{fd}").startswith("socket:") for fd in os.listdir("/proc/self/fd")
+               if os.path.exists(f"/proc/self/fd/{fd}"))
+
+
+@pytest.mark.usefixtures("pktassert_ready")
+def test_a_rule_set_nft_rejects_holds_no_socket_while_its_error_lives():
+    # The error keeps the RuleSet's frames alive (a test's excinfo, a log): its libnftables context's netlink socket
+    # would then keep the namespace alive after its fd is closed.
+    with Namespace("pktassert test") as ns:
+        before = _sockets()
+        with pytest.raises(ProgramError, match="nftables rejects") as excinfo:
+            RuleSet(ns, "table inet t { chain c { this is not nft } }")
+        assert _sockets() == before, excinfo.value

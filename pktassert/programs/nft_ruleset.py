@@ -50,6 +50,13 @@ class RuleSet:
             text = _encoded(source, "the rule set text")
         with ns.entered():
             self._nft = nftables.Nftables()
+        try:
+            self._load_into(source, text)
+        except BaseException:
+            self.close()  # its netlink socket would hold the namespace for as long as the error lives
+            raise
+
+    def _load_into(self, source: str | bytes | Path, text: bytes | None) -> None:
         rc, _, err = self._run(b"list tables")  # an empty namespace: only a kernel without nf_tables fails
         if rc != 0:
             raise HostLacks("nf_tables", f"the kernel does not take nftables rule sets ({err.strip()}). Fix: a kernel "
@@ -71,6 +78,23 @@ class RuleSet:
         if rc != 0:
             raise ProgramError(f"nftables rejects {where}:\n{_shortened(err.strip())}\n"
                                f"Fix: the rule set as `nft -c -f` accepts it.")
+
+    def close(self) -> None:
+        """Free the libnftables context (and its netlink socket in the namespace)."""
+        self._nft = None
+
+    def listing(self) -> dict[str, Any]:
+        """The rule set as nft lists it in JSON, with numbers for protocols and symbols (``tcp``: 6)."""
+        self._nft.set_numeric_proto_output(True)
+        self._nft.set_numeric_symbol_output(True)
+        try:
+            rc, out, err = self._nft.json_cmd({"nftables": [{"list": {"ruleset": None}}]})
+        finally:
+            self._nft.set_numeric_proto_output(False)
+            self._nft.set_numeric_symbol_output(False)
+        if rc != 0:
+            raise ProgramError(f"nft cannot list the rule set it loaded: {err}")
+        return dict(out)
 
     def _run(self, command: bytes) -> tuple[int, str, str]:
         """nft's answer to a command, given as bytes: so read as bytes, decoded leniently (a rule set's

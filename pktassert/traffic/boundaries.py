@@ -33,7 +33,7 @@ from pktassert.kernel.elf_entry import STT_FUNC, ElfObject
 from pktassert.netns import UNIT_DUT, UNIT_PEER, Namespace, owner
 from pktassert.programs.bcc_program import BARE_ENTRY, looks_like_path
 from pktassert.programs.bcc_program import Program as BccSource
-from pktassert.programs.nft_ruleset import RuleSet, _nftables
+from pktassert.programs.nft_ruleset import RuleSet
 from pktassert.programs.subjects import SUBJECTS, subject_of
 from pktassert.traffic.source import Part, Traffic
 
@@ -207,24 +207,13 @@ def _listing(source: str | bytes | Path) -> tuple[list[dict[str, Any]], dict[tup
     """The rule set as nft lists it in JSON, with numbers for names (``tcp``: 6), and each rule's text,
     from a namespace of its own: made, loaded, listed and closed here."""
     label = f"{owner.PREFIX} {owner.mark()} boundaries"
-    failed = None
     with Namespace(label) as ns:
         ns.ipr.link("set", index=1, ifalias=label)  # marked as pktassert's, as Topology marks its namespaces
+        rules = RuleSet(ns, source)  # on failure it frees its context (and netlink socket) itself
         try:
-            rules = RuleSet(ns, source)
-            texts = rules.rules()
-            with ns.entered():  # a libnftables context stays bound to the namespace it was made in
-                nft = _nftables().Nftables()
-            nft.set_numeric_proto_output(True)
-            nft.set_numeric_symbol_output(True)
-            rc, out, err = nft.json_cmd({"nftables": [{"list": {"ruleset": None}}]})
-            del nft, rules  # their netlink sockets would keep the namespace alive after its fd is closed
-        except ProgramError as e:
-            failed = str(e)  # raised below, once the error (whose frames hold the RuleSet and its socket) is gone
-    if failed is not None:
-        raise ProgramError(failed)
-    if rc != 0:
-        raise ProgramError(f"nft cannot list the rule set it loaded: {err}")
+            texts, out = rules.rules(), rules.listing()
+        finally:
+            rules.close()  # its netlink socket would keep the namespace alive after the namespace's fd is closed
     return [item for item in out.get("nftables", []) if isinstance(item, dict)], texts
 
 
