@@ -27,7 +27,8 @@ from pktassert.observers import live_outputs, nft_trace
 from pktassert.observers.fate_reader import FateReader
 from pktassert.observers.live_outputs import LiveOutputs
 from pktassert.observers.outputs import Outputs
-from pktassert.results.capture import Capture, Columns, Facts
+from pktassert.results.capture import Capture
+from pktassert.results.columns import Columns, Facts
 from pktassert.transports import skb_ctx
 from pktassert.transports.egress import EgressPath
 from pktassert.transports.engine import EnginePath

@@ -18,7 +18,8 @@ from pktassert.frames.wire import Wire, sampled
 from pktassert.hooks.verdict import Verdict
 from pktassert.instruments.record import const
 from pktassert.observers.collect import Tally
-from pktassert.results.capture import Capture, Columns, Facts
+from pktassert.results.capture import Capture
+from pktassert.results.columns import Columns, Facts
 from pktassert.transports.path import Part
 
 QUIET_S = 1.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, overload
@@ -14,15 +13,13 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet
 
 from pktassert.errors import PktassertError
-from pktassert.frames.flood import Flood
 from pktassert.hooks.verdict import Actions, Verdict
 from pktassert.instruments.record import const
 from pktassert.observers.fate import Fate
-from pktassert.observers.fate_reader import FateReader
 from pktassert.observers.live_outputs import LiveOutputs
-from pktassert.observers.outputs import Outputs
 from pktassert.results import payload_match
 from pktassert.results.capture_fates import CaptureFates, OutcomeFate
+from pktassert.results.columns import Columns, Facts
 
 _PROTO = {TCP: 6, UDP: 17, ICMP: 1}
 # scapy field name -> record column, for fields the inspector parses.
@@ -127,44 +124,6 @@ class Outcome(OutcomeFate):
 
     def __repr__(self) -> str:
         return f"{self.capture.actions.name_of(self.ret)} for {self.capture.summary(self.pos)}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Columns:
-    """A Capture's per-packet columns, aligned: row i of each is the same packet. A subset masks them alike."""
-
-    records: np.ndarray                     # struct pktassert_record per packet (bpf/record.h)
-    index: np.ndarray                       # each packet's position in the send order
-    fate_codes: np.ndarray | None = None    # live tier with the dut fixture: observers/fate.py
-    fate_records: np.ndarray | None = None
-    fate_rules: np.ndarray | None = None    # with a rule set: (chain, rule, accepted) that decided, or None
-
-    def subset(self, mask: np.ndarray) -> Columns:
-        cut: dict[str, Any] = {f.name: None if (v := getattr(self, f.name)) is None else v[mask]
-                               for f in dataclasses.fields(self)}  # every column, whichever are added later
-        return Columns(**cut)
-
-
-@dataclasses.dataclass(frozen=True)
-class Facts:
-    """What holds for a whole inject() call, whichever of its packets a Capture holds."""
-
-    frame: Callable[[int], bytes]  # a packet's frame as sent, by send position
-    sent: int
-    accounted: int                 # frames with a verdict of their own
-    tier: str = "live"
-    step: int = 1                  # > 1: records kept for every step-th packet only (a large flood)
-    exact: np.ndarray | None = None  # then the whole flood's verdict counts, from every packet's record
-    stray: int = 0                 # frames pktassert did not send that the filter judged meanwhile (not counted)
-    actions: type[Actions] = Verdict  # the hook's verdicts: Verdict (XDP), TcVerdict (tc)
-    hook: str = "xdp"              # the stage these records are of
-    outputs: Outputs | LiveOutputs | None = None
-    fate_exact: FateReader | None = None
-    rules_unknown: str | None = None  # why there are no fate_rules though there is a rule set
-    conntrack: dict[str, int] = dataclasses.field(default_factory=dict)  # what conntrack counted (drop, ...)
-    origin: str = ""               # where the test called inject() (file:line)
-    flood: Flood | None = None     # the flood the packets were built from (payloads searched in numpy)
-    printed: dict[int, list[str]] = dataclasses.field(default_factory=dict)  # a filter's print lines by packet tag
 
 
 class Capture(CaptureFates):
