@@ -10,13 +10,14 @@ from pathlib import Path
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def copy_examples(to: Path, leave_out: str = "") -> None:
-    """The example filters, rule sets and tests, their captures and the objects `make -C examples` built."""
+def copy_examples(to: Path, leave_out: str | tuple[str, ...] = ()) -> None:
+    """The example filters, rule sets and tests, their captures, earlier releases (versions/) and the
+    objects `make -C examples` built; but the tests whose file names start with ``leave_out``."""
     for f in EXAMPLES.iterdir():
         if f.suffix in (".c", ".py", ".nft") and not (leave_out and f.name.startswith(leave_out)):
             shutil.copy(f, to / f.name)
-    shutil.copytree(EXAMPLES / "captures", to / "captures")
-    shutil.copytree(EXAMPLES / "build", to / "build")
+    for folder in ("captures", "versions", "build"):
+        shutil.copytree(EXAMPLES / folder, to / folder)
 
 
 def tshark_fields(path: Path, *fields: str) -> list[list[str]]:
