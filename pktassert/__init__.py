@@ -3,6 +3,7 @@
 
 from typing import Any
 
+from pktassert import moved
 from pktassert.compare import compare, search
 from pktassert.device.dut import XdpUnderTest
 from pktassert.device.inject import Injector
@@ -22,6 +23,8 @@ __all__ = ["DUT_IP", "DUT_IP6", "PEER_IP", "PEER_IP6", "AccountingError", "BccSo
            "Fate", "InjectError", "Injector", "LibbpfSource", "Mask", "ObjectFile", "Outcome", "PktassertError", "Program",
            "ProgramError", "Session", "TcVerdict", "Traffic", "Verdict", "XdpUnderTest", "compare", "expect",
            "search"]
+
+moved.install()  # the 0.1 module names (pktassert.capture, pktassert.bpf.program, ...) still import
 
 
 def __getattr__(name: str) -> Any:
