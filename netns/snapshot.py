@@ -1,6 +1,6 @@
 """What the root network namespace looks like, to prove a run left it as it was.
 
-Links (and any XDP program on them), addresses, routes, neighbour entries, named namespaces,
+Links (and any XDP program on them), addresses, routes, permanent neighbour entries, named namespaces,
 the net.* sysctls and the nftables ruleset. Read from the calling thread's namespace.
 """
 
@@ -10,6 +10,7 @@ import os
 
 from pyroute2 import IPRoute, netns
 
+NUD_PERMANENT = 0x80  # linux/neighbour.h
 # Counters the kernel changes by itself, not configuration.
 _VOLATILE = ("nf_conntrack_count",)
 
@@ -47,7 +48,9 @@ def snapshot() -> dict[str, object]:
         addrs = sorted((a["index"], a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr())
         routes = sorted(str(sorted((k, str(v)) for k, v in r["attrs"] if k in ("RTA_DST", "RTA_GATEWAY", "RTA_OIF")))
                         for r in ipr.get_routes(family=0))
-        neigh = sorted((n["ifindex"], n.get_attr("NDA_DST")) for n in ipr.get_neighbours())
+        # Neighbour entries someone configured (permanent); the rest come and go with the host's own traffic
+        # and age out by themselves (a long run sees its gateway's IPv6 neighbours expire).
+        neigh = sorted((n["ifindex"], n.get_attr("NDA_DST")) for n in ipr.get_neighbours() if n["state"] & NUD_PERMANENT)
     return {"links": links, "addrs": addrs, "routes": routes, "neigh": neigh, "netns": sorted(netns.listnetns()),
             "sysctls": _sysctls(), "nftables": _ruleset()}
 
