@@ -74,21 +74,28 @@ def _run(s: Session, side: Side, traffic: Traffic, tier: str) -> list[Capture]:
         return [dut.inject(**part.inject_args(), keep=max(1, len(part))) for part in traffic]
 
 
+def unit_key(cap: Capture, same: bool) -> np.ndarray:
+    """What the unit tier compares a packet by: its verdict, or across kinds what the verdict does (passed
+    on, dropped, sent on)."""
+    v = cap.actions.from_column(cap.records["verdict"])
+    return v if same else STAGE[cap.actions](v)
+
+
 def _differs(a: Side, b: Side, caps_a: list[Capture], caps_b: list[Capture], tier: str) -> tuple[str, list[np.ndarray]]:
     same = a.kind == b.kind
     out = []
     for ca, cb in zip(caps_a, caps_b):
-        va = ca.actions.from_column(ca.records["verdict"])
-        vb = cb.actions.from_column(cb.records["verdict"])
         if tier == "unit":
-            ka, kb = (va, vb) if same else (STAGE[ca.actions](va), STAGE[cb.actions](vb))
+            ka, kb = unit_key(ca, same), unit_key(cb, same)
         else:
+            va = ca.actions.from_column(ca.records["verdict"])
+            vb = cb.actions.from_column(cb.records["verdict"])
             if ca.fate_codes is None or cb.fate_codes is None:
                 raise PktassertError("compare(): the live tier gave no fates for these packets, so they cannot be "
                                      "compared by what became of them. Fix: tier=\"unit\".")
-            fa, fb = _SAME[ca.fate_codes.astype(np.int64)], _SAME[cb.fate_codes.astype(np.int64)]
-            ka, kb = (va.astype(np.int64) * 64 + fa, vb.astype(np.int64) * 64 + fb) if same else \
-                (_SAME_DROP[fa], _SAME_DROP[fb])  # (_SAME_DROP of _SAME: the same, ANSWERED already folded)
+            alike = _SAME if same else _SAME_DROP
+            fa, fb = alike[ca.fate_codes.astype(np.int64)], alike[cb.fate_codes.astype(np.int64)]
+            ka, kb = (va.astype(np.int64) * 64 + fa, vb.astype(np.int64) * 64 + fb) if same else (fa, fb)
         out.append(np.asarray(ka != kb))
     if tier == "unit":
         return ("verdict" if same else "what the verdict does (passed on, dropped, sent on)"), out

@@ -9,10 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from pktassert.compare.diff import Diff
-from pktassert.compare.run import _pair, compare
+from pktassert.compare.run import _pair, compare, unit_key
 from pktassert.compare.sides import resolved
 from pktassert.errors import PktassertError
-from pktassert.observers.fate import STAGE
 from pktassert.session import Session
 
 
@@ -40,9 +39,7 @@ def search(a: Any, b: Any, strategy: Any, *, func: str | Sequence[str | None] | 
         same = sides[0].kind == sides[1].kind
 
         def answer(dut: Any, pkt: Any) -> int:
-            cap = dut.inject(pkt)
-            v = cap.actions.from_column(cap.records["verdict"])
-            return int((v if same else STAGE[cap.actions](v))[0])
+            return int(unit_key(dut.inject(pkt), same)[0])
 
         def differs(pkt: Any) -> bool:
             return answer(duts[0], pkt) != answer(duts[1], pkt)
