@@ -189,8 +189,9 @@ def test_a_failed_fate_count_says_what_happened_instead(dut, inject):
     lines = explain("==", r.count(Fate.DELIVERED), 5)
     assert lines[:3] == ["expected count(Fate.DELIVERED) == 5, got 0", "fates of these 5 packets: NETFILTER_DROPPED=5",
                          "the kernel's drop reasons: NETFILTER_DROP=5"]
-    assert lines[3].startswith("first packet that was not DELIVERED: packet #0: ")
-    assert lines[3].endswith("-> NETFILTER_DROPPED (reason NETFILTER_DROP; rule 'tcp dport 22 ip saddr != "
+    assert lines[3].startswith("  NETFILTER_DROP: netfilter dropped it")  # what the reason means, its usual cause
+    assert lines[4].startswith("first packet that was not DELIVERED: packet #0: ")
+    assert lines[4].endswith("-> NETFILTER_DROPPED (reason NETFILTER_DROP; rule 'tcp dport 22 ip saddr != "
                              "198.51.100.0/24 counter drop' in inet t input)")
 
 

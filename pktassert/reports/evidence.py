@@ -16,12 +16,14 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scapy.utils import RawPcapNgWriter
 
 from pktassert.hooks.verdict import TcVerdict, Verdict
 from pktassert.machine import reaper
+from pktassert.observers import drop_reasons
 from pktassert.observers.fate import BY_CODE
 from pktassert.results.capture import Capture
 
@@ -86,6 +88,30 @@ def _fate(cap: Capture, pos: int) -> str:
         return ""
     detail = cap[pos].detail()
     return f"; fate {BY_CODE[int(cap.fate_codes[pos])].name}" + (f" ({detail})" if detail else "")
+
+
+def reasons_seen(captures: Sequence[Capture]) -> dict[str, int]:
+    """The kernel's drop reasons over a test's inject() calls with fates, the most frequent first."""
+    seen: dict[str, int] = {}
+    for cap in captures:
+        if cap.fate_codes is None or cap.fate_records is None:  # the xdp/tc fixtures, the unit tier: no fates
+            continue
+        for name, n in cap.reasons().items():
+            seen[name] = seen.get(name, 0) + n
+    return dict(sorted(seen.items(), key=lambda kv: -kv[1]))
+
+
+def reason_facts(captures: Sequence[Capture]) -> list[dict[str, Any]]:
+    """Each drop reason seen, JSON-ready: how many packets, what it means, its usual cause and fix
+    (None where the running kernel lacks the reason or the table has no cause for it)."""
+    return [{"reason": name, "packets": n, "meaning": drop_reasons.meaning(name), "cause": drop_reasons.cause(name)}
+            for name, n in reasons_seen(captures).items()]
+
+
+def reason_notes(captures: Sequence[Capture]) -> list[str]:
+    """One line per drop reason seen, "NO_SOCKET=3: meaning. Usual cause: ... Fix: ...", as the
+    failure message counts them (only "NAME=n" for a reason the running kernel lacks)."""
+    return [f"{name}={n}{drop_reasons.explain(name)[len(name):]}" for name, n in reasons_seen(captures).items()]
 
 
 def write(path: Path, captures: Sequence[Capture], test: str) -> int:

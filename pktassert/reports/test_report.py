@@ -35,12 +35,15 @@ def evidence_for(item: pytest.Item, report: pytest.TestReport) -> None:
         report.sections.append(("pktassert evidence", f"no pcapng written: {e}. Fix: --pktassert-evidence-dir on a "
                                                       f"writable disk (a read-only checkout, say)."))
         return
+    notes = "".join(f"\n  {note}" for note in evidence.reason_notes(injector.captures))
     report.sections.append(("pktassert evidence", f"{n} packets with their verdicts and fates: {path}\n"
                                                   f"(open in Wireshark, or: tshark -r {path} -T fields -e frame.number "
-                                                  f"-e frame.verdict -e frame.comment)"))
+                                                  f"-e frame.verdict -e frame.comment)"
+                                                  + (f"\nthe kernel's drop reasons:{notes}" if notes else "")))
+    facts = {"pcapng": str(path), "packets": n, "failure": _failure_evidence(injector),
+             "drop_reasons": evidence.reason_facts(injector.captures)}
     # JUnit XML takes the properties of the teardown report, which copies the item's.
-    item.user_properties.append(("pktassert_evidence", json.dumps({"pcapng": str(path), "packets": n,
-                                                                   "failure": _failure_evidence(injector)})))
+    item.user_properties.append(("pktassert_evidence", json.dumps(facts)))
 
 
 def _failure_evidence(injector: Injector) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from pktassert.observers import drop_reasons
 from pktassert.observers.fate import CODES
 from pktassert.results import offender, packet_diff
 from pktassert.results.capture import Count, Outcome
@@ -39,6 +40,7 @@ def _explain_fate_count(op: str, got: Count, want: int) -> list[str]:
     reasons = cap.reasons()
     if reasons:
         lines.append(f"the kernel's drop reasons: {', '.join(f'{r}={n}' for r, n in reasons.items())}")
+        lines += reason_lines(reasons)
     wants_more = _wants_more(op, got, want)
     offenders = _name_offenders(cap, (cap.fate_codes != CODES[fate]) == wants_more)
     if len(offenders):
@@ -47,6 +49,16 @@ def _explain_fate_count(op: str, got: Count, want: int) -> list[str]:
         lines.append(f"first packet that {'was not' if wants_more else 'was'} {fate.name}: {cap.summary(p.pos)} -> "
                      f"{p.fate.name}{f' ({detail})' if detail else ''}")
     return lines
+
+
+MOST_REASONS = 5  # explained in a message, the most frequent first: a message stays short
+
+
+def reason_lines(reasons: dict[str, int]) -> list[str]:
+    """One indented line per drop reason: what it means and, for the common ones, cause and fix.
+    No line for a reason the running kernel lacks (explain() gives back only its name)."""
+    said = [drop_reasons.explain(r) for r in list(reasons)[:MOST_REASONS]]
+    return [f"  {line}" for line, r in zip(said, reasons) if line != r]
 
 
 def _wants_more(op: str, got: int, want: int) -> bool:
