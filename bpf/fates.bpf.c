@@ -18,6 +18,8 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 #include "record.h"
 #include "fate.h"
 
@@ -89,6 +91,30 @@ struct {
 	__type(key, __u32);
 	__type(value, struct answer_seen);
 } pktassert_answer_seen SEC(".maps");
+
+/* The packet this CPU is receiving (set at netif_receive_skb, which runs the ingress hooks next in
+ * the same call): pktassert's ingress rule's trace event names its trace ID (pktassert_on_trace). */
+struct current_packet {
+	__u32 tag;
+	__u32 generation;   /* 0: not one of ours */
+};
+
+/* nftables' trace ID of a packet (a hash of its sk_buff's address, flow hash and input device; the
+ * same in every chain) -> the packet. Later events (other chains, after a list of packets was
+ * received as a batch) find their packet here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct current_packet);
+} pktassert_trace_ids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct current_packet);
+} pktassert_current SEC(".maps");
 
 #define ETH_P_IP_BE 0x0008     /* htons(0x0800) */
 #define ETH_P_IPV6_BE 0xdd86   /* htons(0x86dd) */
@@ -268,10 +294,26 @@ int BPF_PROG(pktassert_on_receive, struct sk_buff *skb)
 {
 	struct pktassert_fate_config *cfg = fate_config();
 	struct net_device *dev = skb->dev;   /* tp_btf: the kernel's own pointers, read directly */
-	if (!cfg || !dev || dev->ifindex != cfg->ifindex || dev->nd_net.net->net_cookie != cfg->netns)
+	if (!cfg || !dev || dev->nd_net.net->net_cookie != cfg->netns)
 		return 0;
+	if (dev->ifindex != cfg->ifindex) {
+		/* Received again on another device of the DUT's (a tunnel decapsulated it): the same sk_buff
+		 * is the same packet; it keeps its tag. */
+		struct pktassert_fate *again = tracked(skb);
+		__u32 zero = 0;
+		struct current_packet *cur = bpf_map_lookup_elem(&pktassert_current, &zero);
+		if (cur) {
+			struct current_packet now = {.tag = again ? again->tag : 0, .generation = again ? cfg->generation : 0};
+			*cur = now;
+		}
+		return 0;
+	}
 	__u64 key = (__u64)skb;
 	unsigned char *head = skb->head;
+	__u32 zero = 0;
+	struct current_packet *cur = bpf_map_lookup_elem(&pktassert_current, &zero);
+	if (cur)
+		cur->generation = 0;
 	/* The tag: the trailer [magic, tag] our XDP stage gave the frame back (bpf/inspector.h), at the end
 	 * of its data; a frame in fragments has none there (untracked: UNKNOWN). */
 	__u32 t[2] = {};
@@ -290,8 +332,13 @@ int BPF_PROG(pktassert_on_receive, struct sk_buff *skb)
 	__u32 slot = tag % PKTASSERT_SLOTS;
 	struct pktassert_fate *f = bpf_map_lookup_elem(&pktassert_fates, &slot);
 	if (f) {
-		struct pktassert_fate fresh = {.tag = tag, .flags = PKTASSERT_F_RECEIVED};
-		*f = fresh;
+		__builtin_memset(f, 0, sizeof(*f));
+		f->tag = tag;
+		f->flags = PKTASSERT_F_RECEIVED;
+	}
+	if (cur) {
+		struct current_packet now = {.tag = tag, .generation = cfg->generation};
+		*cur = now;
 	}
 	return 0;
 }
@@ -414,4 +461,217 @@ int pktassert_on_socket(struct __sk_buff *ctx)
 		f->socket = bpf_get_socket_cookie(ctx);
 	}
 	return -1;   /* keep the whole packet */
+}
+
+/* ---- Which nftables rule decided: nftables' own trace events, read where they are sent ----
+ * pktassert's ingress chain on the DUT's veth sets nftrace on every packet; nftables then sends a
+ * trace event (netlink, group NFTRACE) for each rule that matched and each policy applied, from
+ * inside the packet's own processing. This filter sits on pktassert's trace socket: it runs as each
+ * event is sent, on the packet's CPU, takes the decision into the packet's fate slot and drops the
+ * event (nothing is queued, nothing to parse in Python, no buffer to overflow). Events belong to
+ * the CPU's current packet only under the trace ID its first event (pktassert's rule) carried: a
+ * packet the stack sends while it handles ours (a reset) has another. */
+#define NFTA_TRACE_TABLE 1
+#define NFTA_TRACE_CHAIN 2
+#define NFTA_TRACE_RULE_HANDLE 3
+#define NFTA_TRACE_TYPE 4
+#define NFTA_TRACE_VERDICT 5
+#define NFTA_TRACE_ID 6
+#define NFTA_TRACE_POLICY 16
+#define NFTA_VERDICT_CODE 1
+#define NFT_TRACETYPE_POLICY 1
+#define NFT_TRACETYPE_RULE 3
+#define NAME_MOST 64   /* table and chain name bytes hashed (nftables allows 256) */
+#define NL_HEAD 20     /* struct nlmsghdr + struct nfgenmsg */
+
+/* FNV-1a of the NUL-terminated string attribute at off (payload length n); 0 when unreadable. */
+static __always_inline __u32 name_hash(struct __sk_buff *nl, __u32 off, __u32 n, __u8 *first16)
+{
+	__u8 buf[NAME_MOST] = {};
+	if (n > NAME_MOST)
+		n = NAME_MOST;
+	if (n < 1 || bpf_skb_load_bytes(nl, off, buf, n))
+		return 0;
+	__u32 h = 2166136261u;
+	for (int i = 0; i < NAME_MOST; i++) {
+		if (i >= n || !buf[i])
+			break;
+		h = (h ^ buf[i]) * 16777619u;
+	}
+	if (first16)
+		__builtin_memcpy(first16, buf, 16);
+	return h;
+}
+
+SEC("socket")
+int pktassert_on_trace(struct __sk_buff *nl)
+{
+	struct pktassert_fate_config *cfg = fate_config();
+	if (!cfg)
+		return 0;
+	__u8 family = 0, table[16] = {};
+	if (bpf_skb_load_bytes(nl, 16, &family, 1))
+		return 0;
+	__u32 off = NL_HEAD, id = 0, type = 0, have_id = 0, table_h = 0, chain_h = 0;
+	__u64 handle = 0;
+	__s32 verdict = -1;
+	for (int i = 0; i < 10; i++) {
+		__u16 h[2];
+		if (bpf_skb_load_bytes(nl, off, h, sizeof(h)) || h[0] < 4)
+			break;
+		__u16 kind = h[1] & 0x3fff, n = h[0] - 4;
+		__u32 v32;
+		if (kind == NFTA_TRACE_TABLE) {
+			table_h = name_hash(nl, off + 4, n, table);
+		} else if (kind == NFTA_TRACE_CHAIN) {
+			chain_h = name_hash(nl, off + 4, n, NULL);
+		} else if (kind == NFTA_TRACE_RULE_HANDLE) {
+			__u64 v64;
+			if (!bpf_skb_load_bytes(nl, off + 4, &v64, 8))
+				handle = bpf_be64_to_cpu(v64);
+		} else if (kind == NFTA_TRACE_TYPE || kind == NFTA_TRACE_ID || kind == NFTA_TRACE_POLICY) {
+			if (bpf_skb_load_bytes(nl, off + 4, &v32, 4))
+				return 0;
+			v32 = bpf_ntohl(v32);
+			if (kind == NFTA_TRACE_TYPE)
+				type = v32;
+			else if (kind == NFTA_TRACE_ID)
+				id = v32, have_id = 1;
+			else
+				verdict = (__s32)v32;
+		} else if (kind == NFTA_TRACE_VERDICT) {   /* nested: its first attribute is the code */
+			__u16 in[2];
+			if (!bpf_skb_load_bytes(nl, off + 4, in, sizeof(in)) && (in[1] & 0x3fff) == NFTA_VERDICT_CODE &&
+			    !bpf_skb_load_bytes(nl, off + 8, &v32, 4))
+				verdict = (__s32)bpf_ntohl(v32);
+		} else if (kind > NFTA_TRACE_ID && kind != NFTA_TRACE_POLICY && kind != 15) {
+			break;   /* the headers and interfaces follow the decision */
+		}
+		off += (h[0] + 3) & ~3;
+	}
+	if (!have_id)
+		return 0;
+	/* "pktassert_trace", pktassert's own table (programs/nft_ruleset.py OURS) */
+	__u64 words[2];
+	__builtin_memcpy(words, table, 16);
+	if (words[0] == 0x7265737361746b70ULL && words[1] == 0x0065636172745f74ULL) {   /* little-endian */
+		__u32 zero = 0;
+		struct current_packet *cur = bpf_map_lookup_elem(&pktassert_current, &zero);
+		if (cur && family == 5 /* NFPROTO_NETDEV: the ingress chain */) {
+			if (cur->generation && cur->generation == cfg->generation)
+				bpf_map_update_elem(&pktassert_trace_ids, &id, cur, BPF_ANY);
+			else   /* not ours: an older packet's binding of this ID is not its */
+				bpf_map_delete_elem(&pktassert_trace_ids, &id);
+		}
+		return 0;
+	}
+	struct current_packet *cur = bpf_map_lookup_elem(&pktassert_trace_ids, &id);
+	if (!cur || cur->generation != cfg->generation)
+		return 0;
+	if ((type != NFT_TRACETYPE_RULE && type != NFT_TRACETYPE_POLICY) || verdict < 0 || (verdict & 0xffff) > 3)
+		return 0;   /* continue, jump, goto, return: no decision */
+	__u32 slot = cur->tag % PKTASSERT_SLOTS;
+	struct pktassert_fate *f = bpf_map_lookup_elem(&pktassert_fates, &slot);
+	if (!f || f->tag != cur->tag)
+		return 0;
+	if (f->rule_kind != PKTASSERT_RULE_NONE && f->rule_verdict != 1 /* NF_ACCEPT */)
+		return 0;   /* the first verdict that did not accept it decided; later chains never saw it */
+	f->rule_handle = type == NFT_TRACETYPE_RULE ? handle : 0;
+	f->rule_chain = table_h ^ (chain_h * 0x9E3779B1u);
+	f->rule_family = family;
+	f->rule_kind = type == NFT_TRACETYPE_RULE ? PKTASSERT_RULE_RULE : PKTASSERT_RULE_POLICY;
+	f->rule_verdict = verdict & 0xff;
+	return 0;   /* taken: the event is dropped, never queued on the socket */
+}
+
+/* ---- Connection state and NAT: netfilter programs at pktassert's own hook priorities ----
+ * (BPF_PROG_TYPE_NETFILTER, Linux 6.4; attached per namespace by instruments/fate_tracker.py.) */
+#define NF_ACCEPT_V 1
+
+static __always_inline void read_tuple(struct sk_buff *skb, struct pktassert_tuple *t, __u8 *version)
+{
+	if (skb->network_header == (__u16)~0U)
+		return;
+	unsigned char *nh = skb->head + skb->network_header;
+	__u8 ip[40];
+	if (bpf_probe_read_kernel(ip, 20, nh))
+		return;
+	__u32 l4off;
+	__u8 proto;
+	if (ip[0] >> 4 == 4) {
+		*version = 4;
+		__builtin_memcpy(t->saddr, ip + 12, 4);
+		__builtin_memcpy(t->daddr, ip + 16, 4);
+		l4off = (ip[0] & 0x0f) * 4;
+		proto = ip[9];
+		if ((ip[6] & 0x1f) | ip[7])   /* a later fragment: no ports */
+			return;
+	} else if (ip[0] >> 4 == 6) {
+		if (bpf_probe_read_kernel(ip, 40, nh))
+			return;
+		*version = 6;
+		__builtin_memcpy(t->saddr, ip + 8, 16);
+		__builtin_memcpy(t->daddr, ip + 24, 16);
+		l4off = 40;
+		proto = ip[6];
+	} else {
+		return;
+	}
+	__be16 ports[4];
+	if (bpf_probe_read_kernel(ports, sizeof(ports), nh + (l4off & 0x3ff)))
+		return;
+	if (proto == 6 || proto == 17 || proto == 132 || proto == 33 || proto == 136) {
+		t->sport = ports[0];
+		t->dport = ports[1];
+	} else if (proto == 1 || proto == 58) {   /* ICMP: the echo identifier NAT maps */
+		t->sport = t->dport = ports[2];
+	}
+}
+
+/* PRE_ROUTING and LOCAL_OUT, just after conntrack (-199): the state the rule set's chains see. */
+SEC("netfilter")
+int pktassert_nf_ct(struct bpf_nf_ctx *ctx)
+{
+	struct sk_buff *skb = ctx->skb;
+	struct pktassert_fate *f = tracked(skb);
+	if (!f)
+		return NF_ACCEPT_V;
+	__u64 nfct = skb->_nfct;
+	f->ct_info = !nfct ? PKTASSERT_CT_NONE : (nfct & 7) + 1;
+	if (nfct & ~7UL) {
+		struct nf_conn *ct = (struct nf_conn *)(nfct & ~7UL);
+		f->ct_status = (__u32)BPF_CORE_READ(ct, status);
+	}
+	return NF_ACCEPT_V;
+}
+
+/* LOCAL_IN, FORWARD and POST_ROUTING, first: destination NAT is done. */
+SEC("netfilter")
+int pktassert_nf_mid(struct bpf_nf_ctx *ctx)
+{
+	struct pktassert_fate *f = tracked(ctx->skb);
+	if (f && !f->mid_hook) {
+		read_tuple(ctx->skb, &f->mid, &f->version);
+		f->mid_hook = ctx->state->hook + 1;
+	}
+	return NF_ACCEPT_V;
+}
+
+/* LOCAL_IN and POST_ROUTING, last but conntrack's confirm: source NAT is done too. */
+SEC("netfilter")
+int pktassert_nf_end(struct bpf_nf_ctx *ctx)
+{
+	struct sk_buff *skb = ctx->skb;
+	struct pktassert_fate *f = tracked(skb);
+	if (!f)
+		return NF_ACCEPT_V;
+	read_tuple(skb, &f->end, &f->version);
+	f->end_hook = ctx->state->hook + 1;
+	f->flags |= PKTASSERT_F_NF_END;
+	__u64 nfct = skb->_nfct;
+	if (nfct & ~7UL) {
+		struct nf_conn *ct = (struct nf_conn *)(nfct & ~7UL);
+		f->ct_status_end = (__u32)BPF_CORE_READ(ct, status);
+	}
+	return NF_ACCEPT_V;
 }

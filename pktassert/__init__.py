@@ -10,6 +10,7 @@ from pktassert.device.inject import Injector
 from pktassert.errors import AccountingError, InjectError, PktassertError, ProgramError
 from pktassert.hooks.verdict import TcVerdict, Verdict
 from pktassert.netns.topology import DUT_IP, DUT_IP6, PEER_IP, PEER_IP6
+from pktassert.observers.conntrack import Ct
 from pktassert.observers.fate import Fate
 from pktassert.programs.bcc_program import Program
 from pktassert.programs.bcc_program import Program as BccSource
@@ -19,7 +20,7 @@ from pktassert.results.packet_diff import Mask, expect
 from pktassert.session import Dut, Session
 from pktassert.traffic.source import Traffic
 
-__all__ = ["DUT_IP", "DUT_IP6", "PEER_IP", "PEER_IP6", "AccountingError", "BccSource", "Capture", "Count", "Dut",
+__all__ = ["DUT_IP", "DUT_IP6", "PEER_IP", "PEER_IP6", "AccountingError", "BccSource", "Capture", "Count", "Ct", "Dut",
            "Fate", "InjectError", "Injector", "LibbpfSource", "Mask", "ObjectFile", "Outcome", "PktassertError", "Program",
            "ProgramError", "Session", "TcVerdict", "Traffic", "Verdict", "XdpUnderTest", "compare", "expect",
            "search"]

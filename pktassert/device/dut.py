@@ -74,6 +74,9 @@ class XdpUnderTest:
         self.nft: RuleSet | None = None  # the test's nftables rule set (@pytest.mark.nftables)
         self.printk: tuple[TracePipe, int] | None = None  # a filter that prints: where its lines arrive, our nonce
         self._tracer: Tracer | None = None
+        # Each packet's deciding rule and connection state (with a rule set); off: floods go faster
+        # without them (benchmarks/stateful.py), and a packet's rule is then refused with why.
+        self.tracing = True
 
     def track_fates(self, tracker: FateTracker) -> None:
         """From now on, say what became of each injected packet after the filters (live tier)."""
@@ -103,9 +106,9 @@ class XdpUnderTest:
 
     def nft_tracer(self) -> Tracer | None:
         """nftables tracing of the rule set under test (made on first use), or None without one."""
-        if self.nft is not None and self._tracer is None:
+        if self.nft is not None and self._tracer is None and self.fates is not None:
             dut = self.topology.dut
-            self._tracer = Tracer(dut.netns, self.nft, dut.ifname)
+            self._tracer = Tracer(dut.netns, self.nft, dut.ifname, self.fates)
         return self._tracer
 
     def capture_prints(self, pipe: TracePipe) -> None:

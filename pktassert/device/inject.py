@@ -23,7 +23,7 @@ from pktassert.frames.flood import Flood
 from pktassert.frames.wire import Wire, sampled
 from pktassert.instruments.sender import Sender
 from pktassert.machine import host
-from pktassert.observers import live_outputs, nft_trace
+from pktassert.observers import live_outputs
 from pktassert.observers.fate_reader import FateReader
 from pktassert.observers.live_outputs import LiveOutputs
 from pktassert.observers.outputs import Outputs
@@ -262,12 +262,9 @@ class Injector:
         fates = FateReader(tracker, n, step) if tracker is not None else None
         tracer = self.xdp.nft_tracer() if fates is not None else None
         if tracer is not None:
-            tracer.switch(n <= nft_trace.MOST)
+            tracer.switch(self.xdp.tracing)
             tracer.start()
-
-        # Traced, a packet costs ~8 trace events in the socket's buffer: gathered after every chunk of at most
-        # nft_trace.CHUNK, they never fill it.
-        bounds = _chunks(n, min(path.chunk, nft_trace.CHUNK) if tracer is not None and tracer.on else path.chunk)
+        bounds = _chunks(n, path.chunk)
 
         def wire_at(k: int, touch: bool = False) -> Wire:
             start, stop = bounds[k], bounds[k + 1]
@@ -283,8 +280,6 @@ class Injector:
         if len(bounds) == 2:
             parts.append(self._run(path, wire_at(0), 0, n, n, step, records, exact, schedule, actions, self._ctx,
                                    followers, fates))
-            if tracer is not None and tracer.on:
-                tracer.gather()
         else:  # the next chunk is built on another thread while this one is in the kernel (GIL released)
             with ThreadPoolExecutor(1) as builder:
                 ahead = builder.submit(wire_at, 0)
@@ -294,8 +289,6 @@ class Injector:
                         ahead = builder.submit(wire_at, k + 1, True)
                     parts.append(self._run(path, wire, start, start + len(wire), n, step, records, exact, schedule,
                                            actions, self._ctx, followers, fates))
-                    if tracer is not None and tracer.on:
-                        tracer.gather()  # between chunks: the trace socket's buffer never holds a whole flood
         accounted = sum(p.accounted for p in parts)
         frame = frames.frame if isinstance(frames, Flood) else frames.__getitem__
         outputs: Outputs | LiveOutputs | None = None
@@ -314,18 +307,16 @@ class Injector:
                       fate_exact=fates, origin=origin, flood=frames if isinstance(frames, Flood) else None,
                       printed=printed)
         later = {f.dut.hook.name: f.capture(columns, facts) for f in followers}
-        if tracer is not None and tracer.on:
-            # Which rule decided: only for the packets every filter stage let on into the stack.
-            every = frames.rows_bytes(0, n) if isinstance(frames, Flood) else frames
-            decided = tracer.decide(every, _reached_the_stack([Capture(columns, facts), *later.values()], n, step))
-            if decided is None:
-                facts = dataclasses.replace(facts, rules_unknown=(
-                    f"the kernel dropped nftables trace events during this inject() of {n:,} packets (its trace "
-                    f"socket's buffer overflowed), so no packet's rule can be trusted. Fix: inject fewer packets at "
-                    f"once, or trace fewer rules."))
+        if tracer is not None and fates is not None:
+            rose = tracer.conntrack_rose()
+            facts = dataclasses.replace(facts, conntrack=rose, ct_active=bool(rose.get("invalid")) or
+                                        bool(fates.ct_infos[1:9].any()), netfilter=tracer.netfilter)
+            if tracer.on:  # which rule decided, per packet (the kernel wrote it into each fate record)
+                columns = dataclasses.replace(columns, fate_rules=tracer.decide(fates.records))
+                facts = dataclasses.replace(facts, rule_tally=tracer.counts(fates.rules))
             else:
-                columns = dataclasses.replace(columns, fate_rules=np.array(decided + [None], object)[:-1][::step])
-            facts = dataclasses.replace(facts, conntrack=tracer.conntrack_rose())
+                facts = dataclasses.replace(facts, rules_unknown=(
+                    "rules were not traced in this inject() (dut.tracing = False). Fix: leave dut.tracing on."))
         return Capture(columns, facts, later)
 
     @staticmethod
@@ -367,20 +358,6 @@ def _refuse_ipv6(frames: list[bytes] | Flood) -> None:
     sample = [frames.first] if isinstance(frames, Flood) else frames
     if any(bytes(f)[12:14] == b"\x86\xdd" for f in sample):
         host.check("IPv6")
-
-
-def _reached_the_stack(stages: list[Capture], n: int, step: int) -> np.ndarray | None:
-    """Which of the n packets every filter stage let on into the stack, where netfilter's hooks are (a
-    dropped, sent or redirected packet meets no rule); None when a sampled flood leaves it unknown."""
-    reached = np.ones(n, bool)
-    for cap in stages:
-        go_on = list(cap.actions.continuing())
-        if step > 1:
-            if any(int(cap.count(v)) for v in cap.actions if int(v) not in go_on):
-                return None  # some were stopped, and which of the unsampled ones is not known
-            continue
-        reached[cap.index[~np.isin(cap.actions.from_column(cap.records["verdict"]), go_on)]] = False
-    return reached
 
 
 def _check_egress(dut: XdpUnderTest) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 import socket
 
 import numpy as np
@@ -13,13 +14,20 @@ from pktassert.bpf import DIR as HERE
 from pktassert.build import libbpf_build
 from pktassert.errors import ProgramError
 from pktassert.instruments.record import const, dtype_of
-from pktassert.kernel import btf_types, libbpf
+from pktassert.kernel import btf_types, libbpf, netfilter_link
 from pktassert.machine import host
+from pktassert.netns import Namespace
 
 SO_ATTACH_BPF = 50
 SO_NETNS_COOKIE = 71
 TRACEPOINTS = ("pktassert_on_receive", "pktassert_on_drop", "pktassert_on_consume", "pktassert_on_reset",
                "pktassert_on_icmp", "pktassert_on_queue")
+# Netfilter programs (kernel/netfilter_link.py): (program, hook, priority), for IPv4 and IPv6 each.
+CONNTRACK_PRIORITY = -200  # NF_IP_PRI_CONNTRACK: the connection is known after it
+NETFILTER = (("pktassert_nf_ct", "prerouting", CONNTRACK_PRIORITY + 1), ("pktassert_nf_ct", "output", CONNTRACK_PRIORITY + 1),
+             ("pktassert_nf_mid", "input", netfilter_link.FIRST), ("pktassert_nf_mid", "forward", netfilter_link.FIRST),
+             ("pktassert_nf_mid", "postrouting", netfilter_link.FIRST),
+             ("pktassert_nf_end", "input", netfilter_link.LAST), ("pktassert_nf_end", "postrouting", netfilter_link.LAST))
 
 
 def netns_cookie(sock: socket.socket) -> int:
@@ -38,6 +46,14 @@ class FateTracker:
             self.obj = lib.bpf_object__open_file(str(obj_path).encode(), None)
             if not self.obj:
                 raise ProgramError(f"pktassert's fate tracker (bpf/fates.bpf.c) does not open: {' '.join(said)}")
+            self.netfilter = netfilter_link.supported()
+            for name in {n for n, _, _ in NETFILTER}:  # libbpf 1.1 does not know SEC("netfilter")
+                prog = lib.bpf_object__find_program_by_name(self.obj, name.encode())
+                if self.netfilter:
+                    lib.bpf_program__set_type(prog, netfilter_link.PROG_TYPE)
+                    lib.bpf_program__set_expected_attach_type(prog, netfilter_link.ATTACH_TYPE)
+                else:  # an older kernel: connection states and NAT are refused, naming the feature
+                    lib.bpf_program__set_autoload(prog, False)
             rc = lib.bpf_object__load(self.obj)
         if rc:
             lib.bpf_object__close(self.obj)
@@ -55,6 +71,7 @@ class FateTracker:
                     raise ProgramError(f"pktassert's fate tracker cannot attach {name}: {' '.join(said)}")
                 self._links.append(link)
             self.socket_fd = self._prog_fd("pktassert_on_socket")
+            self.trace_fd = self._prog_fd("pktassert_on_trace")
             self._config_fd = self._map_fd("pktassert_fate_config")
             btf = btf_types.Btf(lib.bpf_object__btf(self.obj))
             self.dtype = dtype_of(btf.ctype(btf.find("pktassert_fate", btf_types.STRUCT)))
@@ -90,6 +107,21 @@ class FateTracker:
 
     def unwatch(self) -> None:
         self.watch(0, 0)
+
+    def attach_netfilter(self, ns: Namespace) -> list[int]:
+        """Hang the connection-state and NAT programs at ``ns``'s netfilter hooks: their link fds."""
+        if not self.netfilter:
+            return []
+        fds: list[int] = []
+        try:
+            for name, hook, priority in NETFILTER:
+                for pf in (netfilter_link.NFPROTO_IPV4, netfilter_link.NFPROTO_IPV6):
+                    fds.append(netfilter_link.attach(ns, self._prog_fd(name), pf, hook, priority))
+        except OSError as e:
+            for fd in fds:
+                os.close(fd)
+            raise ProgramError(f"pktassert's fate tracker cannot attach its netfilter programs: {e}") from None
+        return fds
 
     def attach_socket(self, sock: socket.socket) -> None:
         """Put the delivery filter on a test socket (it keeps every packet)."""

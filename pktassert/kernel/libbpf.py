@@ -37,6 +37,7 @@ _SIGNATURES: dict[str, tuple[list, object]] = {
     "bpf_link__destroy": ([c_void_p], c_int),
     "bpf_program__set_autoload": ([c_void_p, ctypes.c_bool], c_int),
     "bpf_program__set_type": ([c_void_p, c_int], c_int),
+    "bpf_program__set_expected_attach_type": ([c_void_p, c_int], c_int),
     "bpf_program__set_flags": ([c_void_p, c_uint32], c_int),
     "bpf_map__name": ([c_void_p], c_char_p),
     "bpf_map__fd": ([c_void_p], c_int),

@@ -14,6 +14,7 @@ from pktassert.frames.wire import sampled
 from pktassert.instruments.fate_tracker import FateTracker
 from pktassert.instruments.record import const
 from pktassert.observers.fate import BY_CODE, CODES, STAGE, Fate, fates, reason_names
+from pktassert.observers.nft_trace import rule_keys
 
 QUIET_S = 0.1  # stop waiting for the stack once no packet's fate changed for this long
 
@@ -25,6 +26,8 @@ class FateReader:
         self.codes = np.full(len(self.records), CODES[Fate.UNKNOWN], np.uint8)
         self.exact = np.zeros(len(Fate), np.int64)
         self.reasons: dict[int, int] = {}
+        self.ct_infos = np.zeros(16, np.int64)  # every packet's ct_info (bpf/fate.h), counted
+        self.rules: dict[tuple[int, int], int] = {}  # every decided packet's rule (nft_trace.rule_keys), counted
 
     def take(self, tags: np.ndarray, stages: Sequence[tuple[Any, np.ndarray, np.ndarray]], start: int) -> None:
         """The fates of the packets at ``start``.. with these tags, given each filter stage's verdicts in
@@ -39,6 +42,12 @@ class FateReader:
         values, counts = np.unique(recs["reason"][dropped], return_counts=True)
         for v, c in zip(values.tolist(), counts.tolist()):
             self.reasons[v] = self.reasons.get(v, 0) + c
+        self.ct_infos += np.bincount(recs["ct_info"] & 15, minlength=16)
+        decided = recs[recs["rule_kind"] != 0]
+        if len(decided):
+            keys, counts = np.unique(rule_keys(decided), axis=0, return_counts=True)
+            for k, c in zip(map(tuple, keys.tolist()), counts.tolist()):
+                self.rules[k] = self.rules.get(k, 0) + c
         into, rows = sampled(start, start + len(tags), self.step)
         self.records[into] = recs[rows]
         self.codes[into] = codes[rows]

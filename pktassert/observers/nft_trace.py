@@ -1,241 +1,146 @@
-"""Which nftables rule decided each packet: nftables' own tracing (``meta nftrace set 1`` in a
-netdev ingress chain of pktassert's on the DUT's veth, before any of the rule set's chains), its
-trace events read from the netfilter netlink group in the DUT namespace and parsed by libnftnl
-(what ``nft monitor trace`` uses; on Debian's 1.0.6 that command prints text only).
+"""Which nftables rule decided each packet: nftables' own tracing (``meta nftrace set 1`` in a netdev
+ingress chain of pktassert's on the DUT's veth, before any of the rule set's chains).
 
-A trace event carries no tag: its ID is a keyed hash the kernel does not reveal. Events are
-matched to packets by the header bytes nftables copies into them (network header, then up to 20
-bytes of the transport header), packets with equal bytes in the order they arrived (one veth
-queue, one CPU: the order they were sent). A packet without a match gets no rule, never a guess."""
+The trace events are read where the kernel sends them: a socket filter of the fate tracker's
+(bpf/fates.bpf.c, pktassert_on_trace) on pktassert's trace socket runs as each event is sent, in the
+packet's own processing, and writes the deciding rule into the packet's fate record (bpf/fate.h:
+rule_kind, rule_family, rule_chain, rule_handle, rule_verdict). Nothing is queued or parsed here:
+every packet of any flood has its rule. This module names those records' rules as nft prints them."""
 
 from __future__ import annotations
 
-import collections
-import ctypes
-import ctypes.util
-import errno
-import functools
+import os
 import socket
-from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from pktassert.errors import HostLacks
-from pktassert.frames.convert import l3_offset
+from pktassert.instruments.fate_tracker import FateTracker
+from pktassert.instruments.record import const
 from pktassert.kernel.conntrack_stats import conntrack_stats, rose
 from pktassert.netns import Namespace
 from pktassert.programs.nft_ruleset import OURS, RuleSet
 
 NETLINK_NETFILTER, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTRACE = 12, 270, 1, 9
-SO_RCVBUFFORCE = 33
-RCVBUF = 64 << 20  # the trace events of a chunk of a flood (CHUNK packets, gathered after each) fit twice over
-CHUNK = 4096  # packets sent between two reads of the trace events (~8 events of ~1 KB each a packet)
+SO_ATTACH_BPF = 50
 TABLE = OURS[0]
-MOST = 65536  # packets per inject() call traced; larger floods have fates but no rule (tracing costs ~µs each)
-# enum nftnl_trace_attr (libnftnl/trace.h)
-CHAIN, FAMILY, ID, TABLE_ATTR, TYPE, RULE_HANDLE, VERDICT, POLICY = 0, 1, 2, 12, 13, 14, 15, 17
-NETWORK_HEADER, TRANSPORT_HEADER = 10, 11
-RULE, POLICY_TYPE = 3, 1  # enum nft_trace_types
-NF_DROP, NF_ACCEPT = 0, 1
 TERMINAL = {0: "drop", 1: "accept", 2: "stolen", 3: "queue"}
-
-
-@functools.cache
-def _lib() -> ctypes.CDLL:
-    try:
-        lib = ctypes.CDLL(ctypes.util.find_library("nftnl") or "libnftnl.so.11")
-    except OSError as e:
-        raise HostLacks("libnftnl", f"which rule decided needs libnftnl ({e}). Fix: apt-get install libnftnl11 "
-                                    f"(nftables depends on it).") from None
-    lib.nftnl_trace_alloc.restype = ctypes.c_void_p
-    lib.nftnl_trace_free.argtypes = [ctypes.c_void_p]
-    lib.nftnl_trace_nlmsg_parse.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-    lib.nftnl_trace_is_set.argtypes, lib.nftnl_trace_is_set.restype = [ctypes.c_void_p, ctypes.c_uint16], ctypes.c_bool
-    lib.nftnl_trace_get_str.argtypes, lib.nftnl_trace_get_str.restype = [ctypes.c_void_p, ctypes.c_uint16], ctypes.c_char_p
-    lib.nftnl_trace_get_u32.argtypes, lib.nftnl_trace_get_u32.restype = [ctypes.c_void_p, ctypes.c_uint16], ctypes.c_uint32
-    lib.nftnl_trace_get_u64.argtypes, lib.nftnl_trace_get_u64.restype = [ctypes.c_void_p, ctypes.c_uint16], ctypes.c_uint64
-    lib.nftnl_trace_get_data.argtypes = [ctypes.c_void_p, ctypes.c_uint16, ctypes.POINTER(ctypes.c_uint32)]
-    lib.nftnl_trace_get_data.restype = ctypes.c_void_p
-    return lib
-
-
-@dataclass
-class Event:
-    id: int
-    table: str
-    chain: str
-    family: int
-    type: int
-    handle: int | None
-    verdict: int | None
-    headers: bytes
-
+NF_ACCEPT = 1
+FAMILIES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
+NAME_MOST = 64  # bytes of a table's or chain's name the tracker hashes (bpf/fates.bpf.c NAME_MOST)
 
 Decision = tuple[str, str, bool]  # chain, rule (or "policy drop"), whether it accepted the packet
 
 
-def _parse(message: bytes) -> Event | None:
-    lib = _lib()
-    t = lib.nftnl_trace_alloc()
-    try:
-        buf = ctypes.create_string_buffer(message, len(message))
-        if lib.nftnl_trace_nlmsg_parse(buf, t) < 0:
-            return None
-
-        def data(attr: int) -> bytes:
-            if not lib.nftnl_trace_is_set(t, attr):
-                return b""
-            n = ctypes.c_uint32()
-            p = lib.nftnl_trace_get_data(t, attr, ctypes.byref(n))
-            return ctypes.string_at(p, n.value) if p else b""
-
-        def u32(attr: int) -> int | None:
-            return int(lib.nftnl_trace_get_u32(t, attr)) if lib.nftnl_trace_is_set(t, attr) else None
-
-        kind = u32(TYPE) or 0
-        verdict = u32(VERDICT) if kind != POLICY_TYPE else u32(POLICY)
-        return Event(u32(ID) or 0, (lib.nftnl_trace_get_str(t, TABLE_ATTR) or b"").decode(),
-                     (lib.nftnl_trace_get_str(t, CHAIN) or b"").decode(), u32(FAMILY) or 0, kind,
-                     int(lib.nftnl_trace_get_u64(t, RULE_HANDLE)) if lib.nftnl_trace_is_set(t, RULE_HANDLE) else None,
-                     None if verdict is None else ctypes.c_int32(verdict).value,
-                     data(NETWORK_HEADER) + data(TRANSPORT_HEADER))
-    finally:
-        lib.nftnl_trace_free(t)
+def _fnv(name: str) -> int:
+    h = 2166136261
+    for b in name.encode()[:NAME_MOST]:
+        if not b:
+            break
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
 
 
-FAMILIES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
+def chain_key(table: str, chain: str) -> int:
+    """The tracker's key of a chain (bpf/fates.bpf.c pktassert_on_trace: rule_chain)."""
+    return (_fnv(table) ^ (_fnv(chain) * 0x9E3779B1)) & 0xFFFFFFFF
 
 
 class Tracer:
-    """Trace events of the DUT namespace, for the rule set under test."""
+    """nftables tracing of the DUT namespace's packets, decided in the kernel; and the fate
+    tracker's netfilter programs (connection state, NAT), which belong to the rule set's namespace."""
 
-    def __init__(self, ns: Namespace, ruleset: RuleSet, ifname: str) -> None:
+    def __init__(self, ns: Namespace, ruleset: RuleSet, ifname: str, tracker: FateTracker) -> None:
         self.ruleset, self.ns = ruleset, ns
+        # The trace socket must exist for nftables to send events (it sends none without a listener);
+        # its filter takes every event and keeps none.
         self.sock = ns.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, tracker.trace_fd)
         self.sock.bind((0, 0))
         self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTRACE)
-        self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
-        self.sock.setblocking(False)
-        self._pending: list[Event] = []
-        self.lost = False  # the kernel dropped events: the socket's buffer overflowed
         self._conntrack: dict[str, int] = {}
+        self.links: list[int] = []
+        self.netfilter = tracker.netfilter
+        self._names: dict[tuple[int, int], tuple[str, str, str]] | None = None
+        self._rules: dict[tuple[str, str, int], str] | None = None
         ruleset.nft(f"add table netdev {TABLE}")
         ruleset.nft(f"add chain netdev {TABLE} pktassert_in {{ type filter hook ingress device {ifname} priority -1000; }}")
         self.on = False
+        self.links = tracker.attach_netfilter(ns)
 
     def switch(self, on: bool) -> None:
         if on != self.on:
-            self.ruleset.nft(f"add rule netdev {TABLE} pktassert_in meta nftrace set 1" if on
+            # "accept" ends pktassert's chain with this rule's event: no policy event follows it.
+            self.ruleset.nft(f"add rule netdev {TABLE} pktassert_in meta nftrace set 1 accept" if on
                              else f"flush chain netdev {TABLE} pktassert_in")
             self.on = on
 
     def start(self) -> None:
-        """Before an inject(): what earlier traffic left is not its; conntrack's counters as they are."""
-        self.events()
-        self._pending, self.lost = [], False
+        """Before an inject(): conntrack's counters as they are; the rule set's names as they are now."""
         self._conntrack = conntrack_stats(self.ns)
-
-    def gather(self) -> None:
-        """Take the events so far (between the chunks of a flood), so the socket's buffer keeps up."""
-        self._pending += self.events()
+        self._names = self._rules = None
 
     def conntrack_rose(self) -> dict[str, int]:
-        """What conntrack counted (drop, insert_failed, ...) since start()."""
+        """What conntrack counted (drop, insert_failed, invalid, ...) since start()."""
         return rose(self._conntrack, conntrack_stats(self.ns))
 
-    def events(self) -> list[Event]:
-        out: list[Event] = []
-        while True:
-            try:
-                data = self.sock.recv(1 << 20)
-            except BlockingIOError:
-                return out
-            except OSError as err:
-                if err.errno != errno.ENOBUFS:
-                    raise
-                self.lost = True  # some events are gone; the socket goes on with the next ones
-                continue
-            at = 0
-            while at + 16 <= len(data):
-                size = int.from_bytes(data[at:at + 4], "little")
-                if size < 16:
-                    break
-                e = _parse(data[at:at + size])
-                if e is not None:
-                    out.append(e)
-                at += (size + 3) & ~3
+    def _chains(self) -> dict[tuple[int, int], tuple[str, str, str]]:
+        if self._names is None:
+            inverse = {v: k for k, v in FAMILIES.items()}
+            self._names = {}
+            for item in self.ruleset.listing().get("nftables", []):
+                c = item.get("chain")
+                if c and c["table"] not in OURS:
+                    key = (inverse.get(str(c["family"]), 0), chain_key(str(c["table"]), str(c["name"])))
+                    self._names[key] = (str(c["family"]), str(c["table"]), str(c["name"]))
+        return self._names
 
-    def decide(self, frames: Sequence[bytes], reached: np.ndarray | None) -> list[Decision | None] | None:
-        """Per packet (frames in send order, from the Ethernet header): (chain, rule, accepted) that
-        decided it, as nft prints them, or None (not traced, no event matched it, or it never reached
-        the stack: ``reached`` says which did; None: not known, so no packet is given a rule). None
-        for all when the kernel dropped trace events (then no match can be trusted)."""
-        evs_all = self._pending + self.events()
-        self._pending = []
-        if self.lost:
+    def decision(self, kind: int, family: int, chain: int, handle: int, verdict: int) -> Decision | None:
+        """The (chain, rule, accepted) a record's rule fields name, as nft prints them."""
+        if kind == const("RULE_NONE"):
             return None
-        # A trace ID is a hash of the sk_buff's address and flow: two identical packets one after the
-        # other can share it. Our rule's event (one per packet, first, at the veth's ingress) starts
-        # each packet's trace; our chain's other events (its policy) are not the rule set's.
-        traces: list[list[Event]] = []
-        current: dict[int, list[Event]] = {}
-        for e in evs_all:
-            if e.table == TABLE:
-                if e.type == RULE and e.handle is not None:
-                    current[e.id] = [e]
-                    traces.append(current[e.id])
-            elif e.id in current:
-                current[e.id].append(e)
-        queues: dict[bytes, collections.deque[list[Event]]] = collections.defaultdict(collections.deque)
-        for trace in traces:  # in the order packets came in
-            headers = _within_ip(next((e.headers for e in trace if e.headers), b""))
-            if headers:
-                queues[headers].append(trace)
-        rules = self.ruleset.rules() if traces else {}
-        lengths = {len(h) for h in queues}
-        out: list[Decision | None] = []
-        for i, frame in enumerate(frames):
-            if reached is None or not reached[i]:  # its identical successor's trace is not its own
-                out.append(None)
-                continue
-            evs = _take(queues, lengths, frame)
-            out.append(None if evs is None else _decision(evs, rules))
+        if self._rules is None:
+            self._rules = self.ruleset.rules()
+        fam, table, name = self._chains().get((family, chain), (FAMILIES.get(family, str(family)), "?", f"#{chain:08x}"))
+        where = f"{fam} {table} {name}"
+        if kind == const("RULE_POLICY"):
+            return where, f"policy {TERMINAL.get(verdict, str(verdict))}", verdict == NF_ACCEPT
+        return where, self._rules.get((fam, table, handle), f"handle {handle}"), verdict == NF_ACCEPT
+
+    def decide(self, records: np.ndarray) -> np.ndarray:
+        """Per fate record: its Decision, or None (no rule decided it: it never reached netfilter)."""
+        keys = rule_keys(records)
+        out = np.empty(len(records), object)
+        if not len(records):
+            return out
+        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+        named = [self.decision(*_unpack(k)) for k in uniq]
+        out[:] = [named[i] for i in inverse.reshape(-1)]
+        return out
+
+    def counts(self, keys: dict[tuple[int, int], int]) -> dict[Decision, int]:
+        """Packets per deciding rule, from FateReader's exact tally (``rule_key`` pairs -> count)."""
+        out: dict[Decision, int] = {}
+        for k, n in keys.items():
+            d = self.decision(*_unpack(np.array(k, np.uint64)))
+            if d is not None:
+                out[d] = out.get(d, 0) + n
         return out
 
     def close(self) -> None:
+        while self.links:
+            os.close(self.links.pop())
         self.sock.close()
 
 
-def _within_ip(headers: bytes) -> bytes:
-    """The copied headers up to the IP datagram's end: at the DUT's ingress (our chain's event) a short
-    packet's copy runs on into pktassert's trailer, which IP input trims later and no sent frame has."""
-    if len(headers) >= 4 and headers[0] >> 4 == 4:
-        return headers[:int.from_bytes(headers[2:4], "big")]
-    if len(headers) >= 6 and headers[0] >> 4 == 6:
-        return headers[:40 + int.from_bytes(headers[4:6], "big")]
-    return headers
+def rule_keys(records: np.ndarray) -> np.ndarray:
+    """Two uint64 per record that say its rule: the handle; chain key, family, kind and verdict."""
+    packed = (records["rule_chain"].astype(np.uint64) | records["rule_family"].astype(np.uint64) << np.uint64(32)
+              | records["rule_kind"].astype(np.uint64) << np.uint64(40)
+              | records["rule_verdict"].astype(np.uint64) << np.uint64(48))
+    return np.stack([records["rule_handle"].astype(np.uint64), packed], axis=1)
 
 
-def _take(queues: dict[bytes, collections.deque[list[Event]]], lengths: set[int], frame: bytes) -> list[Event] | None:
-    l3 = frame[l3_offset(frame):]
-    for n in lengths:
-        q = queues.get(l3[:n])
-        if q:
-            return q.popleft()
-    return None
-
-
-def _decision(evs: list[Event], rules: dict[tuple[str, str, int], str]) -> Decision | None:
-    """The event that dropped it, else the last that let it go on."""
-    decisive = [e for e in evs if e.verdict in TERMINAL and e.type in (RULE, POLICY_TYPE) and e.table != TABLE]
-    if not decisive:
-        return None
-    e = next((e for e in decisive if e.verdict != NF_ACCEPT), decisive[-1])
-    family = FAMILIES.get(e.family, str(e.family))
-    chain = f"{family} {e.table} {e.chain}"
-    accepted = e.verdict == NF_ACCEPT
-    if e.type == POLICY_TYPE:
-        return chain, f"policy {TERMINAL[e.verdict or 0]}", accepted
-    return chain, rules.get((family, e.table, e.handle or 0), f"handle {e.handle}"), accepted
-
+def _unpack(k: Any) -> tuple[int, int, int, int, int]:
+    handle, packed = int(k[0]), int(k[1])
+    return (packed >> 40) & 0xFF, (packed >> 32) & 0xFF, packed & 0xFFFFFFFF, handle, (packed >> 48) & 0xFF

@@ -157,6 +157,8 @@ class Capture(CaptureFates):
     actions = property(lambda self: self.facts.actions)
     rules_unknown = property(lambda self: self.facts.rules_unknown)
     conntrack = property(lambda self: self.facts.conntrack)
+    ct_active = property(lambda self: self.facts.ct_active)
+    netfilter = property(lambda self: self.facts.netfilter)
     origin = property(lambda self: self.facts.origin)
     flood = property(lambda self: self.facts.flood)
     printed = property(lambda self: self.facts.printed)
@@ -268,7 +270,7 @@ class Capture(CaptureFates):
                 raise PktassertError(f"where(payload={payload!r}): give the bytes to look for, e.g. payload=b'/etc/passwd'.")
             mask &= payload_match.contains(bytes(payload), self.index, self.flood, self.frame)
         for name, want in fields.items():
-            mask &= self._matches(name, want, classes)
+            mask &= self.ct_mask(want) if name == "ct" else self._matches(name, want, classes)
         sub = self._subset(mask)
         said = [*(getattr(x, "__name__", repr(x)) for x in layers), *(f"{k}={v!r}" for k, v in fields.items()),
                 *([f"payload={payload!r}"] if payload is not None else [])]

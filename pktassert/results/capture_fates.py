@@ -6,12 +6,19 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
 
 from pktassert.errors import PktassertError
 from pktassert.instruments.record import const
+from pktassert.observers import conntrack
+from pktassert.observers.conntrack import Ct
 from pktassert.observers.fate import BY_CODE, CODES, Fate, answer_of, reason_names
 from pktassert.observers.fate_reader import FateReader
-from pktassert.observers.nft_trace import MOST
+
+_NO_NETFILTER = ("connection states and NAT need BPF netfilter programs (Linux 6.4), which this kernel lacks. "
+                 "Fix: run these tests on Linux 6.4 or newer; fates and rules work here.")
 
 
 class CaptureFates:
@@ -47,6 +54,64 @@ class CaptureFates:
             return self._fate_exact.fate_counts()
         vals, n = np.unique(codes, return_counts=True)
         return {BY_CODE[int(v)]: int(c) for v, c in zip(vals, n)}
+
+    def _need_ct(self, what: str) -> np.ndarray:
+        _, recs = self._need_fates(what)
+        if getattr(self, "rules_unknown", None) is None and getattr(self, "fate_rules", None) is None:
+            raise PktassertError(f"{what}: connection states are known for a DUT with a rule set "
+                                 f"(@pytest.mark.nftables(...)): pktassert watches conntrack there. Fix: give the "
+                                 f"test its rule set.")
+        if not self.netfilter:  # type: ignore[attr-defined]
+            raise PktassertError(f"{what}: {_NO_NETFILTER}")
+        return recs
+
+    def ct_codes(self) -> np.ndarray:
+        """Each packet's Ct code (observers/conntrack.py CODES)."""
+        return conntrack.ct_codes(self._need_ct("ct"), self.ct_active)  # type: ignore[attr-defined]
+
+    def ct_states(self) -> dict[Ct, int]:
+        """How many packets had each connection state when the rule set judged them (exact for a whole
+        flood; of the sample after where())."""
+        recs = self._need_ct("ct_states()")
+        active = self.ct_active  # type: ignore[attr-defined]
+        if self._fate_exact is not None:  # every packet's ct_info counted: each value's state, summed
+            every = np.zeros(16, np.dtype([("ct_info", np.uint8)]))
+            every["ct_info"] = np.arange(16)
+            n = np.bincount(conntrack.ct_codes(every, active), weights=self._fate_exact.ct_infos,
+                            minlength=len(Ct)).astype(np.int64)
+        else:
+            n = np.bincount(conntrack.ct_codes(recs, active), minlength=len(Ct))
+        return {conntrack.BY_CODE[i]: int(c) for i, c in enumerate(n) if c}
+
+    def ct_mask(self, want: object) -> np.ndarray:
+        """where(ct=...): "invalid", Ct.INVALID, or a collection of them."""
+        wanted = want if isinstance(want, (set, frozenset, list, tuple)) else [want]
+        codes = set()
+        for w in wanted:
+            ct = w if isinstance(w, Ct) else Ct.__members__.get(str(w).upper())
+            if ct is None:
+                raise PktassertError(f"where(ct={w!r}): a connection state is one of "
+                                     f"{', '.join(c.name.lower() for c in Ct)} (or Ct.NEW, ...).")
+            codes.add(conntrack.CODES[ct])
+        return np.isin(self.ct_codes(), list(codes))
+
+    def rule_counts(self) -> dict[tuple[str, str], int]:
+        """How many packets each rule decided: (chain, rule as nft prints it) -> packets, exact for a whole
+        flood (every packet's rule is traced), of the sample after where()."""
+        tally = self.facts.rule_tally if self._fate_exact is not None else None  # type: ignore[attr-defined]
+        if tally is None:
+            rules = self.fate_rules
+            if rules is None:
+                raise PktassertError(self.rules_unknown or "no nftables rule is known for this capture: it has no "  # type: ignore[attr-defined]
+                                     "rule set (@pytest.mark.nftables). Fix: give the test its rule set.")
+            tally = {}
+            for d in rules.tolist():
+                if d is not None:
+                    tally[d] = tally.get(d, 0) + 1
+        out: dict[tuple[str, str], int] = {}
+        for (chain, rule, _), n in tally.items():
+            out[(chain, rule)] = out.get((chain, rule), 0) + n
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
     def reasons(self) -> dict[str, int]:
         """The kernel's drop reasons (``enum skb_drop_reason`` names of the running kernel, without
@@ -93,8 +158,7 @@ class OutcomeFate:
         rules = self.capture.fate_rules
         if rules is None:
             raise PktassertError(self.capture.rules_unknown or "no nftables rule is known for this capture: it has no "
-                                 "rule set (@pytest.mark.nftables), or the inject() call sent more than "
-                                 f"{MOST:,} packets (traced up to that many). Fix: inject fewer at once.")
+                                 "rule set (@pytest.mark.nftables). Fix: give the test its rule set.")
         return rules[self.pos]  # type: ignore[no-any-return]
 
     def _deciding(self) -> tuple[str, str, bool] | None:
@@ -145,7 +209,41 @@ class OutcomeFate:
         return "; ".join(x for x in said if x)
 
     @property
+    def ct(self) -> Ct:
+        """The packet's connection state when the rule set judged it (nftables' ``ct state``)."""
+        return conntrack.BY_CODE[int(self.capture.ct_codes()[self.pos])]
+
+    @property
+    def ct_reply(self) -> bool:
+        """Whether it went the reply way of its connection (nftables' ``ct direction reply``)."""
+        return conntrack.reply(self.capture._need_ct("ct_reply")[self.pos])
+
+    @property
+    def ct_status(self) -> frozenset[str]:
+        """Its connection's status then: confirmed, assured, seen_reply, dying, src_nat, dst_nat, ...;
+        confirm_failed when conntrack could not confirm it after the rule set accepted it."""
+        return conntrack.status(self.capture._need_ct("ct_status")[self.pos])
+
+    @property
+    def nat(self) -> tuple[str, ...]:
+        """What NAT rewrote: ("IP.dst: 192.0.2.1 -> 198.51.100.7 at nat prerouting", ...); () for nothing."""
+        rec = self.capture._need_ct("nat")[self.pos]
+        return conntrack.rewrites(rec, *_addressing(self.capture.frame(self.pos)))
+
+    @property
     def socket(self) -> int | None:
         """The cookie (SO_COOKIE) of the test socket that took it, or None; dut.listener(cookie) names it."""
         r = self._fate_record()
         return int(r["socket"]) if r["flags"] & const("F_DELIVERED") else None
+
+
+def _addressing(frame: bytes) -> tuple[tuple[str, str, int | None, int | None], str | None]:
+    """A sent frame's addresses and ports (as conntrack.rewrites compares them), and its transport's name."""
+    p = Ether(frame)
+    ip = p.getlayer(IP) or p.getlayer(IPv6)
+    if ip is None:
+        return ("", "", None, None), None
+    l4 = p.getlayer(TCP) or p.getlayer(UDP)
+    if l4 is None:
+        return (str(ip.src), str(ip.dst), None, None), None
+    return (str(ip.src), str(ip.dst), int(l4.sport), int(l4.dport)), type(l4).__name__

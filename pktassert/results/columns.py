@@ -49,6 +49,9 @@ class Facts:
     fate_exact: FateReader | None = None
     rules_unknown: str | None = None  # why there are no fate_rules though there is a rule set
     conntrack: dict[str, int] = dataclasses.field(default_factory=dict)  # what conntrack counted (drop, ...)
+    ct_active: bool = False        # conntrack ran in the DUT's namespace during the call
+    netfilter: bool = False        # pktassert's netfilter programs ran (connection states and NAT are known)
+    rule_tally: dict[tuple[str, str, bool], int] | None = None  # every packet's deciding rule, counted
     origin: str = ""               # where the test called inject() (file:line)
     flood: Flood | None = None     # the flood the packets were built from (payloads searched in numpy)
     printed: dict[int, list[str]] = dataclasses.field(default_factory=dict)  # a filter's print lines by packet tag
