@@ -350,6 +350,11 @@ int BPF_PROG(pktassert_on_drop, struct sk_buff *skb, void *location, enum skb_dr
 	claim_answer(skb, f);
 	if (!f)
 		return 0;
+	struct pktassert_fate_config *cfg = fate_config();
+	if (f->flags & PKTASSERT_F_SENT && (!cfg || !in_dut(skb->dev, cfg))) {   /* the peer's to free */
+		forget(skb, cfg);
+		return 0;
+	}
 	f->flags |= PKTASSERT_F_DROPPED;
 	f->reason = reason;
 	f->location = (__u64)location;
@@ -364,7 +369,8 @@ int BPF_PROG(pktassert_on_consume, struct sk_buff *skb, void *location)
 	claim_answer(skb, f);
 	if (!f)
 		return 0;
-	f->flags |= PKTASSERT_F_CONSUMED;
+	if (!(f->flags & PKTASSERT_F_SENT))   /* a sent packet freed after it left is the peer's business */
+		f->flags |= PKTASSERT_F_CONSUMED;
 	forget(skb, fate_config());
 	return 0;
 }
@@ -432,6 +438,35 @@ int BPF_PROG(pktassert_on_queue, struct sk_buff *skb)
 	struct answer_seen *a = answer_seen();
 	if (a)
 		*a = seen;
+	return 0;
+}
+
+/* A packet handed to the DUT's veth to send (before the driver runs: the sk_buff is still the DUT's):
+ * sent on the wire. Ours when it is tracked, or when the tc inspector marked it in the control block
+ * (inject.from_dut through a tc egress filter: bpf/record.h PKTASSERT_MAGIC_SENT). Once the peer's
+ * (its device the peer's veth), its free is not the DUT's drop (pktassert_on_drop, _consume). */
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(pktassert_on_xmit, struct sk_buff *skb, struct net_device *dev)
+{
+	struct pktassert_fate_config *cfg = fate_config();
+	if (!cfg || !dev || dev->ifindex != cfg->ifindex || !in_dut(dev, cfg))
+		return 0;
+	struct pktassert_fate *f = tracked(skb);
+	if (!f) {
+		__u32 cb[2];   /* struct qdisc_skb_cb: data[] (tc's __sk_buff cb[]) after 8 bytes */
+		if (bpf_probe_read_kernel(cb, sizeof(cb), skb->cb + 8) || cb[0] != PKTASSERT_MAGIC_SENT)
+			return 0;
+		__u32 tag = cb[1], slot = tag % PKTASSERT_SLOTS;
+		f = bpf_map_lookup_elem(&pktassert_fates, &slot);
+		if (!f)
+			return 0;
+		__builtin_memset(f, 0, sizeof(*f));
+		f->tag = tag;
+		__u64 key = (__u64)skb;
+		struct live l = {.tag = tag, .generation = cfg->generation, .head = skb->head};
+		bpf_map_update_elem(&pktassert_live, &key, &l, BPF_ANY);
+	}
+	f->flags |= PKTASSERT_F_SENT;
 	return 0;
 }
 

@@ -60,6 +60,7 @@ static __always_inline __u32 pktassert_be32(__u8 *p)
 static __always_inline __u32 pktassert_tc_tag(struct __sk_buff *skb, struct pktassert_scratch_value *s, __u32 *key)
 {
 	s->magic = 0;
+	s->egress = 0;
 	if (skb->priority == PKTASSERT_MAGIC_EGRESS) {
 		__u32 tag = skb->mark;
 		*key = 0;
@@ -69,6 +70,7 @@ static __always_inline __u32 pktassert_tc_tag(struct __sk_buff *skb, struct pkta
 		if (tag == PKTASSERT_UNTAGGED)
 			return PKTASSERT_UNTAGGED;
 		s->magic = PKTASSERT_MAGIC_RING;
+		s->egress = 1;
 		return tag;
 	}
 	__u32 len = skb->len;
@@ -122,7 +124,12 @@ static __always_inline int pktassert_inspect_tc(struct __sk_buff *skb)
 	int action = pktassert_tc_action(ret);
 	r->ret = ret;
 	r->verdict = (__u32)action;
-	pktassert_finish(s, &key, (__u32)(action + 1));  /* TC_ACT_UNSPEC (-1) counts in slot 0 */
+	if (s->egress && action != TC_ACT_SHOT && action != TC_ACT_STOLEN) {
+		/* After the filter (it never sees these), for the fate tracker at the driver: the control
+		 * block is scratch for tc; nothing of the DUT's reads it past tc egress on a noqueue veth. */
+		skb->cb[0] = PKTASSERT_MAGIC_SENT;
+		skb->cb[1] = tag;
+	}	pktassert_finish(s, &key, (__u32)(action + 1));  /* TC_ACT_UNSPEC (-1) counts in slot 0 */
 	return ret;
 }
 

@@ -41,6 +41,10 @@
  * the tag; the tc inspector takes them and gives the filter the mark and priority the test chose
  * (pktassert_tc_opts). Frames our XDP stage passed carry [magic, tag] in XDP metadata into the skb. */
 #define PKTASSERT_MAGIC_EGRESS 0x706b7467
+/* A frame the DUT sent (inject.from_dut) that the tc egress filter let go: after the filter returned,
+ * the tc inspector writes this magic and the tag into the sk_buff's control block (__sk_buff cb[0],
+ * cb[1]), for the fate tracker to see it leave on the wire (bpf/fates.bpf.c, net_dev_start_xmit). */
+#define PKTASSERT_MAGIC_SENT 0x706b7473
 
 
 /* pktassert_record.parsed: how far the parser got. */

@@ -8,7 +8,7 @@
  * kept there rather than on the 512-byte stack, which is the filter's. */
 /* printk_nonce: set by Python (every CPU) when the filter prints; see pktassert_entered. trailer: the
  * bytes an XDP stage gives a passed frame back (bpf/inspector.h), built here, not on the stack. */
-struct pktassert_scratch_value { struct pktassert_record r; __u32 magic; __u32 printk_nonce; __u32 trailer[2]; };
+struct pktassert_scratch_value { struct pktassert_record r; __u32 magic; __u32 printk_nonce; __u32 trailer[2]; __u32 egress; __u32 pad; };
 
 #ifndef PKTASSERT_CALL  /* how to call the filter's entry with our ctx */
 #define PKTASSERT_CALL(ctx) PKTASSERT_FILTER(ctx)

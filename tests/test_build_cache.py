@@ -98,3 +98,19 @@ def test_programs_around_the_entry_still_load(cache, source, pktassert_ready):
         assert loaded.runner.run(b"\0" * 64).retval == 2  # XDP_PASS: a test run comes in on lo (ifindex 1)
     finally:
         loaded.close()
+
+
+def test_a_changed_inspector_is_linked_anew(tmp_path, monkeypatch):
+    # Every build of pktassert's inspector is named inspector.o: the link of a filter with it was keyed by that
+    # name, so after an inspector change (a pktassert upgrade) the cache served the old inspector's link.
+    from pktassert.build import build_cache, libbpf_build
+
+    keys = []
+    monkeypatch.setattr(build_cache, "product", lambda key, name, make: (keys.append(key), (tmp_path / "x", True))[1])
+    for content in (b"inspector, before", b"inspector, after"):
+        ours = tmp_path / str(len(keys)) / "inspector.o"
+        ours.parent.mkdir()
+        ours.write_bytes(content)
+        monkeypatch.setattr(libbpf_build, "_inspector", lambda *a, ours=ours: (ours, False))
+        libbpf_build.link(b"the user's object", "label", "f", "struct __sk_buff *", hook="tc")
+    assert len(keys) == 2 and keys[0] != keys[1]

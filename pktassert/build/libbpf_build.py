@@ -122,7 +122,9 @@ def link(user_object: bytes, label: str, func: str, ctx: str, hook: str = "xdp",
     """The user's object with ``func`` moved into .text, linked with our inspector (for ``hook``) calling it;
     ``prints``: the filter calls bpf_trace_printk, and the inspector marks each packet's lines."""
     ours, _ = _inspector(func, ctx, hook, prints)
-    key = build_cache.digest(build_cache.FORMAT, user_object, func, ours.name, libbpf.version())
+    # The inspector's bytes, not its name (every build of it is called inspector.o): a changed inspector
+    # (a pktassert upgrade) is linked anew, never served from an older link.
+    key = build_cache.digest(build_cache.FORMAT, user_object, func, ours.read_bytes(), libbpf.version())
 
     def make(out: Path) -> None:  # out's folder is this build's own, in the cache: scratch files go there too
         inspector, moved = out.parent / "inspector.o", out.parent / "filter.o"

@@ -256,7 +256,7 @@ class Injector:
         exact = np.zeros(actions.slots(), np.int64)  # every packet's verdict counted, sampled or not
         followers = [] if first is self.xdp else [Follower(self.xdp, n, step)]
         first_tag = take_tags([first.loaded, *(f.dut.loaded for f in followers)], n)
-        tracker = self.xdp.fates if path.tier == "live" and not self._egress else None
+        tracker = self.xdp.fates if path.tier == "live" else None  # from_dut too: sent, or dropped where
         if tracker is not None and host.problem("IPv6"):
             _refuse_ipv6(frames)
         fates = FateReader(tracker, n, step) if tracker is not None else None

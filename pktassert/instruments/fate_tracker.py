@@ -21,7 +21,7 @@ from pktassert.netns import Namespace
 SO_ATTACH_BPF = 50
 SO_NETNS_COOKIE = 71
 TRACEPOINTS = ("pktassert_on_receive", "pktassert_on_drop", "pktassert_on_consume", "pktassert_on_reset",
-               "pktassert_on_icmp", "pktassert_on_queue")
+               "pktassert_on_icmp", "pktassert_on_queue", "pktassert_on_xmit")
 # Netfilter programs (kernel/netfilter_link.py): (program, hook, priority), for IPv4 and IPv6 each.
 CONNTRACK_PRIORITY = -200  # NF_IP_PRI_CONNTRACK: the connection is known after it
 NETFILTER = (("pktassert_nf_ct", "prerouting", CONNTRACK_PRIORITY + 1), ("pktassert_nf_ct", "output", CONNTRACK_PRIORITY + 1),

@@ -24,6 +24,7 @@ class Fate(enum.Enum):
     DROPPED = "the stack dropped it; its reason says why (NO_SOCKET, TCP_CSUM, IP_INHDR, ...)"
     ANSWERED = "the stack answered it (a TCP reset or an ICMP error) and no socket took it"
     DELIVERED = "a test socket (dut.listen) took it"
+    SENT = "it left the DUT on its veth: sent on the wire (what the DUT sends, inject.from_dut)"
     CONSUMED = "the stack took it without a drop, no test socket involved (e.g. an ICMP echo answered)"
     UNKNOWN = "not seen to end: still held in the stack when pktassert looked, or not trackable"
 
@@ -88,8 +89,10 @@ def fates(stage: np.ndarray, records: np.ndarray) -> np.ndarray:
     answered = (flags & (const("F_RESET") | const("F_ICMP"))) != 0
     delivered = (flags & const("F_DELIVERED")) != 0
     consumed = (flags & const("F_CONSUMED")) != 0
+    sent = (flags & const("F_SENT")) != 0
     # In order of precedence, least first: a later line overrides an earlier one.
     out[consumed] = CODES[Fate.CONSUMED]
+    out[sent] = CODES[Fate.SENT]
     out[answered] = CODES[Fate.ANSWERED]
     out[delivered] = CODES[Fate.DELIVERED]
     out[dropped & answered & ~delivered] = CODES[Fate.ANSWERED]

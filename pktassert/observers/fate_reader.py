@@ -55,7 +55,7 @@ class FateReader:
     def _settled(self, tags: np.ndarray, passed: np.ndarray) -> np.ndarray:
         """The tracker's records for ``tags`` once every packet the filters passed has ended (dropped,
         consumed, or taken by a socket), or nothing changed for QUIET_S; others' records zeroed."""
-        final = const("F_DROPPED") | const("F_CONSUMED") | const("F_DELIVERED")
+        final = const("F_DROPPED") | const("F_CONSUMED") | const("F_DELIVERED") | const("F_SENT")
         slots = tags % const("SLOTS")
         before, moved = -1, time.monotonic()
         while True:

@@ -38,7 +38,8 @@ class Loaded:
     def mark_prints(self, nonce: int) -> None:
         """Have the inspector mark each packet in the trace with ``nonce`` (0: stop), on every CPU."""
         record = ctypes.sizeof(self.record_type)
-        size = -(-(record + 16) // 8) * 8  # struct pktassert_scratch_value: the record, magic, printk_nonce, trailer
+        size = -(-(record + 24) // 8) * 8  # struct pktassert_scratch_value (bpf/stage.h): the record, magic,
+        # printk_nonce, trailer[2], egress, pad
         cpus = libbpf.possible_cpus()
         buf = (ctypes.c_uint8 * (size * cpus))()
         for cpu in range(cpus):
