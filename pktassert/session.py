@@ -262,6 +262,17 @@ class Dut:
             raise PktassertError(f"dut.{what}: this dut is closed (or its session is). Fix: use it before "
                                  f"dut.close() and inside the `with pktassert.Session()` block.")
 
+    @property
+    def tracing(self) -> bool:
+        """Each packet's deciding rule (a DUT with a rule set); set False for floods that need no rules."""
+        self._open("tracing")
+        return bool(self._under.tracing)
+
+    @tracing.setter
+    def tracing(self, on: bool) -> None:  # the one attribute written through to the filter, not kept here
+        self._open("tracing")
+        self._under.tracing = on
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):  # not set yet (a failed composition), or private: never the filter's
             raise AttributeError(name)

@@ -31,6 +31,10 @@ table ip nat {
     tcp dport 80 redirect to :22
     tcp dport 8080 dnat to 198.51.100.7:22
   }
+  chain input {
+    type nat hook input priority 100; policy accept;
+    ip saddr 203.0.113.8 snat to 198.51.100.99
+  }
 }
 """
 
@@ -121,6 +125,8 @@ def test_a_redirect_and_a_dnat_are_reported_as_field_rewrites(dut, inject):
     assert r[0].nat == ("TCP.dport: 80 -> 22 at nat prerouting",)
     assert r[1].nat == (f"IP.dst: {dut.ip} -> 198.51.100.7 at nat prerouting", "TCP.dport: 8080 -> 22 at nat prerouting")
     assert r[2].nat == ()
+    snat = inject(IP(src="203.0.113.8", dst=dut.ip) / TCP(sport=41003, dport=22, flags="S"))
+    assert snat[0].nat == ("IP.src: 203.0.113.8 -> 198.51.100.99 at nat input",) and "src_nat" in snat[0].ct_status
     assert [p.fate for p in r] == [Fate.DELIVERED] * 3 and {p.socket for p in r} == {sshd.cookie}
     assert "dst_nat" in r[1].ct_status and r[1].ct == Ct.NEW
 
@@ -154,3 +160,23 @@ def test_where_ct_refuses_an_unknown_state(dut, inject):
     r = inject(IPv6(dst=dut.topology.dut.ip6) / UDP(dport=53))
     with pytest.raises(PktassertError, match="established"):
         r.where(ct="open")
+
+
+def test_a_packet_decapsulated_by_a_tunnel_keeps_its_identity(dut, inject):
+    # The DUT ends a VXLAN tunnel: its stack receives each packet twice (on the veth, then on pa_vx, the same
+    # sk_buff); it is still the injected packet, taken (or not) by the socket behind the tunnel.
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+
+    ns, mac = dut.topology.dut.netns, "02:00:00:00:00:42"
+    ns.ipr.link("add", ifname="pa_vx", kind="vxlan", vxlan_id=42, vxlan_local=dut.ip, vxlan_port=4789, address=mac)
+    index = ns.ipr.link_lookup(ifname="pa_vx")[0]
+    ns.ipr.addr("add", index=index, address="198.51.100.1", prefixlen=24)
+    ns.ipr.link("set", index=index, state="up")
+    inner = dut.listen(udp=53)
+    vxlan = Raw(bytes.fromhex("08000000" "00002a00"))  # flags I, VNI 42 (scapy's VXLAN layer writes GPE here)
+    outer = IP(src=CLIENT, dst=dut.ip) / UDP(sport=5000, dport=4789) / vxlan
+    r = inject([outer / Ether(dst=mac) / IP(src="198.51.100.9", dst="198.51.100.1") / UDP(dport=53) / b"in",
+                outer / Ether(dst=mac) / IP(src="198.51.100.9", dst="198.51.100.1") / UDP(dport=54) / b"no"])
+    assert r[0].fate == Fate.DELIVERED and r[0].socket == inner.cookie
+    assert r[1].fate == Fate.ANSWERED and r[1].reason == "NO_SOCKET"  # the inner packet's own fate, by its tag
