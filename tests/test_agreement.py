@@ -147,7 +147,9 @@ def test_examples_agree_packet_for_packet(pktassert_ready, pytester: pytest.Pyte
     single = {base for base, _ in recorder.runs} - tests
     # The DUT's whole stack (nftables, sockets, fates) has no unit tier: those examples run live only.
     whole_stack = {b for b in single if "edge_firewall" in b or "never_reaches_the_app" in b}
-    assert len(tests) >= 40 and len(whole_stack) == 5 and len(single - whole_stack) <= 2
+    stateful = {b for b in single if "stateful_firewall" in b}  # connections and their states: live only too
+    assert len(tests) >= 40 and len(whole_stack) == 5 and len(stateful) >= 8
+    assert len(single - whole_stack - stateful) <= 2
 
     compared, tagged, vlan = 0, 0, 0
     for base in sorted(tests):

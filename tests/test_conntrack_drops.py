@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 
-from pktassert import Fate
+from pktassert import Ct, Fate
 from pktassert.kernel.conntrack_stats import conntrack_stats
 
 # Debian's nftables package (CI installs it): the example a workstation is told to start from.
@@ -28,8 +28,10 @@ def test_a_conntrack_drop_names_conntrack_and_keeps_the_accepting_rule(dut, inje
     assert len(dropped) == after["insert_failed"] - before["insert_failed"] == after["drop"] - before["drop"]
     assert r.count(Fate.CONSUMED) == 100 - len(dropped)  # the others were answered by the stack
     for p in dropped:
+        assert p.ct == Ct.NEW and "confirm_failed" in p.ct_status  # its connection, as conntrack held it
         assert p.rule is None and p.accepted_by == ECHO_RULE
         assert p.dropped_by == (f"conntrack, after the rule set accepted it (reason NETFILTER_DROP; in this inject() "
                                 f"conntrack counted insert_failed {len(dropped)}, drop {len(dropped)})")
     answered = next(p for p in r if p.fate == Fate.CONSUMED)
     assert answered.rule == ECHO_RULE and answered.accepted_by is None and answered.dropped_by is None
+    assert "confirm_failed" not in answered.ct_status

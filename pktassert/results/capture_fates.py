@@ -200,18 +200,24 @@ class OutcomeFate:
         return f"netfilter, after the rule set accepted it (reason {self.reason}; conntrack counted no drop)"
 
     def detail(self) -> str:
-        """What else is known of its fate: "reason NO_SOCKET; rule '...' in inet t input; answered RST"."""
+        """What else is known of its fate: "reason NO_SOCKET; rule '...' in inet t input; answered RST; ct new"."""
         rule = self.rule if self.capture.fate_rules is not None else None
         after = self.dropped_by if self.capture.fate_rules is not None else None
+        ct, nat = "", ""
+        if self.capture.fate_rules is not None and self.capture.netfilter:
+            ct = f"ct {self.ct.name.lower()}" if self.ct != Ct.NONE else ""
+            if {"src_nat", "dst_nat"} & self.ct_status:  # only then worth parsing the packet for
+                nat = ", ".join(self.nat)
         said = [f"reason {self.reason}" if self.reason else "", f"rule '{rule}' in {self.chain}" if rule else "",
                 f"dropped by {after}; accepted by '{self.accepted_by}'" if after else "",
-                f"answered {self.answer}" if self.answer else ""]
+                f"answered {self.answer}" if self.answer else "", ct, nat]
         return "; ".join(x for x in said if x)
 
     @property
     def ct(self) -> Ct:
         """The packet's connection state when the rule set judged it (nftables' ``ct state``)."""
-        return conntrack.BY_CODE[int(self.capture.ct_codes()[self.pos])]
+        recs = self.capture._need_ct("ct")
+        return conntrack.BY_CODE[int(conntrack.ct_codes(recs[self.pos:self.pos + 1], self.capture.ct_active)[0])]
 
     @property
     def ct_reply(self) -> bool:
