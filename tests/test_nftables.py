@@ -162,3 +162,21 @@ def test_a_rule_set_nft_rejects_holds_no_socket_while_its_error_lives():
         with pytest.raises(ProgramError, match="nftables rejects") as excinfo:
             RuleSet(ns, "table inet t { chain c { this is not nft } }")
         assert _sockets() == before, excinfo.value
+
+
+EARLY = """
+table netdev early {
+  chain ingress {
+    type filter hook ingress device dut0 priority -1500; policy accept;
+    udp dport 9 drop
+  }
+}
+"""
+
+
+@pytest.mark.nftables(EARLY)
+def test_a_netdev_ingress_chain_of_the_rule_sets_is_traced_too(dut, inject):
+    # pktassert's own chain (it turns tracing on) comes before any chain of the rule set on the DUT's veth
+    r = inject([IP(dst=dut.ip) / UDP(dport=9), IP(dst=dut.ip) / UDP(dport=10)])
+    assert r[0].fate == Fate.NETFILTER_DROPPED and (r[0].chain, r[0].rule) == ("netdev early ingress", "udp dport 9 drop")
+    assert r[1].rule == "policy accept" and r[1].chain == "netdev early ingress"

@@ -64,7 +64,9 @@ class Tracer:
         self._names: dict[tuple[int, int], tuple[str, str, str]] | None = None
         self._rules: dict[tuple[str, str, int], str] | None = None
         ruleset.nft(f"add table netdev {TABLE}")
-        ruleset.nft(f"add chain netdev {TABLE} pktassert_in {{ type filter hook ingress device {ifname} priority -1000; }}")
+        # The lowest priority there is: a netdev ingress chain of the rule set's (at any other) comes after it.
+        ruleset.nft(f"add chain netdev {TABLE} pktassert_in {{ type filter hook ingress device {ifname} "
+                    f"priority -2147483648; }}")
         self.on = False
         self.links = tracker.attach_netfilter(ns)
 
