@@ -100,18 +100,17 @@ def test_out_of_window_and_unsolicited_segments_are_invalid(dut, inject):
 def test_a_reply_to_the_duts_own_datagram_is_established_the_reply_way(dut, inject):
     import socket
 
-    with dut.topology.dut.netns.entered():
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.bind((dut.ip, 5353))
-        s.sendto(b"query", (CLIENT, 53))  # out through its gateway, the peer
-        r = inject([IP(src=CLIENT, dst=dut.ip) / UDP(sport=53, dport=5353) / b"answer",
-                    IP(src=CLIENT, dst=dut.ip) / UDP(sport=54, dport=5353) / b"not asked"])
-        assert r[0].ct == Ct.ESTABLISHED and r[0].ct_reply and r[0].rule == "ct state established,related accept"
-        assert r[1].ct == Ct.NEW and not r[1].ct_reply and r[1].rule == "policy drop"
-        assert s.recv(100) == b"answer"
-    finally:
-        s.close()
+    s = dut.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the DUT's own, with pktassert's delivery filter on it
+    s.bind((dut.ip, 5353))
+    s.sendto(b"query", (CLIENT, 53))  # out through its gateway, the peer
+    r = inject([IP(src=CLIENT, dst=dut.ip) / UDP(sport=53, dport=5353) / b"answer",
+                IP(src=CLIENT, dst=dut.ip) / UDP(sport=54, dport=5353) / b"not asked"])
+    assert r[0].ct == Ct.ESTABLISHED and r[0].ct_reply and r[0].rule == "ct state established,related accept"
+    cookie = int.from_bytes(s.getsockopt(socket.SOL_SOCKET, 57, 8), "little")  # SO_COOKIE
+    assert r[0].fate == Fate.DELIVERED and r[0].socket == cookie
+    assert r[1].ct == Ct.NEW and not r[1].ct_reply and r[1].rule == "policy drop"
+    assert r[1].fate == Fate.NETFILTER_DROPPED
+    assert s.recv(100) == b"answer"
 
 
 @pytest.mark.nftables(NAT)

@@ -71,6 +71,7 @@ class XdpUnderTest:
         self._unit = UnitPath(loaded, direction)
         self.fates: FateTracker | None = None  # the whole stack's view (the dut fixture), live tier
         self._listeners: list[Listener] = []
+        self._sockets: list[socket.socket] = []  # dut.socket(): the test's own, closed with the DUT
         self.nft: RuleSet | None = None  # the test's nftables rule set (@pytest.mark.nftables)
         self.printk: tuple[TracePipe, int] | None = None  # a filter that prints: where its lines arrive, our nonce
         self._tracer: Tracer | None = None
@@ -103,6 +104,19 @@ class XdpUnderTest:
             raise PktassertError("dut.listen(): nothing to open. Fix: tcp=22, udp=[53, 123] or raw=1.")
         self._listeners += opened
         return opened[0] if len(opened) == 1 else opened
+
+    def socket(self, family: int = socket.AF_INET, kind: int = socket.SOCK_DGRAM, proto: int = 0) -> socket.socket:
+        """A socket of the test's in the DUT namespace, for the DUT's own connections and datagrams, with
+        pktassert's delivery filter on it: a reply it takes is DELIVERED (``capture[i].socket`` is its
+        SO_COOKIE). Closed with the DUT."""
+        if self.fates is None:
+            raise PktassertError("dut.socket(): sockets and fates are for the `dut` fixture in the live tier. Fix: "
+                                 "ask for `dut` in the test's arguments"
+                                 + (", and run the test live." if self.tier == "unit" else "."))
+        sock = self.topology.dut.netns.socket(family, kind, proto)
+        self.fates.attach_socket(sock)  # before it is bound or connected: no packet reaches it unfiltered
+        self._sockets.append(sock)
+        return sock
 
     def nft_tracer(self) -> Tracer | None:
         """nftables tracing of the rule set under test (made on first use), or None without one."""
@@ -246,6 +260,8 @@ class XdpUnderTest:
     def close(self) -> None:
         for reader in self._events.values():
             reader.close()
+        for sock in self._sockets:
+            sock.close()
         for listener in self._listeners:
             listener.close()
         if self._tracer is not None:
