@@ -593,7 +593,7 @@ int pktassert_on_trace(struct __sk_buff *nl)
 	if (table[0] == 0x7265737361746b70ULL && table[1] == 0x0065636172745f74ULL) {
 		__u32 zero = 0;
 		struct current_packet *cur = bpf_map_lookup_elem(&pktassert_current, &zero);
-		if (cur && family == 5 /* NFPROTO_NETDEV: the ingress chain */) {
+		if (cur && (family == 5 /* NFPROTO_NETDEV: the ingress chain */ || family == 1 /* inet: the output chain */)) {
 			if (cur->generation && cur->generation == cfg->generation) {
 				bpf_map_update_elem(&pktassert_trace_ids, &id, cur, BPF_ANY);
 				__u64 key = cur->skb;
@@ -625,6 +625,21 @@ int pktassert_on_trace(struct __sk_buff *nl)
 	f->rule_verdict = verdict & 0xff;
 	return 0;   /* taken: the event is dropped, never queued on the socket */
 }
+
+/* What the DUT sends through its stack (inject.from_dut with a rule set): Python writes each packet's tag
+ * here before it sends it from its raw socket (that socket's cookie); pktassert_nf_out takes it. */
+struct out_next {
+	__u64 cookie;   /* SO_COOKIE of pktassert's raw socket in the DUT namespace; 0: none */
+	__u32 tag;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct out_next);
+} pktassert_out SEC(".maps");
 
 /* ---- Connection state and NAT: netfilter programs at pktassert's own hook priorities ----
  * (BPF_PROG_TYPE_NETFILTER, Linux 6.4; attached per namespace by instruments/fate_tracker.py.) */
@@ -714,6 +729,42 @@ int pktassert_nf_end(struct bpf_nf_ctx *ctx)
 	if (nfct & ~7UL) {
 		struct nf_conn *ct = (struct nf_conn *)(nfct & ~7UL);
 		f->ct_status_end = (__u32)BPF_CORE_READ(ct, status);
+	}
+	return NF_ACCEPT_V;
+}
+
+/* LOCAL_OUT, first: a packet pktassert's raw socket sends is registered with the tag Python set for it,
+ * as netif_receive_skb registers one that arrives; the CPU's current packet for nftables' trace. */
+SEC("netfilter")
+int pktassert_nf_out(struct bpf_nf_ctx *ctx)
+{
+	struct sk_buff *skb = ctx->skb;
+	struct pktassert_fate_config *cfg = fate_config();
+	__u32 zero = 0;
+	struct current_packet *cur = bpf_map_lookup_elem(&pktassert_current, &zero);
+	if (cur)
+		cur->generation = 0;
+	struct out_next *out = bpf_map_lookup_elem(&pktassert_out, &zero);
+	struct sock *sk = skb->sk;
+	if (!cfg || !out || !out->cookie || !sk)
+		return NF_ACCEPT_V;
+	__u64 cookie = sk->__sk_common.skc_cookie.counter;   /* set: Python read SO_COOKIE first */
+	if (cookie != out->cookie)
+		return NF_ACCEPT_V;
+	__u32 tag = out->tag;
+	__u64 key = (__u64)skb;
+	struct live l = {.tag = tag, .generation = cfg->generation, .head = skb->head};
+	bpf_map_update_elem(&pktassert_live, &key, &l, BPF_ANY);
+	__u32 slot = tag % PKTASSERT_SLOTS;
+	struct pktassert_fate *f = bpf_map_lookup_elem(&pktassert_fates, &slot);
+	if (f) {
+		__builtin_memset(f, 0, sizeof(*f));
+		f->tag = tag;
+		f->flags = PKTASSERT_F_RECEIVED;
+	}
+	if (cur) {
+		struct current_packet now = {.tag = tag, .generation = cfg->generation, .skb = key};
+		*cur = now;
 	}
 	return NF_ACCEPT_V;
 }

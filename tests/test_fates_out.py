@@ -35,3 +35,4 @@ def test_a_flood_the_dut_sends_is_counted_exactly(dut, inject):
     r = inject.from_dut(IP(dst=dut.peer.ip) / TCP(dport=4444, flags="S"), count=2000, vary={"dport": (4443, 4445)},
                         keep=100)
     assert r.fates() == {Fate.FILTER_DROPPED: 667, Fate.SENT: 1333}
+

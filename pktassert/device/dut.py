@@ -132,6 +132,11 @@ class XdpUnderTest:
         pipe.take(0)  # what earlier tests left in the pipe
         self.printk = (pipe, nonce)
 
+    @property
+    def unit_path(self) -> UnitPath:
+        """The filter's test runs (BPF_PROG_TEST_RUN), whatever tier the DUT is in."""
+        return self._unit
+
     def listener(self, cookie: int | None) -> Listener | None:
         """The test socket with this cookie (a packet's ``.socket``), or None."""
         return next((lst for lst in self._listeners if lst.cookie == cookie), None)

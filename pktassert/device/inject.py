@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pathlib
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -14,6 +15,7 @@ import numpy as np
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
+from pktassert.bpf import DIR as BPF_DIR
 from pktassert.device.dut import XdpUnderTest
 from pktassert.device.stages import Follower, take_tags
 from pktassert.errors import InjectError
@@ -34,6 +36,7 @@ from pktassert.transports.egress import EgressPath
 from pktassert.transports.engine import EnginePath
 from pktassert.transports.live import LivePath
 from pktassert.transports.path import Part, Path
+from pktassert.transports.stack_out import StackOutPath
 from pktassert.transports.unit import UnitPath
 
 MTU = 1500
@@ -116,8 +119,9 @@ class Injector:
                  keep: int = KEEP, seed: int | None = None, **skb: Any) -> Capture:
         """Packets the DUT sends to the peer, through the tc egress filter (live tier: from a socket in
         the DUT namespace; ``mark=`` and ``priority=`` set what the filter sees in the sk_buff). The
-        peer's view: ``tc.received_by_peer()``."""
-        if self.tier == "live":
+        peer's view: ``tc.received_by_peer()``. A DUT with a rule set and no filter of its own sends them
+        through its stack (a raw socket): the output and postrouting chains judge them."""
+        if self.tier == "live" and not _through_stack(self.xdp):
             _check_egress(self.xdp)
         return self._inject(packets, count, vary, keep, None, None, seed, skb, egress=True)
 
@@ -172,8 +176,13 @@ class Injector:
         return capture
 
     def _skb_context(self, skb: dict[str, Any]) -> bytes | None:
-        if not skb and not (self._egress and self.tier == "live"):
+        stack = self._egress and self.tier == "live" and _through_stack(self.xdp)
+        if not skb and not (self._egress and self.tier == "live" and not stack):
             return None
+        if stack:
+            raise InjectError(f"{', '.join(f'{k}=' for k in skb)}: what the DUT sends through its stack gets the "
+                              f"sk_buff the stack makes; no filter of the test's is on its way to be shown others. "
+                              f"Fix: drop them (a tc egress filter under test takes mark= and priority=).")
         names = ", ".join(f"{k}=" for k in skb)
         if self.xdp.hook.name != "tc":
             raise InjectError(f"{names}: sk_buff fields, for tc filters; an XDP program runs before there is an "
@@ -229,10 +238,22 @@ class Injector:
             self._egress_out = EgressPath(self.xdp.dut, self.xdp.loaded, self.xdp.collector)
         return self._egress_out
 
+    _stack_out: StackOutPath | None = None
+
+    def _stack_path(self) -> StackOutPath:
+        if self._stack_out is None:
+            tracer = self.xdp.nft_tracer()
+            assert tracer is not None and self.xdp.fates is not None  # _through_stack: a rule set, fates
+            tracer.trace_output()
+            self._stack_out = StackOutPath(self.xdp.dut.netns, self.xdp.unit_path, self.xdp.fates)
+        return self._stack_out
+
     def _path_for(self, n: int) -> Path:
         # Egress: the DUT's own socket. Ingress floods: the engine, which delivers through an XDP program
         # on the DUT (the test's XDP filter, or for tc alone pktassert's tag mover).
         if self._egress and self.path.tier == "live":
+            if _through_stack(self.xdp):
+                return self._stack_path()
             return self._egress_path()
         delivers = self.first.hook.name == "xdp" or self.first.mover is not None  # an XDP program on the DUT
         if self.path.tier == "unit" or n < ENGINE_FROM or self._sender is None or not delivers:
@@ -349,6 +370,8 @@ class Injector:
         self.path.close()
         if self._egress_out is not None:
             self._egress_out.close()
+        if self._stack_out is not None:
+            self._stack_out.close()
         if self._engine is not None:
             self._engine.close()
 
@@ -358,6 +381,12 @@ def _refuse_ipv6(frames: list[bytes] | Flood) -> None:
     sample = [frames.first] if isinstance(frames, Flood) else frames
     if any(bytes(f)[12:14] == b"\x86\xdd" for f in sample):
         host.check("IPv6")
+
+
+def _through_stack(dut: XdpUnderTest) -> bool:
+    """What the DUT sends goes through its stack: a rule set and no filter of its own (pktassert's pass-through)."""
+    return (dut.nft is not None and dut.fates is not None
+            and pathlib.Path(str(dut.program.name)).resolve() == (BPF_DIR / "pass_through.bpf.c").resolve())
 
 
 def _check_egress(dut: XdpUnderTest) -> None:

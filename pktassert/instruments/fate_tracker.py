@@ -27,7 +27,8 @@ CONNTRACK_PRIORITY = -200  # NF_IP_PRI_CONNTRACK: the connection is known after 
 NETFILTER = (("pktassert_nf_ct", "prerouting", CONNTRACK_PRIORITY + 1), ("pktassert_nf_ct", "output", CONNTRACK_PRIORITY + 1),
              ("pktassert_nf_mid", "input", netfilter_link.FIRST), ("pktassert_nf_mid", "forward", netfilter_link.FIRST),
              ("pktassert_nf_mid", "postrouting", netfilter_link.FIRST),
-             ("pktassert_nf_end", "input", netfilter_link.LAST), ("pktassert_nf_end", "postrouting", netfilter_link.LAST))
+             ("pktassert_nf_end", "input", netfilter_link.LAST), ("pktassert_nf_end", "postrouting", netfilter_link.LAST),
+             ("pktassert_nf_out", "output", netfilter_link.FIRST))
 
 
 def netns_cookie(sock: socket.socket) -> int:
@@ -73,6 +74,7 @@ class FateTracker:
             self.socket_fd = self._prog_fd("pktassert_on_socket")
             self.trace_fd = self._prog_fd("pktassert_on_trace")
             self._config_fd = self._map_fd("pktassert_fate_config")
+            self._out_fd = self._map_fd("pktassert_out")
             btf = btf_types.Btf(lib.bpf_object__btf(self.obj))
             self.dtype = dtype_of(btf.ctype(btf.find("pktassert_fate", btf_types.STRUCT)))
             self._mm = mmap.mmap(self._map_fd("pktassert_fates"), const("SLOTS") * self.dtype.itemsize, mmap.MAP_SHARED,
@@ -122,6 +124,12 @@ class FateTracker:
                 os.close(fd)
             raise ProgramError(f"pktassert's fate tracker cannot attach its netfilter programs: {e}") from None
         return fds
+
+    def send_next(self, cookie: int, tag: int) -> None:
+        """The next packet the raw socket with this cookie sends through the DUT's stack has this tag."""
+        key, value = ctypes.c_uint32(0), (ctypes.c_uint64 * 2)(cookie, tag)
+        if libbpf.lib().bpf_map_update_elem(self._out_fd, ctypes.byref(key), value, 0):
+            raise OSError(ctypes.get_errno(), "pktassert_out")
 
     def attach_socket(self, sock: socket.socket) -> None:
         """Put the delivery filter on a test socket (it keeps every packet)."""

@@ -68,7 +68,18 @@ class Tracer:
         ruleset.nft(f"add chain netdev {TABLE} pktassert_in {{ type filter hook ingress device {ifname} "
                     f"priority -2147483648; }}")
         self.on = False
+        self._output = False
         self.links = tracker.attach_netfilter(ns)
+
+    def trace_output(self) -> None:
+        """Trace what the DUT's stack sends too (inject.from_dut through a rule set): a chain at the output
+        hook before any of the rule set's (made on first use: every packet the DUT sends is then traced)."""
+        if self._output:
+            return
+        self.ruleset.nft(f"add table inet {TABLE}")
+        self.ruleset.nft(f"add chain inet {TABLE} pktassert_out {{ type filter hook output priority -2147483000; }}")
+        self.ruleset.nft(f"add rule inet {TABLE} pktassert_out meta nftrace set 1 accept")
+        self._output = True
 
     def switch(self, on: bool) -> None:
         if on != self.on:
