@@ -297,6 +297,27 @@ static __always_inline void claim_answer(struct sk_buff *skb, struct pktassert_f
 	}
 }
 
+/* A packet of ours enters the DUT's stack (received on its veth, or sent from pktassert's raw socket):
+ * its sk_buff is registered under its tag, its fate slot starts afresh, it is this CPU's current packet. */
+static __always_inline void enter(struct sk_buff *skb, __u32 tag, struct pktassert_fate_config *cfg,
+				  struct current_packet *cur)
+{
+	__u64 key = (__u64)skb;
+	struct live l = {.tag = tag, .generation = cfg->generation, .head = skb->head};
+	bpf_map_update_elem(&pktassert_live, &key, &l, BPF_ANY);
+	__u32 slot = tag % PKTASSERT_SLOTS;
+	struct pktassert_fate *f = bpf_map_lookup_elem(&pktassert_fates, &slot);
+	if (f) {
+		__builtin_memset(f, 0, sizeof(*f));
+		f->tag = tag;
+		f->flags = PKTASSERT_F_RECEIVED;
+	}
+	if (cur) {
+		struct current_packet now = {.tag = tag, .generation = cfg->generation, .skb = key};
+		*cur = now;
+	}
+}
+
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(pktassert_on_receive, struct sk_buff *skb)
 {
@@ -321,23 +342,12 @@ int BPF_PROG(pktassert_on_receive, struct sk_buff *skb)
 		return 0;
 	}
 	__u32 tag = __builtin_bswap32(t[1]);
-	struct live l = {.tag = tag, .generation = cfg->generation, .head = head};
-	bpf_map_update_elem(&pktassert_live, &key, &l, BPF_ANY);
 	if (cfg->raw) {
+		struct live l = {.tag = tag, .generation = cfg->generation, .head = head};
 		__u64 head_key = (__u64)head;
 		bpf_map_update_elem(&pktassert_live_heads, &head_key, &l, BPF_ANY);
 	}
-	__u32 slot = tag % PKTASSERT_SLOTS;
-	struct pktassert_fate *f = bpf_map_lookup_elem(&pktassert_fates, &slot);
-	if (f) {
-		__builtin_memset(f, 0, sizeof(*f));
-		f->tag = tag;
-		f->flags = PKTASSERT_F_RECEIVED;
-	}
-	if (cur) {
-		struct current_packet now = {.tag = tag, .generation = cfg->generation, .skb = key};
-		*cur = now;
-	}
+	enter(skb, tag, cfg, cur);
 	return 0;
 }
 
@@ -751,20 +761,6 @@ int pktassert_nf_out(struct bpf_nf_ctx *ctx)
 	__u64 cookie = sk->__sk_common.skc_cookie.counter;   /* set: Python read SO_COOKIE first */
 	if (cookie != out->cookie)
 		return NF_ACCEPT_V;
-	__u32 tag = out->tag;
-	__u64 key = (__u64)skb;
-	struct live l = {.tag = tag, .generation = cfg->generation, .head = skb->head};
-	bpf_map_update_elem(&pktassert_live, &key, &l, BPF_ANY);
-	__u32 slot = tag % PKTASSERT_SLOTS;
-	struct pktassert_fate *f = bpf_map_lookup_elem(&pktassert_fates, &slot);
-	if (f) {
-		__builtin_memset(f, 0, sizeof(*f));
-		f->tag = tag;
-		f->flags = PKTASSERT_F_RECEIVED;
-	}
-	if (cur) {
-		struct current_packet now = {.tag = tag, .generation = cfg->generation, .skb = key};
-		*cur = now;
-	}
+	enter(skb, out->tag, cfg, cur);
 	return NF_ACCEPT_V;
 }
