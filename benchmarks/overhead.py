@@ -119,7 +119,8 @@ def main() -> None:
 
         def cold() -> None:
             for sub in ("objects", "linked"):  # the build cache keeps a folder per key: <kind>/<key>/out.o
-                for entry in (build_cache.root() / sub).iterdir():
+                folder = build_cache.root() / sub
+                for entry in folder.iterdir() if folder.exists() else ():  # none yet: the first cold build
                     shutil.rmtree(entry)
             load_close("libbpf")
 
