@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import itertools
 import os
 import time
 from typing import Self
+
+from pyroute2.netlink.exceptions import NetlinkError
 
 from . import owner
 from .namespace import Namespace
@@ -21,6 +24,7 @@ DUT_MAC, PEER_MAC = "02:00:5e:00:53:01", "02:00:5e:00:53:02"
 HP_DUT_IP, HP_IP, HP_PREFIX = "203.0.113.253", "203.0.113.254", 30
 HP_DUT_IP6, HP_IP6, HP_PREFIX6 = "2001:db8:ffff:ffff::1", "2001:db8:ffff:ffff::2", 126
 HP_DUT_MAC, HP_MAC = "02:00:5e:00:53:03", "02:00:5e:00:53:04"
+DUT_IFINDEX = 2
 
 # IPv6 would otherwise send DAD probes, router solicitations and MLD reports into the
 # inspector: a 5,000-frame run was once seen as 5,004 frames.
@@ -76,15 +80,20 @@ class Topology:
         self._namespaces: list[Namespace] = []
         self._mtu = mtu
         self._honeypot: tuple[Endpoint, Endpoint] | None = None
+        self.stopped = False
         try:
             dut_ns = self._namespace("dut")
             peer_ns = self._namespace("peer")
+            # dut0's index chosen (the namespace is fresh: only lo has one); peer0's is dut0's link.
             dut_ns.ipr.link(
-                "add", ifname="dut0", kind="veth", address=DUT_MAC, mtu=mtu, ifalias=self.label,
+                "add", ifname="dut0", index=DUT_IFINDEX, kind="veth", address=DUT_MAC, mtu=mtu, ifalias=self.label,
                 peer={"ifname": "peer0", "net_ns_fd": peer_ns.fd, "address": PEER_MAC, "mtu": mtu},
             )
-            self.dut = self._configure(dut_ns, "dut0", DUT_MAC, DUT_IP, DUT_IP6, PEER_MAC, PEER_IP, PEER_IP6)
-            self.peer = self._configure(peer_ns, "peer0", PEER_MAC, PEER_IP, PEER_IP6, DUT_MAC, DUT_IP, DUT_IP6)
+            peer_index = dut_ns.ipr.get_links(index=DUT_IFINDEX)[0].get_attr("IFLA_LINK")
+            self.dut = self._configure(dut_ns, "dut0", DUT_MAC, DUT_IP, DUT_IP6, PEER_MAC, PEER_IP, PEER_IP6,
+                                       idx=DUT_IFINDEX)
+            self.peer = self._configure(peer_ns, "peer0", PEER_MAC, PEER_IP, PEER_IP6, DUT_MAC, DUT_IP, DUT_IP6,
+                                        idx=peer_index)
             peer_ns.ipr.link("set", index=self.peer.ifindex, ifalias=self.label)
             self._await_activation(dut_ns, self.dut.ifindex)
         except BaseException:
@@ -168,11 +177,13 @@ class Topology:
     @staticmethod
     def _configure(ns: Namespace, ifname: str, mac: str, ip: str, ip6: str,
                    other_mac: str, other_ip: str, other_ip6: str,
-                   prefix: int = PREFIX, prefix6: int = PREFIX6) -> Endpoint:
+                   prefix: int = PREFIX, prefix6: int = PREFIX6, idx: int | None = None) -> Endpoint:
         ipr = ns.ipr
-        idx = ipr.link_lookup(ifname=ifname)[0]
-        # NOARP: no solicited-node multicast join (so no MLD report) and no ARP/ND probes;
-        # the static neighbours below are all the stack needs.
+        if idx is None:
+            idx = ipr.link_lookup(ifname=ifname)[0]
+        # NOARP before any address: no solicited-node multicast membership (so no MLD report when the
+        # link comes up; an address added first joins its group, and the link announces it at UP) and
+        # no ARP/ND probes. The static neighbours below are all the stack needs.
         ipr.link("set", index=idx, arp=False)
         ipr.addr("add", index=idx, address=ip, prefixlen=prefix)
         ipr.neigh("add", dst=other_ip, lladdr=other_mac, ifindex=idx, state="permanent")
@@ -190,6 +201,28 @@ class Topology:
         ipr.route("add", dst="0.0.0.0/0", gateway=PEER_IP, oif=self.dut.ifindex)
         if ipv6_enabled():
             ipr.route("add", dst="::/0", gateway=PEER_IP6, oif=self.dut.ifindex, family=10)
+
+    def stop(self) -> None:
+        """Every veth end down, at once: from here no frame crosses a link of this topology in either
+        direction (a veth delivers only to an end that is up, and an end that goes down waits for its
+        NAPI polls to finish), so nothing attached to it (a filter, the receiver) runs again. Called
+        before the namespaces close: the kernel frees those later, asynchronously."""
+        ends = [] if self.stopped else [self.dut, self.peer, *(self._honeypot or ())]
+        self.stopped = True
+        for end in ends:
+            if end.ns is not None and end.ns.fd >= 0:
+                try:
+                    end.ns.ipr.link("set", index=end.ifindex, state="down")
+                except NetlinkError as e:
+                    if e.code != errno.ENODEV:  # the test deleted it: then nothing crosses it either
+                        raise
+        for ns in self._namespaces:
+            ns.stopped = True
+
+    def drop_iprs(self) -> None:
+        """Close the calling thread's netlink sockets in each namespace (Namespace.drop_ipr)."""
+        for ns in self._namespaces:
+            ns.drop_ipr()
 
     def close(self) -> None:
         self._honeypot = None

@@ -14,11 +14,11 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from pktassert.bpf import DIR as HERE
 from pktassert.device.dut import XdpUnderTest
-from pktassert.device.inject import MTU, Injector
-from pktassert.instruments.record import const
+from pktassert.device.inject import Injector
 from pktassert.instruments.tag_mover import TagMover
 from pktassert.machine import host
 from pktassert.netns import Topology
+from pktassert.netns.topology_pool import TopologyPool
 from pktassert.programs.libbpf_program import LibbpfSource
 from pktassert.programs.nft_ruleset import RuleSet
 from pktassert.programs.subjects import Subject
@@ -32,10 +32,10 @@ TIERS = ("live", "unit")
 PASS_THROUGH = LibbpfSource(HERE / "pass_through.bpf.c", "pass_through")
 
 
-def topology(label: str) -> Topology:
+def topology(pool: TopologyPool, label: str) -> Topology:
     """A case's namespaces and veth; the kernel's refusal to make them is its configuration's lack."""
     try:
-        return Topology(label=label, mtu=MTU + const("TRAILER_LEN"))
+        return pool.take(label)
     except (NetlinkError, OSError) as e:
         code = e.code if isinstance(e, NetlinkError) else e.errno
         if code not in (errno.EOPNOTSUPP, errno.EINVAL):  # veth or network namespaces unknown to the kernel
@@ -57,8 +57,9 @@ class Case:
     def topology(self) -> Topology:
         """The DUT and peer namespaces joined by a veth pair, made on first request."""
         if self._topology is None:
-            self._topology = topology(self.label)
-            self._closers.append(self._topology.close)
+            pool = self.session.topologies
+            self._topology = topology(pool, self.label)
+            self._closers.append(lambda: pool.retire(self._topology) if self._topology else None)
         return self._topology
 
     def filter(self, program: Subject, tier: str, direction: str = "ingress", front: XdpUnderTest | None = None,
@@ -71,6 +72,10 @@ class Case:
         live = tier == "live"
         topo = self.topology() if live else None
         receiver = self.session.receiver() if live and front is None else None
+        if live and loaded.hook.name == "xdp":
+            self.session.xdp_anchor.hold(loaded.fd)
+        if receiver is not None:
+            self.session.xdp_anchor.hold(receiver.fd)
         dut = XdpUnderTest(loaded, collector, topo, receiver, direction, front, mover)
         self._closers.append(dut.close)
         if loaded.prints:
@@ -86,6 +91,7 @@ class Case:
                 front = xdp()  # the case's XDP filter runs first, on the same veth
             elif tier == "live":  # the traffic engine delivers through an XDP program on the DUT
                 mover = self.session.tag_mover()
+                self.session.xdp_anchor.hold(mover.fd)
         return self.filter(program, tier, direction, front, mover)
 
     def rule_set(self, source: str | bytes | Path) -> RuleSet:
@@ -114,6 +120,8 @@ class Case:
         """Free every piece, the newest first; each is freed even when one before it failed."""
         self.closed = True
         failed: BaseException | None = None
+        if self._topology is not None:  # first, its links down: nothing of this case reaches what the next one shares
+            self._closers.append(self._topology.stop)
         while self._closers:
             try:
                 self._closers.pop()()

@@ -19,16 +19,19 @@ from typing import Any, Generic, Self, TypeVar
 
 from pktassert.case import PASS_THROUGH, TIERS, Case
 from pktassert.device.dut import XdpUnderTest
-from pktassert.device.inject import Injector
+from pktassert.device.inject import MTU, Injector
 from pktassert.device.program_cache import ProgramCache, raise_fd_limit
 from pktassert.errors import HostLacks, PktassertError
 from pktassert.hooks.table import HOOKS
 from pktassert.instruments.fate_tracker import FateTracker
 from pktassert.instruments.receiver import Receiver
+from pktassert.instruments.record import const
 from pktassert.instruments.sender import Sender
 from pktassert.instruments.tag_mover import TagMover
+from pktassert.kernel.xdp_anchor import XdpAnchor
 from pktassert.machine import preflight
 from pktassert.netns import Namespace, Topology
+from pktassert.netns.topology_pool import TopologyPool
 from pktassert.observers.printk import TracePipe
 from pktassert.programs.bcc_program import looks_like_path
 from pktassert.programs.subjects import SUBJECTS, Subject
@@ -77,6 +80,8 @@ class Session:
         self.sender = OnFirstUse(Sender, self._closers)          # the traffic engine (floods)
         self.trace_pipe = OnFirstUse(TracePipe, self._closers)   # bpf_printk lines of filters that print
         self.fate_tracker = OnFirstUse(FateTracker, self._closers)  # each packet's fate through the stack
+        self.topologies = TopologyPool(MTU + const("TRAILER_LEN"))  # live cases' namespaces, made one ahead
+        self.xdp_anchor = XdpAnchor()  # keeps our XDP programs in the kernel's dispatcher: attaches without a grace period
 
     @property
     def programs(self) -> ProgramCache:
@@ -85,7 +90,7 @@ class Session:
         if self._programs is None:
             limits = raise_fd_limit()  # programs and maps take fds; restored at close
             self._closers.append(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits))
-            self._programs = ProgramCache()
+            self._programs = ProgramCache(on_close=self.xdp_anchor.release)
             self._closers.append(self._programs.close)
         return self._programs
 
@@ -131,7 +136,10 @@ class Session:
             return
         self.closed = True
         failed: BaseException | None = None
-        for close in [c.close for c in reversed(self._cases)] + list(reversed(self._closers)):
+        # The anchor before the programs it holds: dropping its namespace lets the kernel detach them all
+        # later, where releasing each would wait a grace period.
+        firsts = [c.close for c in reversed(self._cases)] + [self.topologies.close, self.xdp_anchor.close]
+        for close in firsts + list(reversed(self._closers)):
             try:
                 close()
             except BaseException as e:  # noqa: BLE001 -- the rest are freed first, then the first error is raised

@@ -160,7 +160,7 @@ def test_a_low_fd_limit_closes_only_programs_no_test_is_using(monkeypatch):
 
     closed: list[str] = []
     monkeypatch.setattr(program_cache, "Collector", lambda loaded: None)
-    monkeypatch.setattr(program_cache, "_close", lambda hit: closed.append(hit[0].name))
+    monkeypatch.setattr(program_cache.ProgramCache, "_close", lambda self, hit: closed.append(hit[0].name))
     monkeypatch.setattr(program_cache, "FD_SHARE", 0)  # always short of fds: close whatever may be closed
     cache = program_cache.ProgramCache()
     front, behind = _Program("xdp in front"), _Program("tc behind")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import os
 import resource
+from collections.abc import Callable
 from typing import Any
 
 from pktassert.errors import ProgramError
@@ -32,8 +33,9 @@ def raise_fd_limit() -> tuple[int, int]:
 
 
 class ProgramCache:
-    def __init__(self, keep: int = KEEP) -> None:
+    def __init__(self, keep: int = KEEP, on_close: Callable[[int], None] | None = None) -> None:
         self.keep = keep
+        self._on_close = on_close  # told each program's fd before it closes (pktassert/kernel/xdp_anchor.py)
         self._loaded: collections.OrderedDict[tuple, tuple[Loaded, Collector]] = collections.OrderedDict()
         self._failed: dict[tuple, ProgramError] = {}  # the user's errors (compiler, verifier): as cheap to keep as to show
         self._in_use: collections.Counter[tuple] = collections.Counter()  # handed out and not released: never closed
@@ -45,7 +47,7 @@ class ProgramCache:
             raise self._failed[key]
         hit = self._loaded.pop(key, None)
         if hit is not None and not hit[0].resettable and not self._in_use[key]:
-            _close(hit)  # a map that cannot be emptied (bloom filter): fresh state means a fresh load
+            self._close(hit)  # a map that cannot be emptied (bloom filter): fresh state means a fresh load
             hit = None
         if hit is None:
             self._make_room()
@@ -72,7 +74,7 @@ class ProgramCache:
         idle = next((k for k in self._loaded if not self._in_use[k]), None)
         if idle is None:
             return False
-        _close(self._loaded.pop(idle))
+        self._close(self._loaded.pop(idle))
         return True
 
     def _make_room(self) -> None:
@@ -83,10 +85,11 @@ class ProgramCache:
 
     def close(self) -> None:
         for hit in self._loaded.values():
-            _close(hit)
+            self._close(hit)
         self._loaded.clear()
 
-
-def _close(hit: tuple[Loaded, Collector]) -> None:
-    hit[1].close()  # the ring buffer reader first: it maps the loaded program's ring
-    hit[0].close()
+    def _close(self, hit: tuple[Loaded, Collector]) -> None:
+        if self._on_close is not None:
+            self._on_close(hit[0].fd)
+        hit[1].close()  # the ring buffer reader first: it maps the loaded program's ring
+        hit[0].close()

@@ -5,8 +5,8 @@ enter the DUT through its real veth and XDP receive path, without an sk_buff bei
 on the way; a reused raw socket manages ~220k frames/s through the same veth, this over 1M. Each
 test-run call with repeat > 1 puts the program into the kernel's XDP dispatcher and takes it out
 again, each an RCU grace period (~12 ms here, ~24 ms a call); a program already in the dispatcher
-costs nothing there, so the engine's program is kept attached (generic XDP) to the loopback of a
-namespace of its own that never carries traffic. Frames go in calls of up to FRAMES.
+costs nothing there, so the engine's program is kept there by an XdpAnchor (pktassert/kernel/xdp_anchor.py:
+attached to an interface that is down, in a namespace of its own). Frames go in calls of up to FRAMES.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pktassert.bpf import DIR as HERE
 from pktassert.errors import ProgramError
 from pktassert.kernel import libbpf
 from pktassert.kernel.test_run import _Opts
+from pktassert.kernel.xdp_anchor import XdpAnchor
 from pktassert.machine import host
 from pktassert.netns import Namespace
 
@@ -59,9 +60,9 @@ class Sender:
         self.index = np.frombuffer(self._maps[1], np.uint64)
         self.state = np.frombuffer(self._maps[2], np.uint64)
         self._init = ctypes.create_string_buffer(MAX_FRAME)  # the frame each run starts from
-        self._hold = Namespace("pktassert traffic engine: dispatcher hold")
-        try:  # lo stays down and empty: the program never runs there
-            self._hold.ipr.link("set", index=1, xdp_fd=self.fd)
+        self._hold = XdpAnchor()
+        try:
+            self._hold.hold(self.fd)
         except Exception:  # noqa: BLE001 -- only slower without it
             pass
 
@@ -109,7 +110,7 @@ class Sender:
 
     def close(self) -> None:
         del self.arena, self.index, self.state
-        self._hold.close()  # the namespace goes, and the attachment with it
+        self._hold.close()  # its namespace goes, and the attachment with it
         for m in self._maps:
             m.close()
         self.bpf.cleanup()

@@ -21,6 +21,6 @@ class XdpAttachments:
         """Off every interface it is still on (a closed namespace took it already)."""
         while self._on:
             ns, ifindex = self._on.pop()
-            if ns.fd >= 0:
+            if ns.fd >= 0 and not ns.stopped:  # stopped: its links are down, the kernel removes it with them
                 with contextlib.suppress(Exception):
                     ns.ipr.link("set", index=ifindex, xdp_fd=-1)

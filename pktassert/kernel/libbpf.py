@@ -67,6 +67,7 @@ _SIGNATURES: dict[str, tuple[list, object]] = {
     "bpf_map_lookup_and_delete_batch": ([c_int, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p], c_int),
     "bpf_map_update_batch": ([c_int, c_void_p, c_void_p, c_void_p, c_void_p], c_int),
     "bpf_obj_get_info_by_fd": ([c_int, c_void_p, c_void_p], c_int),
+    "bpf_prog_get_fd_by_id": ([c_uint32], c_int),
     # the options by address (an int, or ctypes.byref): a batch's options live in a numpy array
     "bpf_prog_test_run_opts": ([c_int, c_void_p], c_int),
     "ring_buffer__new": ([c_int, c_void_p, c_void_p, c_void_p], c_void_p),
