@@ -90,19 +90,31 @@ def test_runtime_length_memcpy_fails_only_its_tests(pytester, pktassert_ready, x
     assert "crashed" not in res.stdout.str()
 
 
-def test_a_source_known_to_compile_is_checked_once(pktassert_ready, tmp_path):
-    from pktassert.build import compile_check
-    from pktassert.programs import bcc_program as program
+def test_a_bcc_source_compiles_once_per_load(pktassert_ready, monkeypatch):
+    """One compile per load, in the child process (crash-safe); none in pytest's own process."""
+    import uuid
 
-    text = Program(PASS_ALL, func="pass_all").compose()
-    flags = program.compile_flags(())
-    first = compile_check.check(text, flags)
-    again = compile_check.check(text, flags)
-    assert first.ok and not first.cached
-    assert again.ok and again.cached and again.lines == first.lines
-    records = list(compile_check.records()[1].rglob("*"))
-    assert [p.suffix for p in records if p.is_file()] == [".json"]   # one record, no temp file left
-    assert not compile_check.check(text, (*flags, "-DOTHER=1")).cached   # another key
+    from bcc import BPF
+
+    from pktassert.build import compile_check
+
+    children, here = [], []
+    start, init = compile_check._start, BPF.__init__
+    monkeypatch.setattr(compile_check, "_start", lambda request, *a, **k: children.append(request) or start(request, *a, **k))
+
+    def spy(self, *a, text=None, **k):
+        if text and b"pass_all" in text:
+            here.append(text)
+        init(self, *a, text=text, **k)
+
+    monkeypatch.setattr(BPF, "__init__", spy)
+    source = PASS_ALL + f"/* {uuid.uuid4()} */\n"  # a source no earlier run compiled
+    loaded = Program(source, func="pass_all").load()
+    try:
+        assert (len(children), len(here)) == (1, 0)
+        assert loaded.fd > 0 and loaded.map_fds() == {}  # loaded, and no map of ours shown as the filter's
+    finally:
+        loaded.close()
 
 
 # 2. The verifier's own reason and the user's line, not bcc's E2BIG hint.

@@ -118,8 +118,7 @@ int entry(struct xdp_md *ctx)
 """
 
 TAIL_TESTS = f"""
-import ctypes, pytest
-from bcc import BPF
+import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from pktassert import AccountingError, Verdict
 pytestmark = [pytest.mark.xdp({TAIL!r}, func="entry"), pytest.mark.parametrize("tier", ["unit"], indirect=True)]
@@ -128,8 +127,7 @@ def test_a_udp_dropped_by_the_entry(xdp, inject):
     assert inject(IP(dst=xdp.ip) / UDP(sport=1111, dport=1111)).verdict == Verdict.DROP
 
 def test_b_tcp_dropped_by_the_tail_called_program(xdp, inject):
-    fn = xdp.loaded.bpf.load_func(b"dropper", BPF.XDP)
-    xdp.loaded.bpf[b"jmp"][ctypes.c_int(0)] = ctypes.c_int(fn.fd)
+    xdp.map("jmp")[0] = "dropper"
     r = inject(IP(dst=xdp.ip) / TCP(sport=2222, dport=2222))
     assert r.verdict == Verdict.DROP
     assert (r.records["sport"][0], r.records["dport"][0]) == (2222, 2222)   # this frame's fields

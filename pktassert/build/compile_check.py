@@ -1,9 +1,11 @@
-"""Whether a composed source compiles, asked of a fresh Python process first.
+"""bcc compiles a user's composed source in a fresh Python process, loads it there, and hands the
+programs and maps back as fds: the one compile of each load.
 
-Why: when LLVM's BPF backend rejects a program (a stack over 512 bytes, a memcpy of unknown
+Why a child: when LLVM's BPF backend rejects a program (a stack over 512 bytes, a memcpy of unknown
 length), LLVMContext::diagnose calls exit(1) in the process that compiles, and bcc installs no
-handler: pytest (or an xdist worker) would end with no message. A source known to compile is
-recorded on disk, so each distinct source is checked once per machine, not once per run.
+handler: pytest (or an xdist worker) would end with no message. Why hand back fds rather than compile
+again in-process once the child said it compiles (as pktassert did before): bcc's compile is most of a
+load (~1-3 s, the kernel headers a source includes), and twice per edit is what a filter author waits for.
 
 Run as a script (``python -P compile_check.py``, a request as JSON on stdin) it is the checker:
 it imports only the standard library and bcc, so it starts in ~0.05 s (``-m pktassert.bpf...``
@@ -16,25 +18,25 @@ import contextlib
 import ctypes
 import dataclasses
 import difflib
-import functools
-import hashlib
 import json
 import os
-import platform
 import re
+import socket
 import subprocess
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1] / "bpf"  # pktassert.bpf's C headers, found without importing pktassert
-RECORD_VERSION = 1      # of the record's format and of what its key covers
 TIMEOUT = 600           # seconds; bcc compiles in ~2 s
 DEBUG_PREPROCESSOR = 0x4  # bcc prints the source as it rewrote it: what LLVM's line numbers count
 LOG_STATS = 4           # BPF_LOG_STATS: the verifier's "stack depth" line, without its trace
 RESULT = "pktassert-compile-check:"  # marks the checker's result line (bcc also writes to stdout)
+VERIFIER_LOG_LEVEL = 1 | 4  # BPF_LOG_LEVEL1 (instructions, with source lines) | BPF_LOG_STATS ("processed ...")
+VERIFIER_LOG_SIZE = (16 << 20) - 1  # since 6.4 the kernel keeps the END of a longer log, where the reason is
+_FDS_PER_MESSAGE = 250  # SCM_MAX_FD is 253
 _LINE = re.compile(r'#line (\d+) "(.*)"$')
-_QUOTED_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"', re.MULTILINE)
 
 
 @dataclasses.dataclass
@@ -43,37 +45,58 @@ class Outcome:
     log: str = ""           # what clang, LLVM and bcc printed (when not ok)
     lines: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # see line_maps()
     depth: int | None = None  # the verifier's stack depth of the function loaded, if asked
-    cached: bool = False
 
 
-def records() -> tuple[Path, Path]:
-    """The build cache's root and the folder of records in it: one root, one cleanup
-    (``pktassert-cleanup --cache``)."""
-    from pktassert.build import (  # noqa: PLC0415 - run as a script, the checker imports only the standard library and bcc
-        build_cache,  # here: the child process that compiles imports nothing of pktassert
-        cache_dir,
-    )
+@dataclasses.dataclass
+class Served:
+    """What the child compiled and loaded, handed over as fds (the child has exited)."""
 
-    root = build_cache.root()
-    return root, cache_dir.subfolder(root, f"compiles-v{RECORD_VERSION}")
+    outcome: Outcome
+    tables: dict[str, tuple[int, str, str]] = dataclasses.field(default_factory=dict)  # name -> fd, key, leaf desc
+    functions: dict[str, int] = dataclasses.field(default_factory=dict)      # name -> program fd
+    refused: dict[str, tuple[str, int]] = dataclasses.field(default_factory=dict)  # name -> verifier log, errno
+    code: dict[str, bytes] = dataclasses.field(default_factory=dict)        # name -> instructions as compiled
+
+    def close(self) -> None:
+        for fd in [*(t[0] for t in self.tables.values()), *self.functions.values()]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.tables.clear()
+        self.functions.clear()
 
 
-def check(text: str, cflags: Sequence[str]) -> Outcome:
-    """Compile ``text`` in a child process, unless a record says it compiles on this machine."""
-    from pktassert.build import cache_dir  # noqa: PLC0415 - as above: the checker process imports nothing of pktassert
-
-    name = f"{_key(text, cflags)}.json"
-    root, folder = records()
-    try:
-        return Outcome(True, lines=json.loads(cache_dir.read(folder, name) or b"")["lines"], cached=True)
-    except (ValueError, KeyError, TypeError):
-        pass  # not recorded (or unreadable): check
-    out = _finish(_start({"text": text, "cflags": list(cflags), "debug": DEBUG_PREPROCESSOR}))
-    out.lines = line_maps(text, out.log)
-    if out.ok:
-        with contextlib.suppress(OSError):  # a cache that cannot be written (read-only, full): checked each run
-            cache_dir.write(root, folder, name, json.dumps({"lines": out.lines}).encode())
-    return out
+def serve(text: str, cflags: Sequence[str], prog_type: int) -> Served:
+    """Compile ``text`` once, in a child process, and load every function of it as ``prog_type`` there;
+    its maps and programs come back as fds (SCM_RIGHTS) with bcc's descriptions of each map's key and
+    value. The only compile of a user's source: LLVM may end the process that compiles it, and then
+    only the child ends, with what clang and LLVM said on its stderr."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with ours:
+        with theirs:
+            child = _start({"text": text, "cflags": list(cflags), "debug": DEBUG_PREPROCESSOR,
+                            "serve": {"fd": theirs.fileno(), "prog_type": prog_type}}, pass_fds=(theirs.fileno(),))
+        out, result = _finish(child, want_result=True)
+        served = Served(out)
+        if not out.ok or result is None:
+            return served
+        ours.setblocking(False)  # the child has exited: everything it sent is queued here already
+        fds: list[int] = []
+        with contextlib.suppress(BlockingIOError):
+            while len(fds) < result["fds"]:
+                _, got, _, _ = socket.recv_fds(ours, 16, _FDS_PER_MESSAGE)
+                if not got:
+                    break
+                fds += got
+    if len(fds) != result["fds"]:
+        for fd in fds:
+            os.close(fd)
+        return Served(Outcome(False, out.log + f"\nerror: the compiler's process handed over {len(fds)} of "
+                                     f"{result['fds']} file descriptors"))
+    served.tables = {t["name"]: (fds[t["fd"]], t["key"], t["leaf"]) for t in result["tables"]}
+    served.functions = {name: fds[i] for name, i in result["functions"].items()}
+    served.refused = {name: (r["log"], r["errno"]) for name, r in result["refused"].items()}
+    served.code = {name: bytes.fromhex(c) for name, c in result["code"].items()}
+    return served
 
 
 def stack_depths(probe: str, alone: str, cflags: Sequence[str], func: str, entry: str,
@@ -86,10 +109,10 @@ def stack_depths(probe: str, alone: str, cflags: Sequence[str], func: str, entry
     return _finish(a).depth, _finish(b)
 
 
-def _start(request: dict) -> subprocess.Popen:
+def _start(request: dict, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
     """The checker, started on ``request`` (given whole now, so that two can compile at once)."""
     child = subprocess.Popen([sys.executable, "-P", str(Path(__file__).resolve())], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=pass_fds)
     assert child.stdin is not None
     with contextlib.suppress(BrokenPipeError):  # it died first: _finish() reports what it said
         child.stdin.write(json.dumps(request).encode())
@@ -99,50 +122,28 @@ def _start(request: dict) -> subprocess.Popen:
     return child
 
 
-def _finish(child: subprocess.Popen) -> Outcome:
+@typing.overload
+def _finish(child: subprocess.Popen) -> Outcome: ...
+@typing.overload
+def _finish(child: subprocess.Popen, want_result: typing.Literal[True]) -> tuple[Outcome, dict | None]: ...
+
+
+def _finish(child: subprocess.Popen, want_result: bool = False) -> Outcome | tuple[Outcome, dict | None]:
     try:
         out, err = child.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         child.kill()
         child.communicate()
-        return Outcome(False, f"error: the compile did not finish in {TIMEOUT} s")
+        failed = Outcome(False, f"error: the compile did not finish in {TIMEOUT} s")
+        return (failed, None) if want_result else failed
     log = err.decode(errors="replace")
     results = [ln[len(RESULT):] for ln in out.decode(errors="replace").splitlines() if ln.startswith(RESULT)]
     if child.returncode != 0 or not results:
-        return Outcome(False, log or f"error: the compiler exited with status {child.returncode} and said nothing")
-    return Outcome(True, log, depth=json.loads(results[-1]).get("depth"))
-
-
-def _key(text: str, cflags: Sequence[str]) -> str:
-    """What decides whether a source compiles: the text, the flags, the headers it includes in quotes
-    (ours and the user's), bcc (and so its LLVM), and the kernel headers bcc compiles against."""
-    h = hashlib.sha256()
-    for part in (str(RECORD_VERSION), text, json.dumps(list(cflags)), *_toolchain(), *_included(text, cflags)):
-        h.update(part.encode(errors="surrogateescape") + b"\0")
-    return h.hexdigest()
-
-
-@functools.cache
-def _toolchain() -> tuple[str, ...]:
-    import bcc  # noqa: PLC0415 - bcc is Debian's and optional: imported where used, so the plugin loads (and skips) without it
-
-    release = platform.release()
-    headers = [os.path.realpath(f"/lib/modules/{release}/{d}") for d in ("build", "source")]
-    return (getattr(bcc, "__version__", "?"), release, *headers)
-
-
-def _included(text: str, cflags: Sequence[str], limit: int = 64) -> list[str]:
-    """The contents of the files ``#include "..."`` names, found as clang would (-I dirs), recursively."""
-    dirs = [HERE, *(Path(f[2:] or nxt) for f, nxt in zip(cflags, [*cflags[1:], ""]) if f.startswith("-I"))]
-    seen: dict[Path, str] = {}
-    todo = [text]
-    while todo and len(seen) < limit:
-        for name in _QUOTED_INCLUDE.findall(todo.pop()):
-            found = next((d / name for d in dirs if (d / name).is_file()), None)
-            if found is not None and found not in seen:
-                seen[found] = found.read_text(errors="replace")
-                todo.append(seen[found])
-    return [f"{p}\0{c}" for p, c in sorted(seen.items())]
+        failed = Outcome(False, log or f"error: the compiler exited with status {child.returncode} and said nothing")
+        return (failed, None) if want_result else failed
+    result = json.loads(results[-1])
+    done = Outcome(True, log, depth=result.get("depth"))
+    return (done, result) if want_result else done
 
 
 def line_maps(composed: str, log: str) -> dict[str, list[int]]:
@@ -204,6 +205,61 @@ def _stack_depth(bpf: object, func: str, prog_type: int) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def verifier_log(bpf: object, func: str, prog_type: int) -> tuple[str, int]:
+    """Load ``func`` again with the verifier's log on: bcc's own load logs nothing for E2BIG and only
+    prints its hint ("Program too large (N insns), at most 4096 insns"), which misleads."""
+    from bcc import lib  # noqa: PLC0415 - bcc is Debian's and optional: imported where used, so the plugin loads (and skips) without it
+
+    m, name = bpf.module, func.encode()  # type: ignore[attr-defined]
+    args = (m, prog_type, name, lib.bpf_function_start(m, name), lib.bpf_function_size(m, name),
+            lib.bpf_module_license(m), lib.bpf_module_kern_version(m))
+    log, err = "", 0
+    for level in (VERIFIER_LOG_LEVEL, LOG_STATS):  # then the reason alone, if an older kernel kept the start of a long log
+        buf = ctypes.create_string_buffer(VERIFIER_LOG_SIZE + 1)
+        fd = lib.bcc_func_load(*args, level, buf, VERIFIER_LOG_SIZE, None, -1)
+        err = ctypes.get_errno()
+        if fd >= 0:
+            os.close(fd)
+        log = buf.value.decode(errors="replace")
+        if "processed " in log or fd >= 0:
+            break
+    return log, err
+
+
+def _serve(bpf: object, fd: int, prog_type: int) -> dict:
+    """Hand the parent every map and every function (loaded as ``prog_type``) as fds over ``fd``."""
+    from bcc import lib  # noqa: PLC0415 - as above
+
+    m = bpf.module  # type: ignore[attr-defined]
+    lib.bpf_num_tables.argtypes, lib.bpf_num_tables.restype = [ctypes.c_void_p], ctypes.c_size_t
+    lib.bpf_table_name.argtypes, lib.bpf_table_name.restype = [ctypes.c_void_p, ctypes.c_size_t], ctypes.c_char_p
+    fds: list[int] = []
+    tables: list[dict] = []
+    functions: dict[str, int] = {}
+    refused: dict[str, dict] = {}
+    code: dict[str, str] = {}
+    for i in range(lib.bpf_num_tables(m)):
+        name = lib.bpf_table_name(m, i)
+        tables.append({"name": name.decode(), "fd": len(fds), "key": (lib.bpf_table_key_desc(m, name) or b"").decode(),
+                       "leaf": (lib.bpf_table_leaf_desc(m, name) or b"").decode()})
+        fds.append(lib.bpf_table_fd(m, name))
+    for i in range(lib.bpf_num_functions(m)):
+        name = lib.bpf_function_name(m, i).decode()
+        code[name] = bytes(bpf.dump_func(name.encode())).hex()  # type: ignore[attr-defined]  # as compiled, before the kernel's rewrites
+        try:
+            functions[name] = len(fds)
+            fds.append(bpf.load_func(name.encode(), prog_type).fd)  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001  (bcc raises plain Exception; the verifier's words come next)
+            del functions[name]
+            log, err = verifier_log(bpf, name, prog_type)
+            refused[name] = {"log": log, "errno": err}
+    sock = socket.socket(fileno=fd)
+    for at in range(0, len(fds), _FDS_PER_MESSAGE):
+        socket.send_fds(sock, [b"f"], fds[at:at + _FDS_PER_MESSAGE])
+    sock.close()
+    return {"fds": len(fds), "tables": tables, "functions": functions, "refused": refused, "code": code}
+
+
 def main() -> int:
     request = json.load(sys.stdin)
     from bcc import BPF  # noqa: PLC0415 - bcc is Debian's and optional: imported where used, so the plugin loads (and skips) without it
@@ -213,6 +269,8 @@ def main() -> int:
     except Exception:  # noqa: BLE001  (bcc raises plain Exception; clang's words are on stderr already)
         return 2
     result = {"depth": _stack_depth(bpf, request["load"], request["prog_type"])} if request.get("load") else {}
+    if request.get("serve"):
+        result.update(_serve(bpf, request["serve"]["fd"], request["serve"]["prog_type"]))
     print(RESULT + json.dumps(result), flush=True)
     return 0
 

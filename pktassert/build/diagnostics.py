@@ -3,14 +3,15 @@ with the user's line numbers and, for the common causes, a hint."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 from collections.abc import Callable
 
+from pktassert.build import compile_check
+
 STACK_LIMIT = 512  # bytes of stack a BPF program has (the inspector and the inlined filter share it)
-LOG_LEVEL = 1 | 4  # BPF_LOG_LEVEL1 (instructions, with source lines) | BPF_LOG_STATS ("processed ...")
-LOG_SIZE = (16 << 20) - 1  # since 6.4 the kernel keeps the END of a longer log, where the reason is
+LOG_LEVEL, LOG_SIZE = compile_check.VERIFIER_LOG_LEVEL, compile_check.VERIFIER_LOG_SIZE
+verifier_log = compile_check.verifier_log  # in the compiler's child process too, which imports only bcc
 
 # LLVM's BPF backend: its message, and what it means for a filter.
 BACKEND_HINTS = [
@@ -150,27 +151,6 @@ def stack_message(name: str, func: str, inspector: int | None, alone_ok: bool, a
             f"array map: BPF_PERCPU_ARRAY(scratch, struct big, 1); then `__u32 zero = 0; struct big *b = "
             f"scratch.lookup(&zero); if (!b) return XDP_ABORTED;`" + (f", or make them {over} bytes smaller." if
                                                                      over > 0 else "."))
-
-
-def verifier_log(bpf: object, func: str, prog_type: int) -> tuple[str, int]:
-    """Load ``func`` again with the verifier's log on: bcc's own load logs nothing for E2BIG and only
-    prints its hint ("Program too large (N insns), at most 4096 insns"), which misleads."""
-    from bcc import lib  # noqa: PLC0415 - bcc is Debian's and optional: imported where used, so the plugin loads (and skips) without it
-
-    m, name = bpf.module, func.encode()  # type: ignore[attr-defined]
-    args = (m, prog_type, name, lib.bpf_function_start(m, name), lib.bpf_function_size(m, name),
-            lib.bpf_module_license(m), lib.bpf_module_kern_version(m))
-    log, err = "", 0
-    for level in (LOG_LEVEL, 4):  # then the reason alone, if an older kernel kept the start of a long log
-        buf = ctypes.create_string_buffer(LOG_SIZE + 1)
-        fd = lib.bcc_func_load(*args, level, buf, LOG_SIZE, None, -1)
-        err = ctypes.get_errno()
-        if fd >= 0:
-            os.close(fd)
-        log = buf.value.decode(errors="replace")
-        if "processed " in log or fd >= 0:
-            break
-    return log, err
 
 
 def verifier_message(log: str, err: int, name: str, maps: dict[str, list[int]], sources: dict[str, str]) -> str:

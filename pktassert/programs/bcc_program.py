@@ -9,13 +9,11 @@ it later by linking (bpftool gen object) or by fexit, emitting the same record.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import dataclasses
 import functools
+import json
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from pktassert.bpf import DIR as HERE
@@ -23,6 +21,7 @@ from pktassert.build import compile_check, diagnostics, prints, source_check
 from pktassert.build.source_check import RESERVED
 from pktassert.errors import ProgramError
 from pktassert.hooks.table import HOOKS
+from pktassert.kernel.fd_table import FdTable
 from pktassert.programs.loaded import Loaded
 
 BARE_ENTRY = "pktassert_bare"  # the filter alone, same maps (inspector.c)
@@ -150,100 +149,85 @@ def _stack_share(program: Program, flags: tuple[str, ...]) -> tuple[int | None, 
     return inspector, out.ok, out.depth, out.log
 
 
-@contextlib.contextmanager
-def _stderr_into(sink: list[str]) -> Iterator[None]:
-    """Collect what libbcc and clang print to fd 2 (they bypass Python's sys.stderr)."""
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        saved = os.dup(2)
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            sink.append(tmp.read().decode(errors="replace"))
-
-
 def _verifier_lines(log: str) -> str:
     """The verifier's reason and last instructions, from a log bcc printed."""
     return diagnostics.verifier_lines(log)
 
 
 class LoadedProgram(Loaded):
-    """The composed program loaded in the kernel by bcc, its maps, and the record layout it emits."""
+    """The composed program, compiled by bcc and loaded in a child process (the one compile of each
+    load), its programs and maps held here by fd, and the record layout it emits."""
 
     def __init__(self, program: Program, composed: str | None = None) -> None:
-        from bcc import (  # noqa: PLC0415 - bcc is Debian's and optional: imported where used, so the plugin loads (and skips) without it
-            BPF,  # imported late: the plugin must load (and skip cleanly) without bcc
-        )
-
         super().__init__()
         self.subject = program
         self.hook = HOOKS[program.hook]
         text = composed or program.compose()
         flags = compile_flags(program.cflags)
         self.prints = "#define PKTASSERT_PRINTK\n" in text
-        # In a child process first: LLVM ends the process that compiles a program its backend rejects.
-        checked = compile_check.check(text, flags)
-        if not checked.ok:
-            raise ProgramError(diagnostics.compile_failure(program.name, program.func, checked.log, checked.lines,
+        # In a child process: LLVM ends the process that compiles a program its backend rejects.
+        served = compile_check.serve(text, flags, self.hook.prog_type)
+        self._served = served
+        lines = compile_check.line_maps(text, served.outcome.log)
+        if not served.outcome.ok:
+            raise ProgramError(diagnostics.compile_failure(program.name, program.func, served.outcome.log, lines,
                                                            lambda: _stack_share(program, flags), self.hook.ctx))
-        log: list[str] = []
-        try:
-            with _stderr_into(log):
-                self.bpf = BPF(text=text.encode(), cflags=list(flags))
-        except Exception:  # noqa: BLE001  (bcc raises plain Exception)
-            raise ProgramError(f"{program.name} does not compile:\n"
-                               f"{diagnostics.compiler_lines(log[0], program.func, {}, self.hook.ctx)}") from None
-        try:
-            with _stderr_into(log):
-                self.fn = self.bpf.load_func(self.hook.entry.encode(), self.hook.prog_type)
-        except Exception:  # noqa: BLE001
-            with _stderr_into(log):
-                why = diagnostics.verifier_log(self.bpf, self.hook.entry, self.hook.prog_type)
-            self.bpf.cleanup()
-            sources = {f: "\n".join(lines) for f, _, lines in compile_check.regions(text.splitlines())}
+        if self.hook.entry not in served.functions:
+            log, err = served.refused.get(self.hook.entry, ("", 0))
+            served.close()
+            sources = {f: "\n".join(body) for f, _, body in compile_check.regions(text.splitlines())}
             raise ProgramError(f"the verifier rejected {program.func}() from {program.name}: "
-                               + diagnostics.verifier_message(*why, program.name, checked.lines, sources)) from None
-        self.fd = self.fn.fd
-        leaf = self.bpf[b"pktassert_slots"].Leaf  # struct pktassert_record as bcc describes it
+                               + diagnostics.verifier_message(log, err, program.name, lines, sources))
+        self.fd = served.functions[self.hook.entry]
+        self._tables = {name: _table(name, *entry) for name, entry in served.tables.items()}
+        leaf = self._tables["pktassert_slots"].Leaf  # struct pktassert_record as bcc describes it
         self.record_type = leaf._type_ if issubclass(leaf, ctypes.Array) else leaf
 
     def our_map_fd(self, name: str) -> int:
-        return int(self.bpf[name.encode()].map_fd)
+        return self._served.tables[name][0]
 
     def bare_fd(self) -> int:
-        return int(self.bpf.load_func(BARE_ENTRY.encode(), self.hook.prog_type).fd)
+        return self._served.functions[BARE_ENTRY]
 
     def program_fd(self, func: str) -> int:
         """A function of the filter's source loaded as its own program (for program arrays)."""
         if func.startswith(RESERVED):
             raise ProgramError(f"{func!r} is pktassert's, not a function of {self.subject.name}.")
-        log: list[str] = []
-        try:
-            with _stderr_into(log):
-                return int(self.bpf.load_func(func.encode(), self.hook.prog_type).fd)
-        except Exception as e:  # noqa: BLE001
-            raise ProgramError(f"cannot load {func}() of {self.subject.name} for a program array: "
-                               f"{_verifier_lines(log[-1]) or e}. Fix: name a function `int {func}({self.hook.ctx}ctx)` "
-                               f"defined (not static) in the filter's source.") from None
+        if func in self._served.functions:
+            return self._served.functions[func]
+        refused = self._served.refused.get(func)
+        why = _verifier_lines(refused[0]) if refused else "no such function"
+        raise ProgramError(f"cannot load {func}() of {self.subject.name} for a program array: "
+                           f"{why}. Fix: name a function `int {func}({self.hook.ctx}ctx)` "
+                           f"defined (not static) in the filter's source.")
 
     def map_fds(self) -> dict[str, int]:
-        return {name: int(self.bpf[name.encode()].map_fd) for name in self._table_names()}
+        return {name: self._served.tables[name][0] for name in self._table_names()}
+
+    def code(self, func: str) -> bytes:
+        """``func``'s instructions as bcc compiled them (before the kernel's rewrites)."""
+        return self._served.code[func]
+
+    def codes(self) -> dict[str, bytes]:
+        """Every function's instructions as bcc compiled them, by name."""
+        return dict(self._served.code)
 
     def _table_names(self) -> list[str]:
-        from bcc import libbcc  # noqa: PLC0415 - bcc is Debian's and optional: imported where used, so the plugin loads (and skips) without it
-
-        lib = libbcc.lib
-        lib.bpf_num_tables.argtypes, lib.bpf_num_tables.restype = [ctypes.c_void_p], ctypes.c_size_t
-        lib.bpf_table_name.argtypes, lib.bpf_table_name.restype = [ctypes.c_void_p, ctypes.c_size_t], ctypes.c_char_p
-        names = [lib.bpf_table_name(self.bpf.module, i).decode() for i in range(lib.bpf_num_tables(self.bpf.module))]
-        return [n for n in names if not n.startswith(RESERVED)]
+        return [n for n in self._served.tables if not n.startswith(RESERVED)]
 
     def state_maps(self) -> dict[str, object]:
-        """The filter's own maps (not the inspector's) by name, as bcc tables."""
-        return {n: self.bpf[n.encode()] for n in self._table_names()}
+        """The filter's own maps (not the inspector's) by name, as tables over their fds."""
+        return {n: self._tables[n] for n in self._table_names()}
 
     def _close(self) -> None:
-        self.bpf.cleanup()
+        self._served.close()
+
+
+def _table(name: str, fd: int, key_desc: str, leaf_desc: str) -> FdTable:
+    """A map as a table over its fd, its key and value types as bcc described them (bcc's own decoder;
+    a queue or stack has no key)."""
+    from bcc import BPF  # noqa: PLC0415 - bcc is Debian's and optional: imported where used, so the plugin loads (and skips) without it
+
+    key = BPF._decode_table_type(json.loads(key_desc)) if key_desc else ctypes.c_uint8 * 0
+    leaf = BPF._decode_table_type(json.loads(leaf_desc)) if leaf_desc else ctypes.c_uint8 * 0
+    return FdTable(name, fd, key, leaf)

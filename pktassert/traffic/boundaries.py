@@ -375,7 +375,7 @@ def _bcc_code(subject: BccSource) -> bytes:
                  if re.search(rf"\b{subject.func}\s*\(\s*(const\s+)?{c}\b", text)), subject.hook)
     loaded = dataclasses.replace(subject, hook=hook).load()
     try:
-        return bytes(loaded.bpf.dump_func(BARE_ENTRY.encode()))
+        return loaded.code(BARE_ENTRY)
     finally:
         loaded.close()
 

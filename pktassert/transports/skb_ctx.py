@@ -194,15 +194,8 @@ def program_code(loaded: Any) -> list[bytes]:
             name = lib.bpf_program__name(p).decode()
             if (name == bare or not name.startswith(RESERVED)) and lib.bpf_program__fd(p) >= 0:
                 codes[name] = ctypes.string_at(insns(p), count(p) * 8)
-    elif hasattr(loaded, "bpf"):  # bcc: each function's instructions as compiled (the filter inlined into ours)
-        from bcc import libbcc  # noqa: PLC0415 - bcc is Debian's and optional: imported where used, so the plugin loads (and skips) without it
-
-        lib, module = libbcc.lib, loaded.bpf.module
-        for i in range(lib.bpf_num_functions(module)):
-            name = lib.bpf_function_name(module, i).decode()
-            if name == bare or not name.startswith(RESERVED):
-                codes[name] = ctypes.string_at(lib.bpf_function_start(module, name.encode()),
-                                               lib.bpf_function_size(module, name.encode()))
+    elif hasattr(loaded, "codes"):  # bcc: each function's instructions as compiled (the filter inlined into ours)
+        codes.update((name, code) for name, code in loaded.codes().items() if name == bare or not name.startswith(RESERVED))
     if bare not in codes:
         return list(codes.values())
     return [codes.pop(bare), *codes.values()]
