@@ -14,7 +14,7 @@ import sysconfig
 from pathlib import Path
 
 from pktassert.bpf import DIR as HERE
-from pktassert.build import build_cache, diagnostics
+from pktassert.build import build_cache, diagnostics, vmlinux_pch
 from pktassert.errors import ProgramError
 from pktassert.hooks.table import HOOKS
 from pktassert.kernel import libbpf
@@ -84,14 +84,20 @@ def compile_source(source: Path, cflags: tuple[str, ...]) -> tuple[Path, bool]:
     """The object clang builds from ``source``; whether it came from the cache."""
     cc = clang()
     flags = (*BASE_FLAGS, *include_dirs(), *cflags)
-    key = build_cache.digest(build_cache.FORMAT, str(source.resolve()), *flags, build_cache.clang_version(cc),
-                             build_cache.kernel_btf_id(), libbpf.version())
+    tools = (build_cache.clang_version(cc), build_cache.kernel_btf_id())
+    key = build_cache.digest(build_cache.FORMAT, str(source.resolve()), *flags, *tools, libbpf.version())
 
     def run(out: Path, deps: Path) -> None:
         # -x c: whatever its name, the source is compiled as C (clang takes a .md or .txt for a linker input,
         # which -c leaves unused: no object, and no error).
-        done = subprocess.run([cc, *flags, "-MD", "-MF", str(deps), "-x", "c", "-c", str(source), "-o", str(out)],
-                              capture_output=True, text=True)
+        command = [cc, *flags, "-MD", "-MF", str(deps), "-x", "c", "-c", str(source), "-o", str(out)]
+        header = vmlinux_dir() / "vmlinux.h"
+        pch = vmlinux_pch.pch(cc, flags, header, tools) if vmlinux_pch.applies(source, flags, header) else None
+        done = None
+        if pch is not None:
+            done = subprocess.run([*command[:1], "-include-pch", str(pch), *command[1:]], capture_output=True, text=True)
+        if done is None or done.returncode != 0:  # without the PCH: clang's words about the source as it is
+            done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise _written_or(done.stderr, ProgramError(compile_failure(source, done.stderr)))
         if not out.exists():
