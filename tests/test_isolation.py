@@ -71,8 +71,10 @@ def _start(pytester: pytest.Pytester, started: list, *args: str,
     return proc, fifo
 
 
-def _ready(fifo: Path, lines: int, timeout: float = 60.0) -> list[list[str]]:
-    """Wait (bounded) for ``lines`` ready lines from inner tests."""
+def _ready(fifo: Path, lines: int, timeout: float = 240.0) -> list[list[str]]:
+    """Wait (bounded) for ``lines`` ready lines from inner tests. Bounded generously: under -n 2 inside
+    a suite run under -n 2, the inner workers each compile the bcc filter on a loaded machine (CI once
+    took over 60 s)."""
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     got, buf = [], b""
     try:
