@@ -153,8 +153,8 @@ def test_anchor_holds_a_program_until_released(pktassert_ready):
     pid = prog_id(fd)
     anchor = XdpAnchor()
     try:
-        anchor.hold(fd)
-        anchor.hold(fd)  # once is enough
+        assert anchor.hold(fd)
+        assert anchor.hold(fd)  # once is enough
         bpf.cleanup()    # the loader's fd closed: the anchor's attachment keeps the program
         assert _prog_exists(pid)
     finally:
@@ -170,7 +170,7 @@ def test_anchor_lets_an_evicted_program_go(pktassert_ready):
     try:
         a = Program("int a(struct xdp_md *ctx) { return XDP_PASS; }", "a")
         loaded, _ = cache.get(a)
-        anchor.hold(loaded.fd)
+        assert anchor.hold(loaded.fd)
         pid = prog_id(loaded.fd)
         cache.release(a)
         cache.get(Program("int b(struct xdp_md *ctx) { return XDP_DROP; }", "b"))  # evicts a

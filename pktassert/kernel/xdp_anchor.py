@@ -37,19 +37,24 @@ class XdpAnchor:
         self._free: list[int] = []        # ifindexes holding nothing
         self._pairs = 0
 
-    def hold(self, fd: int) -> None:
-        """Keep the program ``fd`` in the dispatcher until ``release(fd)`` (idempotent)."""
-        pid = prog_id(fd)
-        if pid in self._held:
-            return
-        ns = self._namespace()
-        if not self._free:
-            self._pairs += 1
-            ns.ipr.link("add", ifname=f"xa{self._pairs}", kind="veth", peer={"ifname": f"xb{self._pairs}"})
-            self._free += [ns.ipr.link_lookup(ifname=f"x{end}{self._pairs}")[0] for end in "ab"]
-        ifindex = self._free.pop()
-        ns.ipr.link("set", index=ifindex, xdp_fd=fd)  # both ends stay down: no traffic, no NAPI
+    def hold(self, fd: int) -> bool:
+        """Keep the program ``fd`` in the dispatcher until ``release(fd)`` (idempotent). False where the
+        kernel refuses: attaches then cost a grace period each, as without this, and nothing else."""
+        try:
+            pid = prog_id(fd)
+            if pid in self._held:
+                return True
+            ns = self._namespace()
+            if not self._free:
+                self._pairs += 1
+                ns.ipr.link("add", ifname=f"xa{self._pairs}", kind="veth", peer={"ifname": f"xb{self._pairs}"})
+                self._free += [ns.ipr.link_lookup(ifname=f"x{end}{self._pairs}")[0] for end in "ab"]
+            ifindex = self._free.pop()
+            ns.ipr.link("set", index=ifindex, xdp_fd=fd)  # both ends stay down: no traffic, no NAPI
+        except Exception:  # noqa: BLE001 -- only slower without it
+            return False
         self._held[pid] = ifindex
+        return True
 
     def release(self, fd: int) -> None:
         """The program ``fd`` is about to close: let it go (it leaves the dispatcher: one grace period)."""
