@@ -32,6 +32,7 @@ from pktassert.observers.printk import TracePipe
 from pktassert.programs.bcc_program import looks_like_path
 from pktassert.programs.nft_ruleset import RuleSet
 from pktassert.programs.subjects import SUBJECTS, Subject, subject_of
+from pktassert.reports import kernel_identity
 from pktassert.reports import test_report as reports
 from pktassert.results import assertion
 from pktassert.session import OnFirstUse, Session
@@ -79,6 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("pktassert_summary"):
         config.pluginmanager.register(reports.VerdictSummary(), "pktassert-summary")
     config.pluginmanager.register(host_hooks.HostHooks(config), "pktassert-host")
+    config.pluginmanager.register(kernel_identity.KernelReport(), "pktassert-kernel")
     reaper.orderly_sigterm(config)  # SIGTERM tears down as Ctrl-C does; the fault matrix's failpoints (tests)
     faults.install()
 

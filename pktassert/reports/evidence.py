@@ -25,17 +25,30 @@ from pktassert.hooks.verdict import TcVerdict, Verdict
 from pktassert.machine import reaper
 from pktassert.observers import drop_reasons
 from pktassert.observers.fate import BY_CODE
+from pktassert.reports import kernel_identity
 from pktassert.results.capture import Capture
 
 EDGE = 1000          # packets kept from each end of a large inject() call
 MOST_OFFENDERS = 10_000
 PART = ".part"       # the temporary's suffix (prefix "."): .<name>.<12 hex digits>.part
 EPB_VERDICT = 7      # pcapng option epb_verdict; its types: 1 Linux eBPF TC, 2 Linux eBPF XDP
+SHB_OS, SHB_USERAPPL = 3, 4  # pcapng section header options
 VERDICT_TYPE = {Verdict: 2, TcVerdict: 1}
 
 
 class _Writer(RawPcapNgWriter):
-    """scapy's pcapng writer, and the one EPB option it does not write: the verdict."""
+    """scapy's pcapng writer, and what it does not write: the verdict (an EPB option) and the section
+    header's options (the kernel the packets met: shb_os, a comment with its BTF and features)."""
+
+    def _write_block_shb(self) -> None:
+        kernel = kernel_identity.identity()
+        opts = b""
+        for code, text in ((SHB_OS, f"Linux {kernel.release}"), (SHB_USERAPPL, "pktassert"), (1, kernel.line())):
+            value = text.encode()
+            opts += struct.pack("<HH", code, len(value)) + self._add_padding(value)
+        opts += struct.pack("<HH", 0, 0)
+        body = self.endian_magic + struct.pack(self.endian + "HHq", 1, 0, -1)
+        self.f.write(self.build_block(b"\x0A\x0D\x0D\x0A", body, options=opts))
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
