@@ -36,7 +36,7 @@ from pktassert.errors import HostLacks, PktassertError
 from pktassert.hooks.table import HOOKS
 from pktassert.netns.topology import DUT_IP, DUT_IP6, PEER_IP, PEER_IP6
 from pktassert.programs.subjects import subject_of
-from pktassert.reports import evidence
+from pktassert.reports import evidence, junit_merge
 from pktassert.results import offender
 from pktassert.results.capture import Capture
 from pktassert.session import Session
@@ -314,6 +314,14 @@ TWO_SIDES: list[Option] = [
     JSON]
 
 
+def _merge(args: argparse.Namespace) -> int:
+    summary = junit_merge.write([Path(s) for s in args.shards], Path(args.out))
+    print(f"{args.out}: {len(args.shards)} shards merged")
+    for line in summary.table():
+        print(line)
+    return OK
+
+
 @dataclasses.dataclass(frozen=True)
 class Command:
     run: Callable[[argparse.Namespace], int]
@@ -337,6 +345,10 @@ COMMANDS = {
                                                                   "the pytest plugin's evidence"})]),
     "diff": Command(_diff, "send the same traffic through two filters (or a filter and a rule set) and show where "
                            "they differ; exit 1 if they do", TWO_SIDES),
+    "merge": Command(_merge, "merge the JUnit files of a suite's shards (pytest-split) into one; print the verdicts "
+                             "per filter over them",
+                     [(("out",), {"help": "the merged JUnit file to write"}),
+                      (("shards",), {"nargs": "+", "metavar": "SHARD", "help": "each shard's --junitxml file"})]),
     "cleanup": Command(lambda args: cleanup.main(args.rest),
                        "free what a crashed run left: pktassert-cleanup (its options; --help lists them)", [], passthrough=True),
 }

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -73,7 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "the test file or rootdir, or the text), loaded into the DUT namespace "
                                        "(live tier; use the dut fixture for each packet's fate)")
     # One folder per run, named in the controller; xdist workers inherit the environment.
-    os.environ.setdefault(reports.RUN_ENV, time.strftime("run-%Y%m%d-%H%M%S-") + str(os.getpid()))
+    os.environ.setdefault(reports.RUN_ENV, reports.run_folder(config))
     chosen = config.getoption("pktassert_cache_dir")
     if chosen:  # through the environment, so xdist workers and child processes share it
         os.environ[build_cache.ENV] = os.path.abspath(chosen)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,14 @@ from pktassert.reports import evidence
 from pktassert.results.offender import describe
 
 RUN_ENV = "PKTASSERT_RUN"  # the run's evidence folder name, shared with xdist workers
+
+
+def run_folder(config: pytest.Config) -> str:
+    """``run-<date>-<time>-<kernel release>[-shard<G>of<N>]-<pid>``: which kernel and, under pytest-split
+    (--splits N --group G), which shard, so the evidence of a matrix of CI jobs can sit side by side."""
+    splits, group = config.getoption("splits", default=None), config.getoption("group", default=None)
+    shard = f"-shard{group}of{splits}" if splits and group else ""
+    return time.strftime("run-%Y%m%d-%H%M%S-") + f"{os.uname().release}{shard}-{os.getpid()}"
 
 
 def evidence_for(item: pytest.Item, report: pytest.TestReport) -> None:
@@ -58,36 +67,47 @@ def _failure_evidence(injector: Injector) -> list[dict[str, Any]]:
 
 
 class VerdictSummary:
-    """Verdicts per filter over the run, from the reports (so it works under pytest-xdist too)."""
+    """Verdicts per filter over the run, from the reports (so it works under pytest-xdist too, and over
+    JUnit files merged from shards: pktassert/reports/junit_merge.py)."""
 
     def __init__(self) -> None:
         self.filters: dict[str, dict[str, Any]] = {}
+
+    def add(self, key: str, text: object) -> None:
+        """One test's property (``key``, its JSON text): counted if it is pktassert's filter summary."""
+        if key == "pktassert" and isinstance(text, str):
+            value = json.loads(text)  # JSON: what JUnit XML shows, not a Python repr
+            entry = self.filters.setdefault(value["filter"], {"tests": 0, "counts": {},
+                                                              "hook": value.get("hook", "xdp")})
+            entry["tests"] += 1
+            for name, n in value["counts"].items():
+                entry["counts"][name] = entry["counts"].get(name, 0) + n
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "teardown":
             return
         for key, text in report.user_properties:
-            if key == "pktassert" and isinstance(text, str):
-                value = json.loads(text)  # JSON: what JUnit XML shows, not a Python repr
-                entry = self.filters.setdefault(value["filter"], {"tests": 0, "counts": {},
-                                                                  "hook": value.get("hook", "xdp")})
-                entry["tests"] += 1
-                for name, n in value["counts"].items():
-                    entry["counts"][name] = entry["counts"].get(name, 0) + n
+            self.add(key, text)
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.filters:
-            return
-        tr = terminalreporter
-        tr.section("pktassert: verdicts per filter")
-        for hook, spec in HOOKS.items():  # a table per hook, in its own verdict names
+    def table(self) -> list[str]:
+        """A table per hook, in its own verdict names: a filter, its tests, its packets per verdict."""
+        lines = []
+        for hook, spec in HOOKS.items():
             filters = {name: e for name, e in self.filters.items() if e["hook"] == hook}
             if not filters:
                 continue
             names = [v.name for v in spec.actions]
             title = f"{spec.title} filter"
             width = max(len(title), *(len(name) for name in filters))
-            tr.write_line(f"{title:<{width}} {'tests':>5} " + " ".join(f"{n:>10}" for n in names))
+            lines.append(f"{title:<{width}} {'tests':>5} " + " ".join(f"{n:>10}" for n in names))
             for name, entry in sorted(filters.items()):
-                tr.write_line(f"{name:<{width}} {entry['tests']:>5} "
-                              + " ".join(f"{entry['counts'].get(n, 0):>10}" for n in names))
+                lines.append(f"{name:<{width}} {entry['tests']:>5} "
+                             + " ".join(f"{entry['counts'].get(n, 0):>10}" for n in names))
+        return lines
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.filters:
+            return
+        terminalreporter.section("pktassert: verdicts per filter")
+        for line in self.table():
+            terminalreporter.write_line(line)
