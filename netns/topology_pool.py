@@ -19,12 +19,17 @@ from .topology import Topology
 _worker: concurrent.futures.ThreadPoolExecutor | None = None
 
 
-def later(fn: Callable[[], object]) -> None:
-    """Run ``fn`` on pktassert's background thread, after what was given to it before."""
-    global _worker  # noqa: PLW0603 - one thread per process, made on first use
+def _thread() -> concurrent.futures.ThreadPoolExecutor:
+    """pktassert's background thread (one per process, made on first use): it runs what it is given in order."""
+    global _worker  # noqa: PLW0603 - one per process
     if _worker is None:
         _worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pktassert-netns")
-    _worker.submit(_quietly, fn)
+    return _worker
+
+
+def later(fn: Callable[[], object]) -> None:
+    """Run ``fn`` on the background thread, after what was given to it before."""
+    _thread().submit(_quietly, fn)
 
 
 def _quietly(fn: Callable[[], object]) -> None:
@@ -38,10 +43,10 @@ def drain() -> None:
         _worker.submit(lambda: None).result()
 
 
-def _made_here(label: str, mtu: int) -> Topology:
+def _made_here(mtu: int) -> Topology:
     """A topology made on this (background) thread, its netlink sockets of this thread closed: the
     test's thread opens its own (Namespace.ipr)."""
-    topo = Topology(label=label, mtu=mtu)
+    topo = Topology(mtu=mtu)
     topo.drop_iprs()
     return topo
 
@@ -49,26 +54,18 @@ def _made_here(label: str, mtu: int) -> Topology:
 class TopologyPool:
     """``take()`` a fresh topology (made ahead), ``retire()`` it when the test is done."""
 
-    def __init__(self, mtu: int, label: str = "") -> None:
-        self._mtu, self._label = mtu, label
+    def __init__(self, mtu: int) -> None:
+        self._mtu = mtu
         self._next: concurrent.futures.Future[Topology] | None = None
-        self.closed = False
 
     def take(self, label: str) -> Topology:
         """A topology no test has used, labelled ``label`` (in Python: the kernel-side alias was set
         when it was made, naming this process, which is what pktassert-cleanup needs)."""
-        made = self._next or self._start()
-        self._next = self._start()  # the next test's, made while this one runs
+        made = self._next or _thread().submit(_made_here, self._mtu)
+        self._next = _thread().submit(_made_here, self._mtu)  # the next test's, made while this one runs
         topo = made.result()
         topo.label = f"{topo.label} {label}"
         return topo
-
-    def _start(self) -> concurrent.futures.Future[Topology]:
-        global _worker  # noqa: PLW0603
-        if _worker is None:
-            later(lambda: None)
-        assert _worker is not None
-        return _worker.submit(_made_here, self._label, self._mtu)
 
     @staticmethod
     def retire(topo: Topology) -> None:
@@ -81,7 +78,6 @@ class TopologyPool:
 
     def close(self) -> None:
         """Close the topology made ahead, and wait for every pending close."""
-        self.closed = True
         made, self._next = self._next, None
         if made is not None:
             with contextlib.suppress(Exception):  # a failed build raised nothing yet: no test asked for it

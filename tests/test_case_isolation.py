@@ -118,7 +118,7 @@ def test_ipr_used_from_another_thread_acts_in_its_namespace(pktassert_ready):
 def test_pool_gives_fresh_topologies_and_closes_the_one_made_ahead(pktassert_ready):
     import os
 
-    pool = TopologyPool(mtu=1500, label="pool test")
+    pool = TopologyPool(mtu=1500)
     seen = set()
     for _ in range(3):
         topo = pool.take("case")

@@ -61,3 +61,20 @@ def test_a_run_of_no_pktassert_test_says_nothing_of_kernels(pytester):
     res = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     res.assert_outcomes(passed=1)
     assert "pktassert: results from" not in res.stdout.str()
+
+
+def test_without_the_kernels_btf_no_feature_is_said_present(monkeypatch):
+    """Features are looked up by name in the BTF: without it none can be called present (host.problem()
+    answers None for them then, leaving the failure to the program that needs them)."""
+    from pktassert.build import build_cache
+
+    def lacks() -> str:
+        raise host.HostLacks("kernel BTF", "no /sys/kernel/btf/vmlinux")
+
+    monkeypatch.setattr(build_cache, "kernel_btf_id", lacks)
+    identity.cache_clear()
+    try:
+        k = identity()
+        assert (k.btf, k.features, k.missing) == ("none", (), tuple(host.KERNEL_FEATURES))
+    finally:
+        identity.cache_clear()

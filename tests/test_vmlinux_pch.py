@@ -17,7 +17,9 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "port_blocklist.
 def ours(tmp_path: Path) -> Path:
     header = tmp_path / "ours" / "vmlinux.h"
     header.parent.mkdir()
-    header.write_text("#ifndef __VMLINUX_H__\n#define __VMLINUX_H__\ntypedef unsigned int __u32;\n#endif\n")
+    header.write_text("#ifndef __VMLINUX_H__\n#define __VMLINUX_H__\n#ifndef BPF_NO_PRESERVE_ACCESS_INDEX\n"
+                      "#pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)\n"
+                      "#endif\ntypedef unsigned int __u32;\n#endif\n")
     return header
 
 
@@ -38,6 +40,21 @@ def _source(folder: Path, text: str) -> Path:
 def test_applies_only_when_the_source_leads_with_it(tmp_path, ours, text, expected):
     source = _source(tmp_path / "src", text)
     assert vmlinux_pch.applies(source, ["-O2", f"-I{ours.parent}"], ours) is expected
+
+
+@pytest.mark.parametrize(("cflags", "expected"), [
+    ((), True),
+    (("-DLAST=2000", "-D", "PORT=80", "-UOTHER"), True),   # macros vmlinux.h does not test
+    (("-Iinclude", "-I", "more", "-Wall", "-Wno-unused"), True),
+    (("-DBPF_NO_PRESERVE_ACCESS_INDEX",), False),           # changes how vmlinux.h reads
+    (("-D", "BPF_NO_PRESERVE_ACCESS_INDEX=1"), False),
+    (("-U__VMLINUX_H__",), False),
+    (("-O0",), False),                                      # anything else: compiled as written
+    (("-include", "x.h"), False),
+])
+def test_the_filters_own_cflags(tmp_path, ours, cflags, expected):
+    source = _source(tmp_path / "src", '#include "vmlinux.h"\n')
+    assert vmlinux_pch.applies(source, [f"-I{ours.parent}", *cflags], ours, cflags) is expected
 
 
 def test_a_vmlinux_h_of_the_users_own_is_theirs(tmp_path, ours):
@@ -73,9 +90,12 @@ def test_the_same_program_with_and_without_it(pktassert_ready, tmp_path, monkeyp
     assert vmlinux_pch.applies(EXAMPLE, flags, header)
     pch = vmlinux_pch.pch(cc, flags, header, ("test",))
     assert pch is not None and pch.stat().st_size > 0
+    # The PCH made with pktassert's flags alone, the compile with a filter's own macro beside it.
+    cflags = ["-DEXTRA_PORT=8080", f"-I{tmp_path}"]
+    assert vmlinux_pch.applies(EXAMPLE, [*flags, *cflags], header, cflags)
     plain, fast = tmp_path / "plain.o", tmp_path / "fast.o"
-    subprocess.run([cc, *flags, "-c", str(EXAMPLE), "-o", str(plain)], check=True)
-    subprocess.run([cc, "-include-pch", str(pch), *flags, "-c", str(EXAMPLE), "-o", str(fast)], check=True)
+    subprocess.run([cc, *flags, *cflags, "-c", str(EXAMPLE), "-o", str(plain)], check=True)
+    subprocess.run([cc, "-include-pch", str(pch), *flags, *cflags, "-c", str(EXAMPLE), "-o", str(fast)], check=True)
     assert _program_sections(plain) == _program_sections(fast)
     assert "port_blocklist" in subprocess.run(["readelf", "-W", "-s", str(fast)], capture_output=True, text=True).stdout
     libbpf_build.vmlinux_dir.cache_clear()  # the next user finds the cache it had

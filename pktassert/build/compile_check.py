@@ -24,7 +24,6 @@ import re
 import socket
 import subprocess
 import sys
-import typing
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,7 +42,6 @@ _LINE = re.compile(r'#line (\d+) "(.*)"$')
 class Outcome:
     ok: bool
     log: str = ""           # what clang, LLVM and bcc printed (when not ok)
-    lines: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # see line_maps()
     depth: int | None = None  # the verifier's stack depth of the function loaded, if asked
 
 
@@ -75,7 +73,7 @@ def serve(text: str, cflags: Sequence[str], prog_type: int) -> Served:
         with theirs:
             child = _start({"text": text, "cflags": list(cflags), "debug": DEBUG_PREPROCESSOR,
                             "serve": {"fd": theirs.fileno(), "prog_type": prog_type}}, pass_fds=(theirs.fileno(),))
-        out, result = _finish(child, want_result=True)
+        out, result = _finish(child)
         served = Served(out)
         if not out.ok or result is None:
             return served
@@ -106,7 +104,7 @@ def stack_depths(probe: str, alone: str, cflags: Sequence[str], func: str, entry
     of ``prog_type``; both at once."""
     a = _start({"text": probe, "cflags": list(cflags), "load": entry, "prog_type": prog_type})
     b = _start({"text": alone, "cflags": list(cflags), "load": func, "prog_type": prog_type})
-    return _finish(a).depth, _finish(b)
+    return _finish(a)[0].depth, _finish(b)[0]
 
 
 def _start(request: dict, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
@@ -122,28 +120,20 @@ def _start(request: dict, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
     return child
 
 
-@typing.overload
-def _finish(child: subprocess.Popen) -> Outcome: ...
-@typing.overload
-def _finish(child: subprocess.Popen, want_result: typing.Literal[True]) -> tuple[Outcome, dict | None]: ...
-
-
-def _finish(child: subprocess.Popen, want_result: bool = False) -> Outcome | tuple[Outcome, dict | None]:
+def _finish(child: subprocess.Popen) -> tuple[Outcome, dict | None]:
+    """What the child said: the outcome, and its result line (None when it failed)."""
     try:
         out, err = child.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         child.kill()
         child.communicate()
-        failed = Outcome(False, f"error: the compile did not finish in {TIMEOUT} s")
-        return (failed, None) if want_result else failed
+        return Outcome(False, f"error: the compile did not finish in {TIMEOUT} s"), None
     log = err.decode(errors="replace")
     results = [ln[len(RESULT):] for ln in out.decode(errors="replace").splitlines() if ln.startswith(RESULT)]
     if child.returncode != 0 or not results:
-        failed = Outcome(False, log or f"error: the compiler exited with status {child.returncode} and said nothing")
-        return (failed, None) if want_result else failed
+        return Outcome(False, log or f"error: the compiler exited with status {child.returncode} and said nothing"), None
     result = json.loads(results[-1])
-    done = Outcome(True, log, depth=result.get("depth"))
-    return (done, result) if want_result else done
+    return Outcome(True, log, depth=result.get("depth")), result
 
 
 def line_maps(composed: str, log: str) -> dict[str, list[int]]:

@@ -92,7 +92,8 @@ def compile_source(source: Path, cflags: tuple[str, ...]) -> tuple[Path, bool]:
         # which -c leaves unused: no object, and no error).
         command = [cc, *flags, "-MD", "-MF", str(deps), "-x", "c", "-c", str(source), "-o", str(out)]
         header = vmlinux_dir() / "vmlinux.h"
-        pch = vmlinux_pch.pch(cc, flags, header, tools) if vmlinux_pch.applies(source, flags, header) else None
+        ours = (*BASE_FLAGS, *include_dirs())  # the PCH's flags: the same for every filter of this kernel
+        pch = vmlinux_pch.pch(cc, ours, header, tools) if vmlinux_pch.applies(source, flags, header, cflags) else None
         done = None
         if pch is not None:
             done = subprocess.run([*command[:1], "-include-pch", str(pch), *command[1:]], capture_output=True, text=True)

@@ -40,12 +40,14 @@ def identity() -> KernelIdentity:
         btf = build_cache.kernel_btf_id()[:16]
     except (host.HostLacks, OSError):
         btf = "none"
+    if btf == "none":  # the features are looked up by name in the BTF: none can be said present
+        return KernelIdentity(os.uname().release, btf, (), tuple(host.KERNEL_FEATURES))
     present: list[str] = []
     missing: list[str] = []
     for name in host.KERNEL_FEATURES:
         try:
             (missing if host.problem(name) else present).append(name)
-        except host.HostLacks:
+        except host.HostLacks:  # the BTF is there but libbpf cannot read it
             missing.append(name)
     return KernelIdentity(os.uname().release, btf, tuple(present), tuple(missing))
 
