@@ -46,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     freed, stuck = leftovers.clean(owner_pid=args.owner)
     for lo in freed:
         print(f"freed: net:[{lo.inode}] (killed {len(lo.inside)} process(es) inside)")
+    # An orphan listed above that another run (its session start frees orphans) freed before this one could.
+    accounted = {lo.inode for lo in freed + stuck}
+    for lo in found:
+        if not lo.owner_alive and lo.inode not in accounted:
+            print(f"gone: net:[{lo.inode}] (freed meanwhile by another run)")
     for lo in stuck:
         print(f"not freed: {lo.describe()}. Fix: end the fd holders listed.", file=sys.stderr)
     return 1 if stuck else 0
