@@ -5,16 +5,18 @@ VENV := .venv
 KREL := $(shell uname -r)
 APT := python3-bpfcc python3-venv linux-headers-amd64 iproute2 util-linux nftables python3-nftables tshark tcpreplay \
        clang libbpf-dev bpftool
+# --pktassert-kernel's VMs (installed without recommends: qemu's would bring a desktop).
+VM_APT := qemu-system-x86 udev kmod
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider --pktassert-require
 # More pytest options, e.g. ARGS="--junitxml=junit.xml" (examples/ci/ does).
 ARGS ?=
 
-.PHONY: setup packages headers objects demo test test-unprivileged container-test kills clean
+.PHONY: setup packages headers objects demo test test-unprivileged container-test kills kernels vm-packages clean
 
 demo: setup objects
 	$(PYTEST) examples -q --pktassert-summary $(ARGS)
 
-test: setup objects
+test: setup objects vm-packages
 	$(PYTEST) -n 2 -m "not container" tests examples $(ARGS)
 
 # The example suite in a Debian 12 privileged container made here (debootstrap; ~2 min the first time here).
@@ -33,6 +35,11 @@ test-unprivileged: setup objects
 kills: setup objects
 	PKTASSERT_KILLS=full $(PYTEST) -n 2 tests/test_kills.py $(ARGS)
 
+# The whole kernel matrix: the example suite on Debian 12's 6.1 and 6.12 (each in a VM: KVM when it works,
+# else TCG) and on this machine, side by side. `make test` runs a slice of it (tests/test_kernel_matrix.py).
+kernels: setup objects vm-packages
+	$(PYTEST) examples -q --pktassert-kernel=6.1,6.12,host $(ARGS)
+
 # The example libbpf filters built as their Makefile builds them (examples/build/*.bpf.o).
 objects: packages
 	$(MAKE) -s -C examples
@@ -44,6 +51,13 @@ packages:
 	if [ -n "$$missing" ]; then \
 	  echo "installing: $$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+vm-packages:
+	@missing=$$(for p in $(VM_APT); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 # bcc looks for headers at /lib/modules/$(uname -r)/{build,source}. Debian ships them for its own

@@ -137,7 +137,8 @@ struct tcp_head {
 	__u8 flags;
 };
 
-extern void *bpf_cast_to_kern_ctx(void *) __ksym;
+/* From Linux 6.2; weak: on older kernels pktassert_on_socket is not loaded, pktassert_on_filter is. */
+extern void *bpf_cast_to_kern_ctx(void *) __ksym __weak;
 
 static __always_inline struct pktassert_fate_config *fate_config(void)
 {
@@ -506,6 +507,35 @@ int pktassert_on_socket(struct __sk_buff *ctx)
 	return -1;   /* keep the whole packet */
 }
 
+/* The same, where bpf_cast_to_kern_ctx is missing (before 6.2: Debian 12's 6.1): sk_filter_trim_cap()
+ * is where the kernel runs a socket's filter, for every socket, so it is probed there, for the sockets
+ * Python listed by cookie (generated when it asked for it, before the socket took any packet). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);     /* socket cookie (SO_COOKIE) */
+	__type(value, __u8);
+} pktassert_test_sockets SEC(".maps");
+
+SEC("kprobe/sk_filter_trim_cap")
+int BPF_KPROBE(pktassert_on_filter, struct sock *sk, struct sk_buff *skb)
+{
+	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (!cookie || !bpf_map_lookup_elem(&pktassert_test_sockets, &cookie))
+		return 0;
+	__u64 key = (__u64)skb;
+	__u64 head_key = (__u64)BPF_CORE_READ(skb, head);
+	struct live *l = bpf_map_lookup_elem(&pktassert_live, &key);
+	struct pktassert_fate *f = l && l->head == (void *)head_key ? fate_of(l) : NULL;
+	if (!f)   /* a clone (raw sockets): the same data buffer as a tracked packet */
+		f = fate_of(bpf_map_lookup_elem(&pktassert_live_heads, &head_key));
+	if (f) {
+		f->flags |= PKTASSERT_F_DELIVERED;
+		f->socket = cookie;
+	}
+	return 0;
+}
+
 /* ---- Which nftables rule decided: nftables' own trace events, read where they are sent ----
  * pktassert's ingress chain on the DUT's veth sets nftrace on every packet; nftables then sends a
  * trace event (netlink, group NFTRACE) for each rule that matched and each policy applied, from
@@ -695,9 +725,17 @@ static __always_inline void read_tuple(struct sk_buff *skb, struct pktassert_tup
 	}
 }
 
+/* The netfilter programs' context, as Linux 6.4 defines it (struct bpf_nf_ctx): named here so that this
+ * file compiles against an older kernel's vmlinux.h (Debian 12's 6.1), where these programs are not
+ * loaded; CO-RE relocates the fields to the running kernel's struct where they are. */
+struct bpf_nf_ctx___pktassert {
+	const struct nf_hook_state *state;
+	struct sk_buff *skb;
+} __attribute__((preserve_access_index));
+
 /* PRE_ROUTING and LOCAL_OUT, just after conntrack (-199): the state the rule set's chains see. */
 SEC("netfilter")
-int pktassert_nf_ct(struct bpf_nf_ctx *ctx)
+int pktassert_nf_ct(struct bpf_nf_ctx___pktassert *ctx)
 {
 	struct sk_buff *skb = ctx->skb;
 	struct pktassert_fate *f = tracked(skb);
@@ -714,7 +752,7 @@ int pktassert_nf_ct(struct bpf_nf_ctx *ctx)
 
 /* LOCAL_IN, FORWARD and POST_ROUTING, first: destination NAT is done. */
 SEC("netfilter")
-int pktassert_nf_mid(struct bpf_nf_ctx *ctx)
+int pktassert_nf_mid(struct bpf_nf_ctx___pktassert *ctx)
 {
 	struct pktassert_fate *f = tracked(ctx->skb);
 	if (f && !f->mid_hook) {
@@ -726,7 +764,7 @@ int pktassert_nf_mid(struct bpf_nf_ctx *ctx)
 
 /* LOCAL_IN and POST_ROUTING, last but conntrack's confirm: source NAT is done too. */
 SEC("netfilter")
-int pktassert_nf_end(struct bpf_nf_ctx *ctx)
+int pktassert_nf_end(struct bpf_nf_ctx___pktassert *ctx)
 {
 	struct sk_buff *skb = ctx->skb;
 	struct pktassert_fate *f = tracked(skb);
@@ -746,7 +784,7 @@ int pktassert_nf_end(struct bpf_nf_ctx *ctx)
 /* LOCAL_OUT, first: a packet pktassert's raw socket sends is registered with the tag Python set for it,
  * as netif_receive_skb registers one that arrives; the CPU's current packet for nftables' trace. */
 SEC("netfilter")
-int pktassert_nf_out(struct bpf_nf_ctx *ctx)
+int pktassert_nf_out(struct bpf_nf_ctx___pktassert *ctx)
 {
 	struct sk_buff *skb = ctx->skb;
 	struct pktassert_fate_config *cfg = fate_config();

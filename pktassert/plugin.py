@@ -25,6 +25,7 @@ from pktassert.instruments.fate_tracker import FateTracker
 from pktassert.instruments.receiver import Receiver
 from pktassert.instruments.sender import Sender
 from pktassert.instruments.tag_mover import TagMover
+from pktassert.kernels import matrix as kernel_matrix
 from pktassert.machine import faults, host, preflight, reaper
 from pktassert.netns import Topology, leftovers
 from pktassert.observers.printk import TracePipe
@@ -58,6 +59,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"where compiled and linked libbpf filters are kept, shared by runs and xdist workers "
                          f"(default: ${build_cache.ENV}, else ~/.cache/pktassert/build); clear it with "
                          f"`pktassert-cleanup --cache`")
+    kernel_matrix.add_options(group)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -80,6 +82,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(reports.VerdictSummary(), "pktassert-summary")
     config.pluginmanager.register(host_hooks.HostHooks(config), "pktassert-host")
     config.pluginmanager.register(kernel_identity.KernelReport(), "pktassert-kernel")
+    kernel_matrix.configure(config)
     reaper.orderly_sigterm(config)  # SIGTERM tears down as Ctrl-C does; the fault matrix's failpoints (tests)
     faults.install()
 

@@ -1,5 +1,6 @@
 """The fate tracker (bpf/fates.bpf.c) loaded by libbpf and attached to the kernel's tracepoints:
-its fate slots mmapped, its counters, and the filter it puts on test sockets."""
+its fate slots mmapped, its counters, and how it sees a test socket take a packet: a filter on the
+socket where the kernel has bpf_cast_to_kern_ctx (6.2), else a kprobe where socket filters run."""
 
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ from pktassert.machine import host
 from pktassert.netns import Namespace
 
 SO_ATTACH_BPF = 50
+SO_COOKIE = 57
 SO_NETNS_COOKIE = 71
+DELIVERY_ENV = "PKTASSERT_FATES_DELIVERY"  # "kprobe": the pre-6.2 way on any kernel (tests compare both)
+# How a delivery to a test socket is seen -> (program that sees it, the program it replaces).
+DELIVERY = {"socket": ("pktassert_on_socket", "pktassert_on_filter"),
+            "kprobe": ("pktassert_on_filter", "pktassert_on_socket")}
 TRACEPOINTS = ("pktassert_on_receive", "pktassert_on_drop", "pktassert_on_consume", "pktassert_on_reset",
                "pktassert_on_icmp", "pktassert_on_queue", "pktassert_on_xmit")
 # Netfilter programs (kernel/netfilter_link.py): (program, hook, priority), for IPv4 and IPv6 each.
@@ -40,7 +46,9 @@ class FateTracker:
     """One per DUT: tracks the packets that enter its veth's stack; nothing attached to the DUT itself."""
 
     def __init__(self) -> None:
-        host.check("kernel BTF", "clang", "drop-reasons", "tracepoints", "cast-to-kern-ctx")
+        host.check("kernel BTF", "clang", "drop-reasons", "tracepoints")
+        kprobe = os.environ.get(DELIVERY_ENV) == "kprobe" or host.problem("cast-to-kern-ctx") is not None
+        self.delivery = "kprobe" if kprobe else "socket"
         obj_path, _ = libbpf_build.compile_source(HERE / "fates.bpf.c", ("-I", str(HERE)))
         lib = libbpf.lib()
         with libbpf.messages() as said:
@@ -55,6 +63,8 @@ class FateTracker:
                     lib.bpf_program__set_expected_attach_type(prog, netfilter_link.ATTACH_TYPE)
                 else:  # an older kernel: connection states and NAT are refused, naming the feature
                     lib.bpf_program__set_autoload(prog, False)
+            unused = lib.bpf_object__find_program_by_name(self.obj, DELIVERY[self.delivery][1].encode())
+            lib.bpf_program__set_autoload(unused, False)
             rc = lib.bpf_object__load(self.obj)
         if rc:
             lib.bpf_object__close(self.obj)
@@ -64,14 +74,23 @@ class FateTracker:
         self._generation = 0
         self._netns = self._ifindex = 0
         try:
-            for name in TRACEPOINTS:
+            attached = TRACEPOINTS + (("pktassert_on_filter",) if self.delivery == "kprobe" else ())
+            for name in attached:
                 prog = lib.bpf_object__find_program_by_name(self.obj, name.encode())
                 with libbpf.messages() as said:
                     link = lib.bpf_program__attach(prog)
+                if not link and name == "pktassert_on_filter":
+                    why = "; ".join(x.strip() for x in said if x.strip())
+                    raise ProgramError(f"pktassert's fate tracker sees a test socket take a packet with the kfunc "
+                                       f"bpf_cast_to_kern_ctx (Linux 6.2 and later) or, on older kernels, a kprobe; "
+                                       f"this kernel ({os.uname().release}) has no bpf_cast_to_kern_ctx and its kprobe "
+                                       f"cannot attach ({why}). Fix: a 6.2 or later kernel, or one built with "
+                                       f"CONFIG_KPROBES and CONFIG_KPROBE_EVENTS.")
                 if not link:
                     raise ProgramError(f"pktassert's fate tracker cannot attach {name}: {' '.join(said)}")
                 self._links.append(link)
-            self.socket_fd = self._prog_fd("pktassert_on_socket")
+            self.socket_fd = self._prog_fd("pktassert_on_socket") if self.delivery == "socket" else -1
+            self._sockets_fd = self._map_fd("pktassert_test_sockets")
             self.trace_fd = self._prog_fd("pktassert_on_trace")
             self._config_fd = self._map_fd("pktassert_fate_config")
             self._out_fd = self._map_fd("pktassert_out")
@@ -132,8 +151,14 @@ class FateTracker:
             raise OSError(ctypes.get_errno(), "pktassert_out")
 
     def attach_socket(self, sock: socket.socket) -> None:
-        """Put the delivery filter on a test socket (it keeps every packet)."""
-        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, self.socket_fd)
+        """Watch a test socket take packets: our filter on it (it keeps every packet), or its cookie listed
+        for the kprobe (asking for the cookie makes the kernel give the socket one)."""
+        if self.delivery == "socket":
+            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, self.socket_fd)
+            return
+        key = ctypes.c_uint64(int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8), "little"))
+        if libbpf.lib().bpf_map_update_elem(self._sockets_fd, ctypes.byref(key), ctypes.byref(ctypes.c_uint8(1)), 0):
+            raise OSError(ctypes.get_errno(), "pktassert_test_sockets")
 
     def close(self) -> None:
         lib = libbpf.lib()

@@ -63,6 +63,8 @@ class KernelReport:
         self.ours = False
 
     def pytest_runtest_logreport(self, report: object) -> None:
+        if getattr(report, "pktassert_kernel", None):  # from a VM (--pktassert-kernel): its kernel is named there
+            return
         props = [k for k, _ in getattr(report, "user_properties", ())]
         keywords = getattr(report, "keywords", {})
         self.ours = self.ours or any(k.startswith("pktassert") for k in props) or any(m in keywords for m in MARKERS)
