@@ -569,7 +569,11 @@ static __always_inline __u32 name_hash(struct __sk_buff *nl, __u32 off, __u32 n)
 	if (bpf_skb_load_bytes(nl, off, buf, n))
 		return 0;
 	__u32 h = 2166136261u;
-	for (int i = 0; i < NAME_MOST; i++) {
+	for (__u32 i = 0; i < NAME_MOST; i++) {
+		/* i stays the index the verifier follows: without this clang walks a pointer through buf and
+		 * counts down from n beside it, which verifiers before 6.8 (Debian 12's 6.1) cannot tie
+		 * together ("invalid read from stack"). */
+		asm volatile("" : "+r"(i));
 		if (i >= n || !buf[i])
 			break;
 		h = (h ^ buf[i]) * 16777619u;

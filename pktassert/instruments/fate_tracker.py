@@ -12,7 +12,7 @@ import socket
 import numpy as np
 
 from pktassert.bpf import DIR as HERE
-from pktassert.build import libbpf_build
+from pktassert.build import diagnostics, libbpf_build
 from pktassert.errors import ProgramError
 from pktassert.instruments.record import const, dtype_of
 from pktassert.kernel import btf_types, libbpf, netfilter_link
@@ -68,7 +68,9 @@ class FateTracker:
             rc = lib.bpf_object__load(self.obj)
         if rc:
             lib.bpf_object__close(self.obj)
-            raise ProgramError(f"pktassert's fate tracker (bpf/fates.bpf.c) does not load here: {' '.join(said)}")
+            why = diagnostics.libbpf_verifier_message("\n".join(said), os.strerror(-rc if rc < 0 else rc))
+            raise ProgramError(f"pktassert's fate tracker (bpf/fates.bpf.c) does not load on this kernel "
+                               f"({os.uname().release}): {why}")
         self._links: list[int] = []
         self._mm: mmap.mmap | None = None
         self._generation = 0

@@ -217,7 +217,7 @@ class KernelMatrix:
                 tr.write_line(nodeid.ljust(width) + "".join(f"  {cell:<10}" for cell in cells))
                 for column in self.columns.values():
                     outcome, words = column.outcomes.get(nodeid, ("not run", ""))
-                    if outcome in ("failed", "error") and words:
+                    if outcome in ("failed", "error", "skipped") and words:
                         tr.write_line(f"    {column.label}: {_first_lines(words)}", red=True)
         tr.write_line(f"{same} test(s) with the same outcome on every kernel; {len(differ)} differ.")
 
