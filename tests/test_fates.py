@@ -2,12 +2,13 @@
 shown to change when the rule, the filter or the socket that decides it changes."""
 
 import socket
+import time
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
 from scapy.layers.inet6 import IPv6
 
-from pktassert import Fate, PktassertError, TcVerdict, Verdict
+from pktassert import PEER_IP, Fate, PktassertError, TcVerdict, Verdict
 
 DROP_SSH = """
 table inet t {
@@ -110,19 +111,25 @@ def test_a_tc_drop_is_the_filters_with_the_kernels_reason(dut, inject):
 
 def test_flood_fates_exact_for_every_packet(dut, inject):
     dns = dut.listen(udp=53)
+    start = time.monotonic()
     r = inject(IP(dst=dut.ip) / UDP(dport=9), count=1_000_000, vary={"src": "198.51.100.0/24"}, keep=100_000)
+    took = time.monotonic() - start
     assert r.sent == r.accounted == 1_000_000 and r.step == 10
     assert r.reasons() == {"NO_SOCKET": 1_000_000}
     fates = r.fates()
     assert set(fates) <= {Fate.ANSWERED, Fate.DROPPED} and sum(fates.values()) == 1_000_000
-    assert fates.get(Fate.ANSWERED, 0) < 10_000  # the kernel rate-limits its ICMP errors
+    # The kernel rate-limits its ICMP errors per second (icmp_msgs_per_sec 1000, burst 50): a bound by the
+    # time the flood took, which is seconds here and minutes in a VM under TCG (tests/test_kernel_matrix.py).
+    assert 0 < fates.get(Fate.ANSWERED, 0) <= 1000 * took + 50
     assert dns.received() == []
 
 
 def test_other_traffic_in_the_dut_is_not_counted(dut, inject):
     dns = dut.listen(udp=53)
     noise = dut.topology.peer.ns.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for _ in range(50):  # the peer's own datagrams: same socket, not injected
+    # The peer's own datagrams: same socket, not injected. Twenty: with ours they must fit the socket's
+    # buffer, and on 6.1 each datagram through a veth with XDP takes a page (at 50, ours met SOCKET_RCVBUFF).
+    for _ in range(20):
         noise.sendto(b"noise", (dut.ip, 53))
     r = inject(IP(dst=dut.ip) / UDP(dport=53) / b"ours", count=10)
     noise.close()
@@ -166,7 +173,9 @@ def test_a_frame_the_filter_sends_back_never_reaches_the_stack(dut, inject):
 def test_a_reassembled_datagram_is_not_attributed_to_a_fragment(dut, inject):
     # The datagram reaches the socket, but in a buffer no injected packet had: never guessed.
     dns = dut.listen(udp=53)
-    r = inject(fragment(IP(dst=dut.ip, id=99) / UDP(dport=53) / (b"y" * 100), fragsize=64))
+    # src given: fragment() builds the packet, and scapy would take the source from this machine's routes
+    # (in a VM with no network, 0.0.0.0: a martian the DUT drops).
+    r = inject(fragment(IP(src=PEER_IP, dst=dut.ip, id=99) / UDP(dport=53) / (b"y" * 100), fragsize=64))
     assert [p.fate for p in r] == [Fate.CONSUMED, Fate.UNKNOWN]
     assert dns.received() == [b"y" * 100]
 

@@ -231,8 +231,9 @@ def _words(report: pytest.TestReport) -> str:
 
 
 def _first_lines(words: str, n: int = 3) -> str:
-    lines = [line for line in words.strip().splitlines() if line.strip()]
-    return " | ".join(lines[:n]) + (" ..." if len(lines) > n else "")
+    lines = [line.strip() for line in words.strip().splitlines() if line.strip()]
+    said = " | ".join(lines[:n]) + (" ..." if len(lines) > n else "")
+    return said if len(said) <= 400 else said[:400] + " ..."
 
 
 def configure(config: pytest.Config) -> None:
