@@ -1,6 +1,6 @@
 """``--pktassert-kernel=6.1,6.12,host``: the selected tests run on this machine (``host``) and then,
 in turn, in a VM of each other kernel. Each VM's reports come back into this run as xdist's workers'
-do (``<nodeid>@<kernel>``: terminal, short summary, JUnit with a ``pktassert_kernel`` property), and
+do (``<test>[@<kernel>]``: terminal, short summary, JUnit with a ``pktassert_kernel`` property), and
 the terminal summary sets the kernels side by side: which tests differ, and each failure's own words
 (the verifier's log, the assertion) from the kernel where it failed."""
 
@@ -51,6 +51,12 @@ def guest_args(args: Sequence[str]) -> list[str]:
             continue
         out.append(arg)
     return out
+
+
+def on_kernel(nodeid: str, label: str) -> str:
+    """A test's id on another kernel, as one more parameter: ``t[@6.1]``, ``t[a-b@6.1]`` (inside the brackets,
+    where pytest's and JUnit's readers of node ids keep it with the test's name)."""
+    return f"{nodeid[:-1]}@{label}]" if nodeid.endswith("]") else f"{nodeid}[@{label}]"
 
 
 def parse(value: str) -> list[str]:
@@ -185,9 +191,9 @@ class KernelMatrix:
             base = report.nodeid
             seen.add(base)
             column.take(report, base)
-            report.nodeid = f"{base}@{label}"
+            report.nodeid = on_kernel(base, label)
             fspath, lineno, domain = report.location
-            report.location = (fspath, lineno, f"{domain}@{label}")
+            report.location = (fspath, lineno, on_kernel(domain, label))
             report.user_properties = [*report.user_properties, ("pktassert_kernel", release)]
             report.pktassert_kernel = label
             self.config.hook.pytest_runtest_logreport(report=report)
