@@ -40,3 +40,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "container: tests/test_container.py, run by `make container-test` only")
     config.addinivalue_line("markers", "tail_port(port): tests/test_libbpf_filters.py: the .rodata port that "
                                        "takes the tail call")
+    config.addinivalue_line("markers", "first: a long test (VMs) started before the others, so that under xdist "
+                                       "the rest of the suite runs beside it instead of after it")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("first") is None)  # stable: the rest keep their order

@@ -58,7 +58,8 @@ class HostHooks:
             return
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         with contextlib.suppress(OSError):
-            swept = cache_upkeep.leftovers()
+            # In a VM of --pktassert-kernel the cache is the outer run's: so is its upkeep (see unconfigure).
+            swept = [] if self._in_vm(session.config) else cache_upkeep.leftovers()
             if swept and reporter:
                 reporter.write_line(f"pktassert: removed {len(swept)} temporary build file(s) of killed runs "
                                     f"({', '.join(map(str, swept[:3]))}{', ...' if len(swept) > 3 else ''})",
@@ -72,6 +73,10 @@ class HostHooks:
         for name in gone:
             if reporter:
                 reporter.write_line(f"pktassert: removed the tracefs instance {name} of a killed run", yellow=True)
+
+    @staticmethod
+    def _in_vm(config: pytest.Config) -> bool:
+        return bool(config.getoption("pktassert_vm_reports", default=None))
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         lines = []
@@ -89,7 +94,9 @@ class HostHooks:
         return lines
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        if not hasattr(config, "workerinput") and not self.temp_cache:
+        # In a VM of --pktassert-kernel the cache is the outer run's over 9p, where a stat of each file costs
+        # milliseconds under TCG (68 s for this repository's cache): the outer run keeps it.
+        if not hasattr(config, "workerinput") and not self.temp_cache and not self._in_vm(config):
             with contextlib.suppress(OSError, build_cache.CacheRefused):
                 cache_upkeep.evict()  # bounded: the least recently used entries go
         if self.temp_cache:

@@ -90,6 +90,7 @@ def _row(output: str, test: str) -> list[str]:
     return next(line.split() for line in output.splitlines() if line.startswith(test))
 
 
+@pytest.mark.first
 def test_one_run_on_three_kernels(tmp_path):
     """The bar: a filter 6.1's verifier rejects and newer ones accept, both answers side by side; and the
     CI slice (one XDP, tc and nftables test each) passing on every kernel. One test: the VMs boot once."""
