@@ -68,6 +68,17 @@ def test_acceleration_is_chosen_and_said(monkeypatch, tmp_path):
     assert accel == "tcg" and ("failed to set MSR" in why or why == "no usable /dev/kvm")
 
 
+def test_the_vm_has_no_network_and_writes_only_what_it_is_given(tmp_path):
+    image = kernel_images.KernelImage("6.1", "6.1.0-0-amd64", tmp_path / "vmlinuz-6.1.0-0-amd64", "test")
+    try:
+        argv = vm_boot._argv(image, "tcg", "true", rwdirs=[tmp_path / "out"], overlays=[], cpus=2)
+    except kernel_images.KernelUnavailable as e:
+        pytest.skip(str(e))
+    assert not any(a in ("--network", "-n", "--rw") or a.startswith("--network=") for a in argv)
+    assert [a for a in argv if a.startswith(("--rwdir", "--overlay-rwdir"))] == [f"--rwdir={tmp_path / 'out'}"]
+    assert "--disable-kvm" in argv and argv[argv.index("--") + 1].startswith(f"echo {vm_boot.STARTED!r}")
+
+
 def _vm_ready() -> str | None:
     try:
         vm_boot.vng()
