@@ -130,5 +130,5 @@ def test_one_run_on_three_kernels(tmp_path):
     kernels = {p.get("value") for c in root.iter("testcase") for p in c.iter("property")
                if p.get("name") == "pktassert_kernel"}
     assert any(k.startswith("6.1.") for k in kernels) and any(k.startswith("6.12.") for k in kernels), kernels
-    run_props = {p.get("name"): p.get("value") for p in root.iter("property")}
+    run_props = {p.get("name"): p.get("value") for p in root.findall("./testsuite/properties/property")}
     assert json.loads(run_props["pktassert_kernel"])["release"] == os.uname().release
