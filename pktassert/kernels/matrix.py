@@ -7,6 +7,7 @@ the terminal summary sets the kernels side by side: which tests differ, and each
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shlex
 import shutil
@@ -132,6 +133,7 @@ class KernelMatrix:
             cache.mkdir(parents=True, exist_ok=True)
             evidence = Path(self.config.rootpath, self.config.getoption("pktassert_evidence_dir"))
             evidence.mkdir(parents=True, exist_ok=True)
+            kernel_images.directory().mkdir(parents=True, exist_ok=True, mode=0o700)
             exchange = Path(tempfile.mkdtemp(prefix="vm-run-", dir=kernel_images.directory()))
         except (kernel_images.KernelUnavailable, OSError) as e:
             self._failed(name, f"kernel {name}: {e}")
@@ -170,8 +172,6 @@ class KernelMatrix:
 
     def _take(self, name: str, release: str, reports: Path) -> set[str]:
         """Feed the VM's reports into this run; the node ids seen."""
-        import json  # noqa: PLC0415 - only here
-
         seen: set[str] = set()
         column = self.columns[name]
         label = name if "/" not in name else release

@@ -7,6 +7,7 @@ fails before our command starts is retried under TCG, and remembered for this ma
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -103,7 +104,8 @@ def _once(argv: list[str], timeout: float, boot_timeout: float) -> tuple[int, st
     def stop(why: str, unless_started: bool) -> None:
         if proc.poll() is None and not (unless_started and started >= 0):
             stopped.append(why)
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
     timers = [threading.Timer(boot_timeout, stop, (f"the kernel did not start the command in {boot_timeout:.0f} s", True)),
               threading.Timer(timeout, stop, (f"the VM was stopped after {timeout:.0f} s (${TIMEOUT_ENV})", False))]
@@ -117,6 +119,11 @@ def _once(argv: list[str], timeout: float, boot_timeout: float) -> tuple[int, st
             if started < 0 and STARTED in line:
                 started = time.monotonic() - start
         rc = proc.wait()
+    except BaseException:  # Ctrl-C, SIGTERM: the VM goes with us
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     finally:
         for t in timers:
             t.cancel()
