@@ -23,6 +23,7 @@ from pktassert.kernels.kernel_images import KernelImage, KernelUnavailable, dire
 
 ACCEL_ENV = "PKTASSERT_VM_ACCEL"       # kvm | tcg: no probing
 TIMEOUT_ENV = "PKTASSERT_VM_TIMEOUT"   # seconds for one kernel's whole run
+CPUS_ENV = "PKTASSERT_VM_CPUS"
 STARTED = "pktassert-vm: started"      # printed by the guest before the command: the boot worked
 MEMORY = "3G"
 
@@ -133,8 +134,18 @@ def _once(argv: list[str], timeout: float, boot_timeout: float) -> tuple[int, st
     return rc, "".join(lines), started
 
 
-def run(image: KernelImage, script: str, rwdirs: list[Path], overlays: list[Path], cpus: int = 2) -> VmRun:
+def default_cpus() -> int:
+    """$PKTASSERT_VM_CPUS, else 2, or 1 on a machine of 2 cores or fewer: a TCG vCPU is a busy host thread, and
+    the host's own run (xdist workers) keeps a core."""
+    try:
+        return max(1, int(os.environ[CPUS_ENV]))
+    except (KeyError, ValueError):
+        return 2 if (os.cpu_count() or 1) > 2 else 1
+
+
+def run(image: KernelImage, script: str, rwdirs: list[Path], overlays: list[Path], cpus: int | None = None) -> VmRun:
     """``script`` (sh) as root in a VM of ``image``."""
+    cpus = cpus or default_cpus()
     timeout = float(os.environ.get(TIMEOUT_ENV, 1800))
     accel, why = choose_accel()
     start = time.monotonic()
