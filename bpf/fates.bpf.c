@@ -507,21 +507,30 @@ int pktassert_on_socket(struct __sk_buff *ctx)
 	return -1;   /* keep the whole packet */
 }
 
-/* The same, where bpf_cast_to_kern_ctx is missing (before 6.2: Debian 12's 6.1): sk_filter_trim_cap()
- * is where the kernel runs a socket's filter, for every socket, so it is probed there, for the sockets
- * Python listed by cookie (generated when it asked for it, before the socket took any packet). */
+/* The same, where bpf_cast_to_kern_ctx is missing (before 6.2: Debian 12's 6.1): sk_filter_trim_cap() is
+ * where the kernel runs a socket's filter, so it is probed there. A test socket is one that carries
+ * pktassert_keep (attached as pktassert_on_socket is, and inherited the same way by a TCP connection's
+ * socket from its listener): the program's id, written by Python after load, is compared. */
+SEC("socket")
+int pktassert_keep(struct __sk_buff *ctx)
+{
+	return -1;   /* keep the whole packet */
+}
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);     /* socket cookie (SO_COOKIE) */
-	__type(value, __u8);
-} pktassert_test_sockets SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);   /* pktassert_keep's program id */
+} pktassert_keep_id SEC(".maps");
 
 SEC("kprobe/sk_filter_trim_cap")
 int BPF_KPROBE(pktassert_on_filter, struct sock *sk, struct sk_buff *skb)
 {
-	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	if (!cookie || !bpf_map_lookup_elem(&pktassert_test_sockets, &cookie))
+	__u32 zero = 0;
+	__u32 *keep = bpf_map_lookup_elem(&pktassert_keep_id, &zero);
+	struct sk_filter *filter = BPF_CORE_READ(sk, sk_filter);
+	if (!keep || !*keep || !filter || BPF_CORE_READ(filter, prog, aux, id) != *keep)
 		return 0;
 	__u64 key = (__u64)skb;
 	__u64 head_key = (__u64)BPF_CORE_READ(skb, head);
@@ -531,7 +540,8 @@ int BPF_KPROBE(pktassert_on_filter, struct sock *sk, struct sk_buff *skb)
 		f = fate_of(bpf_map_lookup_elem(&pktassert_live_heads, &head_key));
 	if (f) {
 		f->flags |= PKTASSERT_F_DELIVERED;
-		f->socket = cookie;
+		/* the socket's cookie if it has one yet (bpf_get_socket_cookie would make one; a kprobe cannot) */
+		f->socket = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	}
 	return 0;
 }

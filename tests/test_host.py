@@ -98,7 +98,7 @@ def test_without_its_kfunc_the_fate_tracker_sees_deliveries_by_kprobe_or_says_wh
         if os.path.exists("/sys/bus/event_source/devices/kprobe"):
             tracker = FateTracker()
             try:
-                assert tracker.delivery == "kprobe" and tracker.socket_fd == -1
+                assert tracker.delivery == "kprobe" and tracker.socket_fd >= 0
             finally:
                 tracker.close()
         else:

@@ -15,17 +15,16 @@ from pktassert.bpf import DIR as HERE
 from pktassert.build import diagnostics, libbpf_build
 from pktassert.errors import ProgramError
 from pktassert.instruments.record import const, dtype_of
-from pktassert.kernel import btf_types, libbpf, netfilter_link
+from pktassert.kernel import btf_types, libbpf, netfilter_link, xdp_anchor
 from pktassert.machine import host
 from pktassert.netns import Namespace
 
 SO_ATTACH_BPF = 50
-SO_COOKIE = 57
 SO_NETNS_COOKIE = 71
 DELIVERY_ENV = "PKTASSERT_FATES_DELIVERY"  # "kprobe": the pre-6.2 way on any kernel (tests compare both)
-# How a delivery to a test socket is seen -> (program that sees it, the program it replaces).
-DELIVERY = {"socket": ("pktassert_on_socket", "pktassert_on_filter"),
-            "kprobe": ("pktassert_on_filter", "pktassert_on_socket")}
+# How a delivery to a test socket is seen -> (the program put on test sockets, the programs not loaded).
+DELIVERY = {"socket": ("pktassert_on_socket", ("pktassert_on_filter", "pktassert_keep")),
+            "kprobe": ("pktassert_keep", ("pktassert_on_socket",))}
 TRACEPOINTS = ("pktassert_on_receive", "pktassert_on_drop", "pktassert_on_consume", "pktassert_on_reset",
                "pktassert_on_icmp", "pktassert_on_queue", "pktassert_on_xmit")
 # Netfilter programs (kernel/netfilter_link.py): (program, hook, priority), for IPv4 and IPv6 each.
@@ -63,8 +62,8 @@ class FateTracker:
                     lib.bpf_program__set_expected_attach_type(prog, netfilter_link.ATTACH_TYPE)
                 else:  # an older kernel: connection states and NAT are refused, naming the feature
                     lib.bpf_program__set_autoload(prog, False)
-            unused = lib.bpf_object__find_program_by_name(self.obj, DELIVERY[self.delivery][1].encode())
-            lib.bpf_program__set_autoload(unused, False)
+            for unused in DELIVERY[self.delivery][1]:
+                lib.bpf_program__set_autoload(lib.bpf_object__find_program_by_name(self.obj, unused.encode()), False)
             rc = lib.bpf_object__load(self.obj)
         if rc:
             lib.bpf_object__close(self.obj)
@@ -91,8 +90,11 @@ class FateTracker:
                 if not link:
                     raise ProgramError(f"pktassert's fate tracker cannot attach {name}: {' '.join(said)}")
                 self._links.append(link)
-            self.socket_fd = self._prog_fd("pktassert_on_socket") if self.delivery == "socket" else -1
-            self._sockets_fd = self._map_fd("pktassert_test_sockets")
+            self.socket_fd = self._prog_fd(DELIVERY[self.delivery][0])
+            if self.delivery == "kprobe":  # the kprobe knows a test socket by this program on it
+                key, value = ctypes.c_uint32(0), ctypes.c_uint32(xdp_anchor.prog_id(self.socket_fd))
+                if lib.bpf_map_update_elem(self._map_fd("pktassert_keep_id"), ctypes.byref(key), ctypes.byref(value), 0):
+                    raise OSError(ctypes.get_errno(), "pktassert_keep_id")
             self.trace_fd = self._prog_fd("pktassert_on_trace")
             self._config_fd = self._map_fd("pktassert_fate_config")
             self._out_fd = self._map_fd("pktassert_out")
@@ -153,14 +155,9 @@ class FateTracker:
             raise OSError(ctypes.get_errno(), "pktassert_out")
 
     def attach_socket(self, sock: socket.socket) -> None:
-        """Watch a test socket take packets: our filter on it (it keeps every packet), or its cookie listed
-        for the kprobe (asking for the cookie makes the kernel give the socket one)."""
-        if self.delivery == "socket":
-            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, self.socket_fd)
-            return
-        key = ctypes.c_uint64(int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8), "little"))
-        if libbpf.lib().bpf_map_update_elem(self._sockets_fd, ctypes.byref(key), ctypes.byref(ctypes.c_uint8(1)), 0):
-            raise OSError(ctypes.get_errno(), "pktassert_test_sockets")
+        """Put the delivery filter on a test socket (it keeps every packet; a TCP listener's connections
+        inherit it); where the kernel lacks bpf_cast_to_kern_ctx, the kprobe knows the socket by it."""
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, self.socket_fd)
 
     def close(self) -> None:
         lib = libbpf.lib()
