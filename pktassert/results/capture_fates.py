@@ -10,7 +10,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
-from pktassert.errors import PktassertError
+from pktassert.errors import HostLacks, PktassertError
 from pktassert.instruments.record import const
 from pktassert.observers import conntrack
 from pktassert.observers.conntrack import Ct
@@ -62,7 +62,8 @@ class CaptureFates:
                                  f"(@pytest.mark.nftables(...)): pktassert watches conntrack there. Fix: give the "
                                  f"test its rule set.")
         if not self.netfilter:  # type: ignore[attr-defined]
-            raise PktassertError(f"{what}: {_NO_NETFILTER}")
+            # The kernel lacks it, not the test: a skip naming it (a failure under --pktassert-require).
+            raise HostLacks("BPF netfilter programs", f"{what}: {_NO_NETFILTER}")
         return recs
 
     def ct_codes(self) -> np.ndarray:
