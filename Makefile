@@ -5,8 +5,9 @@ VENV := .venv
 KREL := $(shell uname -r)
 APT := python3-bpfcc python3-venv linux-headers-amd64 iproute2 util-linux nftables python3-nftables tshark tcpreplay \
        clang libbpf-dev bpftool
-# --pktassert-kernel's VMs (installed without recommends: qemu's would bring a desktop).
-VM_APT := qemu-system-x86 udev kmod
+# --pktassert-kernel's VMs (installed without recommends: qemu's would bring a desktop). virtme-ng builds
+# the VM's initramfs (virtio and 9p modules) with busybox.
+VM_APT := qemu-system-x86 udev kmod busybox-static
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider --pktassert-require
 # More pytest options, e.g. ARGS="--junitxml=junit.xml" (examples/ci/ does).
 ARGS ?=

@@ -44,10 +44,13 @@ def vng() -> str:
     found = str(here) if here.exists() else shutil.which("vng")
     if not found:
         raise KernelUnavailable("virtme-ng is not installed: pktassert boots other kernels with it. Fix: "
-                                "pip install virtme-ng, and apt-get install qemu-system-x86 udev kmod.")
+                                "pip install virtme-ng, and apt-get install qemu-system-x86 udev kmod busybox-static.")
+    if not any(shutil.which(b) for b in ("busybox-static", "busybox.static", "busybox")):
+        raise KernelUnavailable("busybox is not installed: virtme-ng builds the VM's initramfs (the virtio and 9p "
+                                "modules of a distribution kernel) with it. Fix: apt-get install busybox-static.")
     if not shutil.which("qemu-system-x86_64"):
         raise KernelUnavailable("qemu is not installed: virtme-ng boots kernels in it. Fix: apt-get install "
-                                "--no-install-recommends qemu-system-x86 udev kmod.")
+                                "--no-install-recommends qemu-system-x86 udev kmod busybox-static.")
     return found
 
 
